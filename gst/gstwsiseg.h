@@ -1,0 +1,13 @@
+/* Element registration shared by the plugin and the tests. */
+#pragma once
+
+#include <gst/gst.h>
+
+G_BEGIN_DECLS
+
+GST_ELEMENT_REGISTER_DECLARE (slidesrc);
+GST_ELEMENT_REGISTER_DECLARE (patchify);
+GST_ELEMENT_REGISTER_DECLARE (stitchsink);
+GST_ELEMENT_REGISTER_DECLARE (colornorm);
+
+G_END_DECLS
