@@ -30,6 +30,7 @@ tile_meta_init (GstMeta * meta, gpointer params, GstBuffer * buffer)
   memset ((guint8 *) m + sizeof (GstMeta), 0,
       sizeof (GstWsiTileMeta) - sizeof (GstMeta));
   m->downsample = 1.0;
+  m->tissue_fraction = -1.0;
   return TRUE;
 }
 

@@ -26,7 +26,9 @@ typedef struct _GstWsiTileMeta GstWsiTileMeta;
  *   level-0 pixels
  * @slide_width, @slide_height: level-0 slide size
  * @mpp_x, @mpp_y: microns per level-0 pixel, 0 when unknown
- * @frame: index of the source frame (slide tile or video frame) this came from
+ * @frame: sequence number of the buffer in its producer's output order
+ * @tissue_fraction: fraction of tissue pixels measured by patchify, negative
+ *   when not measured
  * @pad_left, @pad_top: padding before the valid area (reflect/constant padding
  *   at the top/left edge); the valid area is
  *   [pad_left, pad_left + valid_width) x [pad_top, pad_top + valid_height)
@@ -52,12 +54,13 @@ struct _GstWsiTileMeta
   gint64 slide_width, slide_height;
   gdouble mpp_x, mpp_y;
   guint64 frame;
+  gdouble tissue_fraction;
 };
 
 GType gst_wsi_tile_meta_api_get_type (void);
 const GstMetaInfo *gst_wsi_tile_meta_get_info (void);
 
-/* Adds a zeroed meta (downsample 1). */
+/* Adds a zeroed meta (downsample 1, tissue_fraction -1). */
 GstWsiTileMeta *gst_wsi_tile_meta_add (GstBuffer * buffer);
 /* Adds a copy of @src (including the slide string). */
 GstWsiTileMeta *gst_wsi_tile_meta_add_copy (GstBuffer * buffer,
