@@ -76,21 +76,8 @@ tile_meta_transform (GstBuffer * dest, GstMeta * meta, GstBuffer * buffer,
     return FALSE;
   if (GST_VIDEO_META_TRANSFORM_IS_SCALE (type)) {
     GstVideoMetaTransform *t = data;
-    gint iw = GST_VIDEO_INFO_WIDTH (t->in_info);
-    gint ih = GST_VIDEO_INFO_HEIGHT (t->in_info);
-    gint ow = GST_VIDEO_INFO_WIDTH (t->out_info);
-    gint oh = GST_VIDEO_INFO_HEIGHT (t->out_info);
-    if (iw > 0 && ih > 0 && ow > 0 && oh > 0) {
-      gdouble sx = (gdouble) ow / iw, sy = (gdouble) oh / ih;
-      m->width = ow;
-      m->height = oh;
-      m->valid_width = (gint) lround (src->valid_width * sx);
-      m->valid_height = (gint) lround (src->valid_height * sy);
-      m->pad_left = (gint) lround (src->pad_left * sx);
-      m->pad_top = (gint) lround (src->pad_top * sy);
-      m->overlap = (gint) lround (src->overlap * sx);
-      m->downsample = src->downsample / sx;
-    }
+    gst_wsi_tile_meta_fit_to_size (m, GST_VIDEO_INFO_WIDTH (t->out_info),
+        GST_VIDEO_INFO_HEIGHT (t->out_info));
   }
   return TRUE;
 }
@@ -148,4 +135,26 @@ gst_wsi_tile_meta_region_level_size (const GstWsiTileMeta * meta,
     *width = (gint64) ceil (meta->region_width / ds - 1e-9);
   if (height)
     *height = (gint64) ceil (meta->region_height / ds - 1e-9);
+}
+
+gboolean
+gst_wsi_tile_meta_fit_to_size (GstWsiTileMeta * meta, gint width, gint height)
+{
+  gdouble sx, sy;
+
+  if (width <= 0 || height <= 0 || meta->width <= 0 || meta->height <= 0)
+    return FALSE;
+  if (width == meta->width && height == meta->height)
+    return FALSE;
+  sx = (gdouble) width / meta->width;
+  sy = (gdouble) height / meta->height;
+  meta->valid_width = (gint) lround (meta->valid_width * sx);
+  meta->valid_height = (gint) lround (meta->valid_height * sy);
+  meta->pad_left = (gint) lround (meta->pad_left * sx);
+  meta->pad_top = (gint) lround (meta->pad_top * sy);
+  meta->overlap = (gint) lround (meta->overlap * sx);
+  meta->downsample /= sx;
+  meta->width = width;
+  meta->height = height;
+  return TRUE;
 }

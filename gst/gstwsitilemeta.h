@@ -74,4 +74,12 @@ void gst_wsi_tile_meta_set_slide (GstWsiTileMeta * meta, const gchar * slide);
 void gst_wsi_tile_meta_region_level_size (const GstWsiTileMeta * meta,
     gint64 * width, gint64 * height);
 
+/* Rewrites sizes, padding, overlap and downsample after the pixels were
+ * scaled to @width x @height, keeping level-0 coordinates right. Elements
+ * call it when a buffer's negotiated size differs from the meta's (a
+ * videoscale upstream keeps the meta unchanged). Returns TRUE if it changed
+ * anything. */
+gboolean gst_wsi_tile_meta_fit_to_size (GstWsiTileMeta * meta, gint width,
+    gint height);
+
 G_END_DECLS
