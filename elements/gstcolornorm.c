@@ -1,12 +1,1718 @@
-/* PLACEHOLDER: replaced by the real element. */
+/* colornorm: rescaling, standardisation, Reinhard / Macenko stain
+ * normalisation and colour augmentation of RGB patches, output as float32
+ * tensors (NNStreamer other/tensors, 3:W:H:1) or as RGB video.
+ * See docs/colornorm.md. */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
 #include "gstwsiseg.h"
+#include "gstwsitilemeta.h"
+#include "wsicolor.h"
+
+#include <gst/base/gstbasetransform.h>
+#include <gst/video/video.h>
+#include <openslide.h>
+#include <png.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+GST_DEBUG_CATEGORY_STATIC (colornorm_debug);
+#define GST_CAT_DEFAULT colornorm_debug
+
+#define MAX_SIZE 32768
+/* Sampled tissue ODs kept for one Macenko fit (12 MiB). */
+#define OD_CAPACITY (1 << 20)
+/* Pixels read from a slide's smallest level for a thumbnail fit. */
+#define THUMB_PIXELS 4000000.0
+/* Largest target PNG accepted. */
+#define MAX_PNG_PIXELS (100 * 1000 * 1000)
+
+typedef enum
+{
+  MODE_RESCALE01,
+  MODE_RESCALE11,
+  MODE_STANDARDIZE,
+  MODE_STANDARDIZE_PATCH,
+  MODE_REINHARD,
+  MODE_MACENKO,
+} GstColorNormMode;
+
+typedef enum
+{
+  FIT_PER_PATCH,
+  FIT_FIRST_PATCHES,
+  FIT_THUMBNAIL,
+} GstColorNormFit;
+
+#define GST_TYPE_COLORNORM_MODE (gst_colornorm_mode_get_type ())
+static GType
+gst_colornorm_mode_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {MODE_RESCALE01, "x / 255, in [0, 1]", "rescale01"},
+    {MODE_RESCALE11, "x / 127.5 - 1, in [-1, 1]", "rescale11"},
+    {MODE_STANDARDIZE, "(x / 255 - mean) / std with the mean and std "
+          "properties", "standardize"},
+    {MODE_STANDARDIZE_PATCH, "(x / 255 - mean) / std with the patch's own "
+          "per-channel mean and std", "standardize-patch"},
+    {MODE_REINHARD, "Reinhard: match L*a*b* channel statistics to the target",
+        "reinhard"},
+    {MODE_MACENKO, "Macenko: map the estimated H&E stain vectors to the "
+          "target's", "macenko"},
+    {0, NULL, NULL},
+  };
+
+  if (g_once_init_enter (&type))
+    g_once_init_leave (&type, g_enum_register_static ("GstColorNormMode",
+            values));
+  return type;
+}
+
+#define GST_TYPE_COLORNORM_SCALE (gst_colornorm_scale_get_type ())
+static GType
+gst_colornorm_scale_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {MODE_RESCALE01, "x / 255, in [0, 1]", "rescale01"},
+    {MODE_RESCALE11, "x / 127.5 - 1, in [-1, 1]", "rescale11"},
+    {MODE_STANDARDIZE, "(x / 255 - mean) / std, mean and std properties",
+        "standardize"},
+    {MODE_STANDARDIZE_PATCH, "(x / 255 - mean) / std, patch statistics",
+        "standardize-patch"},
+    {0, NULL, NULL},
+  };
+
+  if (g_once_init_enter (&type))
+    g_once_init_leave (&type, g_enum_register_static ("GstColorNormScale",
+            values));
+  return type;
+}
+
+#define GST_TYPE_COLORNORM_FIT (gst_colornorm_fit_get_type ())
+static GType
+gst_colornorm_fit_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {FIT_PER_PATCH, "Estimate the source stains on every patch", "per-patch"},
+    {FIT_FIRST_PATCHES, "Estimate once per slide from its first fit-patches "
+          "tissue patches (held back until then)", "first-patches"},
+    {FIT_THUMBNAIL, "Estimate once per slide from its smallest pyramid level "
+          "(OpenSlide, or the PNG itself)", "thumbnail"},
+    {0, NULL, NULL},
+  };
+
+  if (g_once_init_enter (&type))
+    g_once_init_leave (&type, g_enum_register_static ("GstColorNormFit",
+            values));
+  return type;
+}
+
+/* One slide's source estimate, shared by the buffers held for it. */
+typedef struct
+{
+  gint ref;
+  gchar *slide;
+  GstColorNormMode mode;        /* what was accumulated */
+  gboolean done, valid;
+  WsiLabStats lab;
+  WsiStainParams stain;
+  WsiStainAcc acc;
+  gboolean acc_ready;
+  guint tissue_patches;
+} SlideFit;
+
+typedef struct
+{
+  GstBuffer *buf;
+  SlideFit *fit;                /* NULL: needs no slide estimate */
+} Held;
 
 #define GST_TYPE_COLORNORM (gst_colornorm_get_type ())
-G_DECLARE_FINAL_TYPE (GstColorNorm, gst_colornorm, GST, COLORNORM, GstElement)
-struct _GstColorNorm { GstElement parent; };
-G_DEFINE_TYPE (GstColorNorm, gst_colornorm, GST_TYPE_ELEMENT);
-GST_ELEMENT_REGISTER_DEFINE (colornorm, "colornorm", GST_RANK_NONE, GST_TYPE_COLORNORM);
-static void gst_colornorm_class_init (GstColorNormClass * klass) {
-  gst_element_class_set_static_metadata (GST_ELEMENT_CLASS (klass), "colornorm", "Filter", "placeholder", "gst-wsiseg");
+G_DECLARE_FINAL_TYPE (GstColorNorm, gst_colornorm, GST, COLORNORM,
+    GstBaseTransform);
+
+struct _GstColorNorm
+{
+  GstBaseTransform parent;
+
+  /* properties, object lock */
+  GstColorNormMode mode;
+  GstColorNormMode tensor_scale;
+  gdouble mean[3], std[3];
+  gchar *target_location;
+  gboolean target_dirty;
+  WsiLabStats target_lab;
+  WsiStainParams target_stain;
+  gboolean keep_residual;
+  GstColorNormFit fit_mode;
+  guint fit_patches;
+  gdouble fit_min_tissue;
+  gboolean augment;
+  gint64 seed;
+  gdouble aug_scale, aug_shift, aug_hed_scale, aug_hed_shift;
+  GRand *rand;
+  /* latest source estimate, object lock */
+  gboolean source_valid;
+  WsiLabStats source_lab;
+  WsiStainParams source_stain;
+
+  /* streaming thread only */
+  GstVideoInfo in_info;
+  gboolean out_tensor;
+  GstVideoInfo out_info;
+  GQueue held;
+  SlideFit *fit;
+  SlideFit *active;
+  gchar *thumb_failed;
+  WsiStainAcc patch_acc;
+  gfloat *row;
+};
+
+G_DEFINE_TYPE (GstColorNorm, gst_colornorm, GST_TYPE_BASE_TRANSFORM);
+GST_ELEMENT_REGISTER_DEFINE_WITH_CODE (colornorm, "colornorm", GST_RANK_NONE,
+    GST_TYPE_COLORNORM, wsi_color_init ());
+
+enum
+{
+  PROP_0,
+  PROP_MODE,
+  PROP_TENSOR_SCALE,
+  PROP_MEAN,
+  PROP_STD,
+  PROP_TARGET_LOCATION,
+  PROP_TARGET_LAB_MEAN,
+  PROP_TARGET_LAB_STD,
+  PROP_TARGET_STAIN_MATRIX,
+  PROP_TARGET_MAX_CONC,
+  PROP_KEEP_RESIDUAL,
+  PROP_FIT,
+  PROP_FIT_PATCHES,
+  PROP_FIT_MIN_TISSUE,
+  PROP_SOURCE_FITTED,
+  PROP_SOURCE_LAB_MEAN,
+  PROP_SOURCE_LAB_STD,
+  PROP_SOURCE_STAIN_MATRIX,
+  PROP_SOURCE_MAX_CONC,
+  PROP_AUGMENT,
+  PROP_SEED,
+  PROP_AUGMENT_SCALE,
+  PROP_AUGMENT_SHIFT,
+  PROP_AUGMENT_HED_SCALE,
+  PROP_AUGMENT_HED_SHIFT,
+  N_PROPS
+};
+
+static GParamSpec *props[N_PROPS];
+
+static const gdouble imagenet_mean[3] = { 0.485, 0.456, 0.406 };
+static const gdouble imagenet_std[3] = { 0.229, 0.224, 0.225 };
+
+#define TENSOR_CAPS "other/tensors, format=(string)static, " \
+  "num_tensors=(int)1, types=(string)float32, framerate=(fraction)[0/1, MAX]"
+#define VIDEO_CAPS "video/x-raw, format=(string)RGB, " \
+  "width=(int)[1, 32768], height=(int)[1, 32768], " \
+  "framerate=(fraction)[0/1, MAX]"
+
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
+    GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS (VIDEO_CAPS));
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
+    GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS (TENSOR_CAPS "; "
+        VIDEO_CAPS));
+
+/* --- slide estimates ----------------------------------------------------- */
+
+static SlideFit *
+slide_fit_new (const gchar * slide, GstColorNormMode mode)
+{
+  SlideFit *f = g_new0 (SlideFit, 1);
+
+  f->ref = 1;
+  f->slide = g_strdup (slide ? slide : "");
+  f->mode = mode;
+  return f;
 }
-static void gst_colornorm_init (GstColorNorm * self) { }
+
+static SlideFit *
+slide_fit_ref (SlideFit * f)
+{
+  if (f)
+    f->ref++;
+  return f;
+}
+
+static void
+slide_fit_unref (SlideFit * f)
+{
+  if (f && --f->ref == 0) {
+    wsi_stain_acc_clear (&f->acc);
+    g_free (f->slide);
+    g_free (f);
+  }
+}
+
+static gboolean
+is_stain_mode (GstColorNormMode m)
+{
+  return m == MODE_REINHARD || m == MODE_MACENKO;
+}
+
+/* Sets the source properties from @f and notifies them. */
+static void
+publish_source (GstColorNorm * self, gboolean valid, GstColorNormMode mode,
+    const WsiLabStats * lab, const WsiStainParams * stain)
+{
+  GST_OBJECT_LOCK (self);
+  self->source_valid = valid;
+  if (valid && mode == MODE_REINHARD)
+    self->source_lab = *lab;
+  if (valid && mode == MODE_MACENKO)
+    self->source_stain = *stain;
+  GST_OBJECT_UNLOCK (self);
+  g_object_notify_by_pspec (G_OBJECT (self), props[PROP_SOURCE_FITTED]);
+  if (valid && mode == MODE_REINHARD) {
+    g_object_notify_by_pspec (G_OBJECT (self), props[PROP_SOURCE_LAB_MEAN]);
+    g_object_notify_by_pspec (G_OBJECT (self), props[PROP_SOURCE_LAB_STD]);
+  } else if (valid) {
+    g_object_notify_by_pspec (G_OBJECT (self),
+        props[PROP_SOURCE_STAIN_MATRIX]);
+    g_object_notify_by_pspec (G_OBJECT (self), props[PROP_SOURCE_MAX_CONC]);
+  }
+}
+
+static void
+slide_fit_finish (GstColorNorm * self, SlideFit * f)
+{
+  if (f->done)
+    return;
+  if (f->mode == MODE_REINHARD)
+    f->valid = wsi_lab_stats_fit (&f->acc, &f->lab);
+  else
+    f->valid = wsi_macenko_fit (&f->acc, &f->stain);
+  f->done = TRUE;
+  wsi_stain_acc_clear (&f->acc);
+  GST_INFO_OBJECT (self, "slide '%s': source estimate from %u tissue patches "
+      "%s", f->slide, f->tissue_patches, f->valid ? "done" :
+      "impossible (too little tissue): stain step is the identity");
+  publish_source (self, f->valid, f->mode, &f->lab, &f->stain);
+}
+
+/* The real (non-padded) rectangle of a buffer, from its tile meta. */
+static void
+valid_rect (GstBuffer * buf, gint width, gint height, gint * x0, gint * y0,
+    gint * w, gint * h)
+{
+  GstWsiTileMeta *m = gst_buffer_get_wsi_tile_meta (buf);
+
+  *x0 = *y0 = 0;
+  *w = width;
+  *h = height;
+  if (m && m->valid_width > 0 && m->valid_height > 0 && m->pad_left >= 0
+      && m->pad_top >= 0 && m->valid_width <= width - m->pad_left
+      && m->valid_height <= height - m->pad_top) {
+    *x0 = m->pad_left;
+    *y0 = m->pad_top;
+    *w = m->valid_width;
+    *h = m->valid_height;
+  }
+}
+
+/* Adds a frame's tissue pixels to @acc if its tissue fraction reaches
+ * @min_tissue; returns TRUE if it did. */
+static gboolean
+accumulate_frame (GstVideoFrame * frame, GstBuffer * buf, WsiStainAcc * acc,
+    GstColorNormMode mode, gdouble min_tissue)
+{
+  gint x0, y0, w, h;
+  const guint8 *data;
+  gsize stride, tissue;
+
+  valid_rect (buf, GST_VIDEO_FRAME_WIDTH (frame),
+      GST_VIDEO_FRAME_HEIGHT (frame), &x0, &y0, &w, &h);
+  stride = GST_VIDEO_FRAME_PLANE_STRIDE (frame, 0);
+  data = (const guint8 *) GST_VIDEO_FRAME_PLANE_DATA (frame, 0) + y0 * stride
+      + x0 * 3;
+  tissue = wsi_count_tissue (data, w, h, stride);
+  if (tissue == 0 || tissue < min_tissue * (gdouble) w * h)
+    return FALSE;
+  wsi_stain_acc_add (acc, data, w, h, stride,
+      mode == MODE_REINHARD ? WSI_ACC_LAB : WSI_ACC_OD);
+  return TRUE;
+}
+
+/* --- reading images (target PNG, slide thumbnail) ------------------------ */
+
+typedef struct
+{
+  GError **error;
+} PngErr;
+
+static void
+png_error_cb (png_structp png, png_const_charp msg)
+{
+  PngErr *e = png_get_error_ptr (png);
+
+  if (e->error && !*e->error)
+    g_set_error (e->error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
+        "%s", msg);
+  png_longjmp (png, 1);
+}
+
+static void
+png_warning_cb (png_structp png, png_const_charp msg)
+{
+}
+
+/* Reads any PNG as 8-bit RGB (alpha dropped); NULL and @error on failure. */
+static guint8 *
+read_png_rgb (const gchar * path, gint * width, gint * height, GError ** error)
+{
+  FILE *fp;
+  guint8 sig[8];
+  png_structp png = NULL;
+  png_infop info = NULL;
+  PngErr err = { error };
+  guint8 *volatile pixels = NULL;
+  png_bytep *volatile rows = NULL;
+  png_uint_32 w, h, y;
+
+  fp = fopen (path, "rb");
+  if (!fp) {
+    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
+        "cannot open '%s': %s", path, g_strerror (errno));
+    return NULL;
+  }
+  if (fread (sig, 1, 8, fp) != 8 || png_sig_cmp (sig, 0, 8) != 0) {
+    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
+        "'%s' is not a PNG file", path);
+    fclose (fp);
+    return NULL;
+  }
+  png = png_create_read_struct (PNG_LIBPNG_VER_STRING, &err, png_error_cb,
+      png_warning_cb);
+  info = png ? png_create_info_struct (png) : NULL;
+  if (!info) {
+    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
+        "out of memory reading '%s'", path);
+    goto fail;
+  }
+  if (setjmp (png_jmpbuf (png)))
+    goto fail;
+  png_init_io (png, fp);
+  png_set_sig_bytes (png, 8);
+  png_set_user_limits (png, MAX_SIZE * 2, MAX_SIZE * 2);
+  png_read_info (png, info);
+  w = png_get_image_width (png, info);
+  h = png_get_image_height (png, info);
+  if (w == 0 || h == 0 || (guint64) w * h > MAX_PNG_PIXELS) {
+    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
+        "'%s': %ux%u pixels is outside 1..%d pixels", path, w, h,
+        MAX_PNG_PIXELS);
+    goto fail;
+  }
+  png_set_expand (png);
+  png_set_strip_16 (png);
+  png_set_gray_to_rgb (png);
+  png_set_strip_alpha (png);
+  png_set_interlace_handling (png);
+  png_read_update_info (png, info);
+  if (png_get_rowbytes (png, info) != (gsize) w * 3) {
+    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
+        "'%s': unsupported PNG layout", path);
+    goto fail;
+  }
+  pixels = g_try_malloc ((gsize) w * h * 3);
+  rows = g_try_new (png_bytep, h);
+  if (!pixels || !rows) {
+    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
+        "out of memory for '%s' (%ux%u)", path, w, h);
+    goto fail;
+  }
+  for (y = 0; y < h; y++)
+    rows[y] = pixels + (gsize) y * w * 3;
+  png_read_image (png, rows);
+  png_read_end (png, NULL);
+  png_destroy_read_struct (&png, &info, NULL);
+  g_free (rows);
+  fclose (fp);
+  *width = w;
+  *height = h;
+  return pixels;
+
+fail:
+  if (png)
+    png_destroy_read_struct (&png, info ? &info : NULL, NULL);
+  g_free (rows);
+  g_free (pixels);
+  fclose (fp);
+  if (error && !*error)
+    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
+        "cannot decode '%s'", path);
+  return NULL;
+}
+
+/* Reads a slide's smallest level (or a PNG), subsampled to about
+ * THUMB_PIXELS, as RGB; transparent pixels become white. */
+static guint8 *
+read_slide_overview (const gchar * path, gint * width, gint * height,
+    GError ** error)
+{
+  openslide_t *osr;
+  gint32 level;
+  gint64 lw, lh, step, ow, oh, y, band_rows;
+  gdouble ds;
+  guint32 *band;
+  guint8 *out;
+
+  osr = openslide_open (path);
+  if (!osr || openslide_get_error (osr)) {
+    guint8 *png;
+    if (osr)
+      openslide_close (osr);
+    png = read_png_rgb (path, width, height, NULL);
+    if (!png)
+      g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
+          "'%s' is neither a slide OpenSlide can open nor a PNG", path);
+    return png;
+  }
+  level = openslide_get_level_count (osr) - 1;
+  openslide_get_level_dimensions (osr, level, &lw, &lh);
+  ds = openslide_get_level_downsample (osr, level);
+  if (level < 0 || lw <= 0 || lh <= 0 || lw > G_MAXINT32 || !(ds > 0)) {
+    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
+        "'%s': unusable pyramid level", path);
+    openslide_close (osr);
+    return NULL;
+  }
+  step = MAX (1, (gint64) ceil (sqrt ((gdouble) lw * lh / THUMB_PIXELS)));
+  ow = (lw + step - 1) / step;
+  oh = (lh + step - 1) / step;
+  if (ow * step > G_MAXINT32 || ow > MAX_SIZE * 4 || oh > MAX_SIZE * 4) {
+    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
+        "'%s': smallest level %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
+        " too large for an overview", path, lw, lh);
+    openslide_close (osr);
+    return NULL;
+  }
+  band_rows = 1;
+  band = g_new (guint32, lw * band_rows);
+  out = g_new (guint8, ow * oh * 3);
+  for (y = 0; y < oh; y++) {
+    gint64 x;
+    guint8 *o = out + y * ow * 3;
+    openslide_read_region (osr, band, 0, (gint64) llround (y * step * ds),
+        level, lw, 1);
+    if (openslide_get_error (osr)) {
+      g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
+          "'%s': %s", path, openslide_get_error (osr));
+      g_free (band);
+      g_free (out);
+      openslide_close (osr);
+      return NULL;
+    }
+    for (x = 0; x < ow; x++, o += 3) {
+      guint32 p = band[x * step];
+      guint a = p >> 24;
+      if (a == 0) {
+        o[0] = o[1] = o[2] = 255;
+      } else {
+        o[0] = MIN (255u, ((p >> 16) & 0xff) * 255u / a);
+        o[1] = MIN (255u, ((p >> 8) & 0xff) * 255u / a);
+        o[2] = MIN (255u, (p & 0xff) * 255u / a);
+      }
+    }
+  }
+  g_free (band);
+  openslide_close (osr);
+  *width = ow;
+  *height = oh;
+  return out;
+}
+
+/* Fits Reinhard and Macenko statistics on a whole image. */
+static gboolean
+fit_image (const guint8 * rgb, gint width, gint height, guint what,
+    WsiLabStats * lab, WsiStainParams * stain, GString * why)
+{
+  WsiStainAcc acc;
+  gboolean ok = TRUE;
+  guint64 tissue;
+  guint step = (guint) MAX (1, ((guint64) width * height + OD_CAPACITY - 1)
+      / OD_CAPACITY);
+
+  wsi_stain_acc_init (&acc, (what & WSI_ACC_OD) ? OD_CAPACITY : 0, step);
+  tissue = wsi_stain_acc_add (&acc, rgb, width, height, (gsize) width * 3,
+      what);
+  if ((what & WSI_ACC_LAB) && !wsi_lab_stats_fit (&acc, lab)) {
+    g_string_append_printf (why, "L*a*b* statistics impossible (%"
+        G_GUINT64_FORMAT " tissue pixels, or one colour)", tissue);
+    ok = FALSE;
+  }
+  if ((what & WSI_ACC_OD) && !wsi_macenko_fit (&acc, stain)) {
+    g_string_append_printf (why, "%sstain vectors impossible (%"
+        G_GUINT64_FORMAT " tissue pixels, or fewer than two stains)",
+        ok ? "" : "; ", tissue);
+    ok = FALSE;
+  }
+  wsi_stain_acc_clear (&acc);
+  return ok;
+}
+
+/* Loads target-location if it changed; FALSE after posting an error. */
+static gboolean
+load_target (GstColorNorm * self)
+{
+  gchar *path;
+  guint8 *rgb;
+  gint w, h;
+  GError *error = NULL;
+  WsiLabStats lab;
+  WsiStainParams stain;
+  GString *why;
+  gboolean ok;
+
+  GST_OBJECT_LOCK (self);
+  path = self->target_dirty ? g_strdup (self->target_location) : NULL;
+  self->target_dirty = FALSE;
+  GST_OBJECT_UNLOCK (self);
+  if (!path || !*path) {
+    g_free (path);
+    return TRUE;
+  }
+  rgb = read_png_rgb (path, &w, &h, &error);
+  if (!rgb) {
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+        ("Cannot read the stain target image \"%s\".", path),
+        ("%s; target-location must be an H&E PNG image", error->message));
+    g_clear_error (&error);
+    g_free (path);
+    return FALSE;
+  }
+  why = g_string_new (NULL);
+  ok = fit_image (rgb, w, h, WSI_ACC_LAB | WSI_ACC_OD, &lab, &stain, why);
+  g_free (rgb);
+  if (!ok) {
+    GST_ELEMENT_ERROR (self, RESOURCE, READ,
+        ("The stain target image \"%s\" has too little H&E tissue.", path),
+        ("%s; tissue pixels are those with R, G and B all <= %d", why->str,
+            WSI_TISSUE_MAX_VALUE));
+    g_string_free (why, TRUE);
+    g_free (path);
+    return FALSE;
+  }
+  g_string_free (why, TRUE);
+  GST_INFO_OBJECT (self, "target from %s: L*a*b* mean %.2f %.2f %.2f", path,
+      lab.mean[0], lab.mean[1], lab.mean[2]);
+  GST_OBJECT_LOCK (self);
+  self->target_lab = lab;
+  self->target_stain = stain;
+  GST_OBJECT_UNLOCK (self);
+  g_object_notify_by_pspec (G_OBJECT (self), props[PROP_TARGET_LAB_MEAN]);
+  g_object_notify_by_pspec (G_OBJECT (self), props[PROP_TARGET_LAB_STD]);
+  g_object_notify_by_pspec (G_OBJECT (self), props[PROP_TARGET_STAIN_MATRIX]);
+  g_object_notify_by_pspec (G_OBJECT (self), props[PROP_TARGET_MAX_CONC]);
+  g_free (path);
+  return TRUE;
+}
+
+/* Thumbnail fit of a new slide; FALSE (and a warning) if impossible. */
+static gboolean
+fit_from_overview (GstColorNorm * self, SlideFit * f)
+{
+  GError *error = NULL;
+  gint w, h;
+  guint8 *rgb;
+  GString *why = g_string_new (NULL);
+
+  rgb = *f->slide ? read_slide_overview (f->slide, &w, &h, &error) : NULL;
+  if (rgb) {
+    f->valid = fit_image (rgb, w, h, f->mode == MODE_REINHARD ? WSI_ACC_LAB :
+        WSI_ACC_OD, &f->lab, &f->stain, why);
+    g_free (rgb);
+  } else {
+    g_string_append (why, error ? error->message :
+        "the buffers carry no slide path (GstWsiTileMeta)");
+  }
+  g_clear_error (&error);
+  if (!rgb || !f->valid) {
+    GST_ELEMENT_WARNING (self, STREAM, FAILED,
+        ("Cannot estimate the source stains from the slide overview; using "
+            "the first tissue patches instead."), ("slide '%s': %s", f->slide,
+            why->str));
+    g_string_free (why, TRUE);
+    f->valid = FALSE;
+    return FALSE;
+  }
+  g_string_free (why, TRUE);
+  f->done = TRUE;
+  publish_source (self, TRUE, f->mode, &f->lab, &f->stain);
+  return TRUE;
+}
+
+/* --- held buffers (fit-once) --------------------------------------------- */
+
+static void
+held_clear (GstColorNorm * self)
+{
+  Held *h;
+
+  while ((h = g_queue_pop_head (&self->held))) {
+    gst_buffer_unref (h->buf);
+    slide_fit_unref (h->fit);
+    g_free (h);
+  }
+  g_clear_pointer (&self->fit, slide_fit_unref);
+}
+
+static GstFlowReturn
+gst_colornorm_submit_input_buffer (GstBaseTransform * trans,
+    gboolean is_discont, GstBuffer * input)
+{
+  GstColorNorm *self = GST_COLORNORM (trans);
+  GstColorNormMode mode;
+  GstColorNormFit fit_mode;
+  guint fit_patches;
+  gdouble min_tissue;
+  GstFlowReturn ret;
+  GstBuffer *buf;
+  Held *h;
+
+  ret = GST_BASE_TRANSFORM_CLASS (gst_colornorm_parent_class)->
+      submit_input_buffer (trans, is_discont, input);
+  if (ret != GST_FLOW_OK || !trans->queued_buf)
+    return ret;
+  buf = trans->queued_buf;
+  trans->queued_buf = NULL;
+
+  GST_OBJECT_LOCK (self);
+  mode = self->mode;
+  fit_mode = self->fit_mode;
+  fit_patches = self->fit_patches;
+  min_tissue = self->fit_min_tissue;
+  GST_OBJECT_UNLOCK (self);
+
+  h = g_new0 (Held, 1);
+  h->buf = buf;
+  if (is_stain_mode (mode) && fit_mode != FIT_PER_PATCH) {
+    GstWsiTileMeta *meta = gst_buffer_get_wsi_tile_meta (buf);
+    const gchar *slide = meta && meta->slide ? meta->slide : "";
+
+    if (self->fit && (strcmp (self->fit->slide, slide) != 0
+            || self->fit->mode != mode)) {
+      slide_fit_finish (self, self->fit);
+      g_clear_pointer (&self->fit, slide_fit_unref);
+    }
+    if (!self->fit) {
+      GST_DEBUG_OBJECT (self, "new slide '%s'", slide);
+      self->fit = slide_fit_new (slide, mode);
+      if (fit_mode == FIT_THUMBNAIL && g_strcmp0 (self->thumb_failed,
+              slide) != 0 && !fit_from_overview (self, self->fit)) {
+        g_free (self->thumb_failed);
+        self->thumb_failed = g_strdup (slide);
+      }
+    }
+    if (!self->fit->done && GST_VIDEO_INFO_FORMAT (&self->in_info) ==
+        GST_VIDEO_FORMAT_RGB) {
+      GstVideoFrame frame;
+      SlideFit *f = self->fit;
+
+      if (!f->acc_ready) {
+        gdouble px = (gdouble) GST_VIDEO_INFO_WIDTH (&self->in_info) *
+            GST_VIDEO_INFO_HEIGHT (&self->in_info) * fit_patches;
+        wsi_stain_acc_init (&f->acc, mode == MODE_MACENKO ? OD_CAPACITY : 0,
+            (guint) MAX (1.0, ceil (px / OD_CAPACITY)));
+        f->acc_ready = TRUE;
+      }
+      if (!gst_video_frame_map (&frame, &self->in_info, buf, GST_MAP_READ)) {
+        GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot read the input "
+                "buffer."), ("buffer too small for the negotiated caps"));
+        gst_buffer_unref (buf);
+        g_free (h);
+        return GST_FLOW_ERROR;
+      }
+      if (accumulate_frame (&frame, buf, &f->acc, mode, min_tissue))
+        f->tissue_patches++;
+      gst_video_frame_unmap (&frame);
+      if (f->tissue_patches >= fit_patches
+          || g_queue_get_length (&self->held) + 1 >= 4 * fit_patches + 32)
+        slide_fit_finish (self, f);
+    }
+    h->fit = slide_fit_ref (self->fit);
+    /* No tissue yet: later patches of the slide try again. */
+    if (self->fit->done && !self->fit->valid)
+      g_clear_pointer (&self->fit, slide_fit_unref);
+  } else if (self->fit) {
+    slide_fit_finish (self, self->fit);
+    g_clear_pointer (&self->fit, slide_fit_unref);
+  }
+  g_queue_push_tail (&self->held, h);
+  return GST_FLOW_OK;
+}
+
+static GstFlowReturn
+gst_colornorm_generate_output (GstBaseTransform * trans, GstBuffer ** outbuf)
+{
+  GstColorNorm *self = GST_COLORNORM (trans);
+  Held *h = g_queue_peek_head (&self->held);
+  GstFlowReturn ret;
+
+  *outbuf = NULL;
+  if (!h || (h->fit && !h->fit->done))
+    return GST_FLOW_OK;
+  g_queue_pop_head (&self->held);
+  trans->queued_buf = h->buf;
+  self->active = h->fit;
+  g_free (h);
+  ret = GST_BASE_TRANSFORM_CLASS (gst_colornorm_parent_class)->
+      generate_output (trans, outbuf);
+  g_clear_pointer (&self->active, slide_fit_unref);
+  return ret;
+}
+
+/* Finishes any estimate in progress and pushes every held buffer. */
+static GstFlowReturn
+drain (GstColorNorm * self)
+{
+  GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
+  GstFlowReturn ret = GST_FLOW_OK;
+  GList *l;
+
+  if (g_queue_is_empty (&self->held))
+    return GST_FLOW_OK;
+  for (l = self->held.head; l; l = l->next) {
+    Held *h = l->data;
+    if (h->fit)
+      slide_fit_finish (self, h->fit);
+  }
+  while (ret == GST_FLOW_OK) {
+    GstBuffer *out = NULL;
+    ret = gst_colornorm_generate_output (trans, &out);
+    if (!out)
+      break;
+    if (ret == GST_FLOW_OK)
+      ret = gst_pad_push (trans->srcpad, out);
+    else
+      gst_buffer_unref (out);
+  }
+  if (ret != GST_FLOW_OK)
+    held_clear (self);
+  return ret;
+}
+
+static gboolean
+gst_colornorm_sink_event (GstBaseTransform * trans, GstEvent * event)
+{
+  GstColorNorm *self = GST_COLORNORM (trans);
+
+  switch (GST_EVENT_TYPE (event)) {
+    case GST_EVENT_EOS:
+    case GST_EVENT_CAPS:
+    case GST_EVENT_SEGMENT:
+    case GST_EVENT_STREAM_START:
+      drain (self);
+      break;
+    case GST_EVENT_FLUSH_STOP:
+      held_clear (self);
+      break;
+    default:
+      break;
+  }
+  return GST_BASE_TRANSFORM_CLASS (gst_colornorm_parent_class)->sink_event
+      (trans, event);
+}
+
+/* --- caps ---------------------------------------------------------------- */
+
+/* Parses "3:W:H[:1...]"; FALSE if not that shape. */
+static gboolean
+parse_dimensions (const gchar * dims, gint * width, gint * height)
+{
+  gchar **tok;
+  guint n, i;
+  gboolean ok;
+  gint64 v[3];
+
+  if (!dims)
+    return FALSE;
+  tok = g_strsplit (dims, ":", -1);
+  n = g_strv_length (tok);
+  ok = n >= 3 && n <= 16;
+  for (i = 0; ok && i < n; i++) {
+    gchar *end;
+    gint64 x = g_ascii_strtoll (g_strstrip (tok[i]), &end, 10);
+    if (end == tok[i] || *end)
+      ok = FALSE;
+    else if (i < 3)
+      v[i] = x;
+    else if (x != 1)
+      ok = FALSE;
+  }
+  g_strfreev (tok);
+  if (!ok || v[0] != 3 || v[1] < 1 || v[1] > MAX_SIZE || v[2] < 1
+      || v[2] > MAX_SIZE)
+    return FALSE;
+  *width = (gint) v[1];
+  *height = (gint) v[2];
+  return TRUE;
+}
+
+static GstStructure *
+tensor_from_video (const GstStructure * s)
+{
+  GstStructure *t = gst_structure_new ("other/tensors",
+      "format", G_TYPE_STRING, "static",
+      "num_tensors", G_TYPE_INT, 1,
+      "types", G_TYPE_STRING, "float32", NULL);
+  const GValue *fr = gst_structure_get_value (s, "framerate");
+  gint w, h;
+
+  if (fr)
+    gst_structure_set_value (t, "framerate", fr);
+  if (gst_structure_get_int (s, "width", &w)
+      && gst_structure_get_int (s, "height", &h)) {
+    gchar *dims = g_strdup_printf ("3:%d:%d:1", w, h);
+    gst_structure_set (t, "dimensions", G_TYPE_STRING, dims, NULL);
+    g_free (dims);
+  }
+  return t;
+}
+
+static GstStructure *
+video_from_tensor (const GstStructure * t)
+{
+  const GValue *v;
+  GstStructure *s;
+  gint n, w, h;
+
+  v = gst_structure_get_value (t, "types");
+  if (v && G_VALUE_HOLDS_STRING (v) && g_strcmp0 (g_value_get_string (v),
+          "float32") != 0)
+    return NULL;
+  v = gst_structure_get_value (t, "format");
+  if (v && G_VALUE_HOLDS_STRING (v) && g_strcmp0 (g_value_get_string (v),
+          "static") != 0)
+    return NULL;
+  if (gst_structure_get_int (t, "num_tensors", &n) && n != 1)
+    return NULL;
+  s = gst_structure_new ("video/x-raw", "format", G_TYPE_STRING, "RGB", NULL);
+  v = gst_structure_get_value (t, "dimensions");
+  if (v && G_VALUE_HOLDS_STRING (v)) {
+    if (!parse_dimensions (g_value_get_string (v), &w, &h)) {
+      gst_structure_free (s);
+      return NULL;
+    }
+    gst_structure_set (s, "width", G_TYPE_INT, w, "height", G_TYPE_INT, h,
+        NULL);
+  } else {
+    gst_structure_set (s, "width", GST_TYPE_INT_RANGE, 1, MAX_SIZE,
+        "height", GST_TYPE_INT_RANGE, 1, MAX_SIZE, NULL);
+  }
+  v = gst_structure_get_value (t, "framerate");
+  if (v)
+    gst_structure_set_value (s, "framerate", v);
+  else
+    gst_structure_set (s, "framerate", GST_TYPE_FRACTION_RANGE, 0, 1,
+        G_MAXINT, 1, NULL);
+  return s;
+}
+
+static GstCaps *
+gst_colornorm_transform_caps (GstBaseTransform * trans,
+    GstPadDirection direction, GstCaps * caps, GstCaps * filter)
+{
+  GstCaps *res = gst_caps_new_empty ();
+  guint i, n = gst_caps_get_size (caps);
+
+  if (direction == GST_PAD_SINK) {
+    /* tensors preferred, then RGB video of the same size */
+    for (i = 0; i < n; i++) {
+      const GstStructure *s = gst_caps_get_structure (caps, i);
+      if (gst_structure_has_name (s, "video/x-raw"))
+        res = gst_caps_merge_structure (res, tensor_from_video (s));
+    }
+    for (i = 0; i < n; i++) {
+      const GstStructure *s = gst_caps_get_structure (caps, i);
+      if (gst_structure_has_name (s, "video/x-raw"))
+        res = gst_caps_merge_structure (res, gst_structure_copy (s));
+    }
+  } else {
+    for (i = 0; i < n; i++) {
+      const GstStructure *s = gst_caps_get_structure (caps, i);
+      GstStructure *v = NULL;
+      if (gst_structure_has_name (s, "video/x-raw"))
+        v = gst_structure_copy (s);
+      else if (gst_structure_has_name (s, "other/tensors"))
+        v = video_from_tensor (s);
+      if (v)
+        res = gst_caps_merge_structure (res, v);
+    }
+  }
+  if (filter) {
+    GstCaps *tmp = gst_caps_intersect_full (filter, res,
+        GST_CAPS_INTERSECT_FIRST);
+    gst_caps_unref (res);
+    res = tmp;
+  }
+  GST_DEBUG_OBJECT (trans, "%s %" GST_PTR_FORMAT " -> %" GST_PTR_FORMAT,
+      direction == GST_PAD_SINK ? "sink" : "src", caps, res);
+  return res;
+}
+
+static GstCaps *
+gst_colornorm_fixate_caps (GstBaseTransform * trans, GstPadDirection direction,
+    GstCaps * caps, GstCaps * othercaps)
+{
+  GstStructure *in, *out;
+  gint w, h, fn, fd;
+
+  othercaps = gst_caps_truncate (othercaps);
+  othercaps = gst_caps_make_writable (othercaps);
+  if (gst_caps_is_empty (othercaps))
+    return othercaps;
+  in = gst_caps_get_structure (caps, 0);
+  out = gst_caps_get_structure (othercaps, 0);
+  if (direction == GST_PAD_SINK
+      && gst_structure_has_name (in, "video/x-raw")
+      && gst_structure_get_int (in, "width", &w)
+      && gst_structure_get_int (in, "height", &h)) {
+    if (gst_structure_has_name (out, "other/tensors")) {
+      if (!gst_structure_has_field_typed (out, "dimensions", G_TYPE_STRING)) {
+        gchar *dims = g_strdup_printf ("3:%d:%d:1", w, h);
+        gst_structure_set (out, "dimensions", G_TYPE_STRING, dims, NULL);
+        g_free (dims);
+      }
+    } else {
+      gst_structure_fixate_field_nearest_int (out, "width", w);
+      gst_structure_fixate_field_nearest_int (out, "height", h);
+    }
+    if (gst_structure_get_fraction (in, "framerate", &fn, &fd))
+      gst_structure_fixate_field_nearest_fraction (out, "framerate", fn, fd);
+  }
+  return gst_caps_fixate (othercaps);
+}
+
+static gboolean
+gst_colornorm_set_caps (GstBaseTransform * trans, GstCaps * incaps,
+    GstCaps * outcaps)
+{
+  GstColorNorm *self = GST_COLORNORM (trans);
+  GstStructure *out = gst_caps_get_structure (outcaps, 0);
+  gint w, h;
+
+  if (!gst_video_info_from_caps (&self->in_info, incaps)
+      || GST_VIDEO_INFO_FORMAT (&self->in_info) != GST_VIDEO_FORMAT_RGB)
+    goto bad;
+  w = GST_VIDEO_INFO_WIDTH (&self->in_info);
+  h = GST_VIDEO_INFO_HEIGHT (&self->in_info);
+  if (gst_structure_has_name (out, "other/tensors")) {
+    gint tw, th;
+    if (!parse_dimensions (gst_structure_get_string (out, "dimensions"), &tw,
+            &th) || tw != w || th != h)
+      goto bad;
+    self->out_tensor = TRUE;
+  } else {
+    if (!gst_video_info_from_caps (&self->out_info, outcaps)
+        || GST_VIDEO_INFO_FORMAT (&self->out_info) != GST_VIDEO_FORMAT_RGB
+        || GST_VIDEO_INFO_WIDTH (&self->out_info) != w
+        || GST_VIDEO_INFO_HEIGHT (&self->out_info) != h)
+      goto bad;
+    self->out_tensor = FALSE;
+  }
+  g_free (self->row);
+  self->row = g_new (gfloat, (gsize) w * 3);
+  GST_INFO_OBJECT (self, "%dx%d RGB -> %s", w, h, self->out_tensor ?
+      "float32 tensor 3:W:H:1" : "RGB video");
+  return TRUE;
+
+bad:
+  GST_ERROR_OBJECT (self, "unsupported caps %" GST_PTR_FORMAT " -> %"
+      GST_PTR_FORMAT, incaps, outcaps);
+  return FALSE;
+}
+
+static gboolean
+gst_colornorm_transform_size (GstBaseTransform * trans,
+    GstPadDirection direction, GstCaps * caps, gsize size, GstCaps * othercaps,
+    gsize * othersize)
+{
+  GstStructure *s = gst_caps_get_structure (othercaps, 0);
+  GstVideoInfo info;
+  gint w, h;
+
+  if (gst_structure_has_name (s, "other/tensors")) {
+    if (!parse_dimensions (gst_structure_get_string (s, "dimensions"), &w, &h))
+      return FALSE;
+    *othersize = (gsize) w * h * 3 * sizeof (gfloat);
+    return TRUE;
+  }
+  if (!gst_video_info_from_caps (&info, othercaps))
+    return FALSE;
+  *othersize = GST_VIDEO_INFO_SIZE (&info);
+  return TRUE;
+}
+
+/* --- transform ----------------------------------------------------------- */
+
+typedef struct
+{
+  GstColorNormMode mode, scale;
+  gdouble mean[3], std[3];
+  WsiLabStats target_lab;
+  WsiStainParams target_stain;
+  gdouble min_tissue;
+  gboolean keep_residual;
+  gboolean augment;
+  gdouble aug[12];              /* rgb scale, rgb shift, hed scale, hed shift */
+} Snapshot;
+
+static void
+take_snapshot (GstColorNorm * self, Snapshot * s)
+{
+  gint c;
+
+  GST_OBJECT_LOCK (self);
+  s->mode = self->mode;
+  s->scale = is_stain_mode (self->mode) ? self->tensor_scale : self->mode;
+  memcpy (s->mean, self->mean, sizeof (s->mean));
+  memcpy (s->std, self->std, sizeof (s->std));
+  s->target_lab = self->target_lab;
+  s->target_stain = self->target_stain;
+  s->min_tissue = self->fit_min_tissue;
+  s->keep_residual = self->keep_residual;
+  s->augment = self->augment;
+  if (s->augment) {
+    for (c = 0; c < 3; c++)
+      s->aug[c] = g_rand_double_range (self->rand, 1.0 - self->aug_scale,
+          1.0 + self->aug_scale);
+    for (c = 0; c < 3; c++)
+      s->aug[3 + c] = g_rand_double_range (self->rand, -self->aug_shift,
+          self->aug_shift);
+    for (c = 0; c < 3; c++)
+      s->aug[6 + c] = g_rand_double_range (self->rand,
+          1.0 - self->aug_hed_scale, 1.0 + self->aug_hed_scale);
+    for (c = 0; c < 3; c++)
+      s->aug[9 + c] = g_rand_double_range (self->rand, -self->aug_hed_shift,
+          self->aug_hed_shift);
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+typedef enum
+{
+  STAIN_NONE,
+  STAIN_REINHARD,
+  STAIN_OD,
+} StainKind;
+
+/* Source estimate for this buffer: the slide's, or the patch's own. */
+static StainKind
+prepare_stain (GstColorNorm * self, const Snapshot * s, GstVideoFrame * in,
+    GstBuffer * inbuf, WsiReinhardMap * rmap, WsiOdMap * omap)
+{
+  WsiLabStats lab = { {0} };
+  WsiStainParams stain = { {{0}} };
+  gboolean valid;
+
+  if (!is_stain_mode (s->mode))
+    return STAIN_NONE;
+  if (self->active && self->active->mode == s->mode) {
+    valid = self->active->valid;
+    lab = self->active->lab;
+    stain = self->active->stain;
+  } else {
+    if (!self->patch_acc.od && s->mode == MODE_MACENKO) {
+      wsi_stain_acc_clear (&self->patch_acc);
+      wsi_stain_acc_init (&self->patch_acc, OD_CAPACITY, 1);
+    }
+    wsi_stain_acc_reset (&self->patch_acc);
+    self->patch_acc.od_step = MAX (1, (guint) (((guint64)
+                GST_VIDEO_FRAME_WIDTH (in) * GST_VIDEO_FRAME_HEIGHT (in) +
+                OD_CAPACITY - 1) / OD_CAPACITY));
+    valid = accumulate_frame (in, inbuf, &self->patch_acc, s->mode,
+        s->min_tissue);
+    if (valid && s->mode == MODE_REINHARD)
+      valid = wsi_lab_stats_fit (&self->patch_acc, &lab);
+    else if (valid)
+      valid = wsi_macenko_fit (&self->patch_acc, &stain);
+    publish_source (self, valid, s->mode, &lab, &stain);
+  }
+  if (!valid)
+    return STAIN_NONE;
+  if (s->mode == MODE_REINHARD) {
+    wsi_reinhard_map (&lab, &s->target_lab, rmap);
+    return STAIN_REINHARD;
+  }
+  return wsi_macenko_map (&stain, &s->target_stain, s->keep_residual,
+      omap) ? STAIN_OD : STAIN_NONE;
+}
+
+static GstFlowReturn
+gst_colornorm_transform (GstBaseTransform * trans, GstBuffer * inbuf,
+    GstBuffer * outbuf)
+{
+  GstColorNorm *self = GST_COLORNORM (trans);
+  GstVideoFrame in, outframe;
+  GstMapInfo outmap;
+  Snapshot s;
+  StainKind kind;
+  WsiReinhardMap rmap;
+  WsiOdMap omap, hedmap;
+  gboolean hed = FALSE;
+  gfloat rgb_scale[3], rgb_shift[3], mul[3], add[3];
+  gdouble sum[3] = { 0, 0, 0 }, sumsq[3] = { 0, 0, 0 };
+  gint w, h, x, y, c;
+  gfloat *row = self->row, *tensor = NULL;
+
+  if (!load_target (self))
+    return GST_FLOW_ERROR;
+  if (!gst_video_frame_map (&in, &self->in_info, inbuf, GST_MAP_READ)) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot read the input "
+            "buffer."), ("buffer smaller than the negotiated caps say"));
+    return GST_FLOW_ERROR;
+  }
+  w = GST_VIDEO_FRAME_WIDTH (&in);
+  h = GST_VIDEO_FRAME_HEIGHT (&in);
+  if (self->out_tensor) {
+    if (!gst_buffer_map (outbuf, &outmap, GST_MAP_WRITE))
+      goto out_map_failed;
+    if (outmap.size < (gsize) w * h * 3 * sizeof (gfloat)) {
+      gst_buffer_unmap (outbuf, &outmap);
+      goto out_map_failed;
+    }
+    tensor = (gfloat *) outmap.data;
+  } else if (!gst_video_frame_map (&outframe, &self->out_info, outbuf,
+          GST_MAP_WRITE)) {
+    goto out_map_failed;
+  }
+
+  take_snapshot (self, &s);
+  kind = prepare_stain (self, &s, &in, inbuf, &rmap, &omap);
+  for (c = 0; c < 3; c++) {
+    rgb_scale[c] = 1.0f;
+    rgb_shift[c] = 0.0f;
+  }
+  if (s.augment) {
+    for (c = 0; c < 3; c++) {
+      rgb_scale[c] = (gfloat) s.aug[c];
+      rgb_shift[c] = (gfloat) (s.aug[3 + c] * 255.0);
+      if (s.aug[6 + c] != 1.0 || s.aug[9 + c] != 0.0)
+        hed = TRUE;
+    }
+    if (hed)
+      wsi_hed_jitter_map (s.aug + 6, s.aug + 9, &hedmap);
+  }
+  /* value v in [0, 255] -> tensor v * mul + add */
+  for (c = 0; c < 3; c++) {
+    switch (s.scale) {
+      case MODE_RESCALE11:
+        mul[c] = 1.0f / 127.5f;
+        add[c] = -1.0f;
+        break;
+      case MODE_STANDARDIZE:
+        mul[c] = (gfloat) (1.0 / (255.0 * s.std[c]));
+        add[c] = (gfloat) (-s.mean[c] / s.std[c]);
+        break;
+      default:                 /* rescale01; standardize-patch: 2nd pass */
+        mul[c] = 1.0f / 255.0f;
+        add[c] = 0.0f;
+        break;
+    }
+  }
+
+  for (y = 0; y < h; y++) {
+    const guint8 *src = (const guint8 *) GST_VIDEO_FRAME_PLANE_DATA (&in, 0) +
+        (gsize) y * GST_VIDEO_FRAME_PLANE_STRIDE (&in, 0);
+
+    if (kind == STAIN_REINHARD)
+      wsi_reinhard_row (src, row, w, &rmap);
+    else if (kind == STAIN_OD)
+      wsi_od_map_row_u8 (src, row, w, &omap);
+    else
+      wsi_u8_to_float_row (src, row, w);
+    if (hed)
+      wsi_od_map_row_f (row, w, &hedmap);
+    if (s.augment) {
+      for (x = 0; x < w * 3; x += 3) {
+        for (c = 0; c < 3; c++) {
+          gfloat v = row[x + c] * rgb_scale[c] + rgb_shift[c];
+          row[x + c] = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+        }
+      }
+    }
+    if (tensor) {
+      gfloat *o = tensor + (gsize) y * w * 3;
+      for (x = 0; x < w * 3; x += 3)
+        for (c = 0; c < 3; c++)
+          o[x + c] = row[x + c] * mul[c] + add[c];
+      if (s.scale == MODE_STANDARDIZE_PATCH) {
+        for (x = 0; x < w * 3; x += 3)
+          for (c = 0; c < 3; c++) {
+            sum[c] += o[x + c];
+            sumsq[c] += (gdouble) o[x + c] * o[x + c];
+          }
+      }
+    } else {
+      guint8 *o = (guint8 *) GST_VIDEO_FRAME_PLANE_DATA (&outframe, 0) +
+          (gsize) y * GST_VIDEO_FRAME_PLANE_STRIDE (&outframe, 0);
+      for (x = 0; x < w * 3; x++)
+        o[x] = (guint8) (row[x] + 0.5f);
+    }
+  }
+
+  if (tensor && s.scale == MODE_STANDARDIZE_PATCH) {
+    gdouble n = (gdouble) w * h;
+    gfloat m[3], inv[3];
+    gsize i, total = (gsize) w * h * 3;
+    for (c = 0; c < 3; c++) {
+      gdouble mean = sum[c] / n, var = sumsq[c] / n - mean * mean;
+      gdouble sd = var > 0 ? sqrt (var) : 0.0;
+      m[c] = (gfloat) mean;
+      /* flat channel (< 1/16 of a grey level): centred, not scaled */
+      inv[c] = sd > 1.0 / (255.0 * 16.0) ? (gfloat) (1.0 / sd) : 1.0f;
+    }
+    for (i = 0; i < total; i += 3)
+      for (c = 0; c < 3; c++)
+        tensor[i + c] = (tensor[i + c] - m[c]) * inv[c];
+  }
+
+  gst_video_frame_unmap (&in);
+  if (tensor)
+    gst_buffer_unmap (outbuf, &outmap);
+  else
+    gst_video_frame_unmap (&outframe);
+  return GST_FLOW_OK;
+
+out_map_failed:
+  gst_video_frame_unmap (&in);
+  GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot write the output buffer."),
+      ("output buffer too small or not writable"));
+  return GST_FLOW_ERROR;
+}
+
+/* --- life cycle ------------------------------------------------------------ */
+
+static void
+reseed (GstColorNorm * self)
+{
+  if (self->rand)
+    g_rand_free (self->rand);
+  if (self->seed >= 0)
+    self->rand = g_rand_new_with_seed ((guint32) self->seed);
+  else
+    self->rand = g_rand_new ();
+}
+
+static gboolean
+gst_colornorm_start (GstBaseTransform * trans)
+{
+  GstColorNorm *self = GST_COLORNORM (trans);
+
+  GST_OBJECT_LOCK (self);
+  reseed (self);
+  self->target_dirty = self->target_location && *self->target_location;
+  GST_OBJECT_UNLOCK (self);
+  return load_target (self);
+}
+
+static gboolean
+gst_colornorm_stop (GstBaseTransform * trans)
+{
+  GstColorNorm *self = GST_COLORNORM (trans);
+
+  held_clear (self);
+  g_clear_pointer (&self->thumb_failed, g_free);
+  wsi_stain_acc_clear (&self->patch_acc);
+  g_clear_pointer (&self->row, g_free);
+  return TRUE;
+}
+
+static void
+set_array (GValue * value, const gdouble * v, guint n)
+{
+  guint i;
+
+  for (i = 0; i < n; i++) {
+    GValue d = G_VALUE_INIT;
+    g_value_init (&d, G_TYPE_DOUBLE);
+    g_value_set_double (&d, v[i]);
+    gst_value_array_append_and_take_value (value, &d);
+  }
+}
+
+/* Copies a GstValueArray of exactly @n numbers into @v. */
+static gboolean
+get_array (GstColorNorm * self, const GValue * value, const gchar * name,
+    gdouble * v, guint n, gdouble min)
+{
+  guint i;
+  gdouble tmp[6];
+
+  if (gst_value_array_get_size (value) != n) {
+    g_warning ("colornorm: %s needs %u numbers, got %u; ignored", name, n,
+        gst_value_array_get_size (value));
+    return FALSE;
+  }
+  for (i = 0; i < n; i++) {
+    const GValue *e = gst_value_array_get_value (value, i);
+    if (G_VALUE_HOLDS_DOUBLE (e))
+      tmp[i] = g_value_get_double (e);
+    else if (G_VALUE_HOLDS_INT (e))
+      tmp[i] = g_value_get_int (e);
+    else {
+      g_warning ("colornorm: %s must hold numbers; ignored", name);
+      return FALSE;
+    }
+    if (!isfinite (tmp[i]) || tmp[i] < min) {
+      g_warning ("colornorm: %s value %g out of range (finite, >= %g); "
+          "ignored", name, tmp[i], min);
+      return FALSE;
+    }
+  }
+  memcpy (v, tmp, n * sizeof (gdouble));
+  return TRUE;
+}
+
+static void
+gst_colornorm_set_property (GObject * object, guint prop_id,
+    const GValue * value, GParamSpec * pspec)
+{
+  GstColorNorm *self = GST_COLORNORM (object);
+  gdouble v[6];
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_MODE:
+      self->mode = g_value_get_enum (value);
+      break;
+    case PROP_TENSOR_SCALE:
+      self->tensor_scale = g_value_get_enum (value);
+      break;
+    case PROP_MEAN:
+      get_array (self, value, "mean", self->mean, 3, -G_MAXDOUBLE);
+      break;
+    case PROP_STD:
+      get_array (self, value, "std", self->std, 3, 1e-6);
+      break;
+    case PROP_TARGET_LOCATION:
+      g_free (self->target_location);
+      self->target_location = g_value_dup_string (value);
+      self->target_dirty = TRUE;
+      break;
+    case PROP_TARGET_LAB_MEAN:
+      get_array (self, value, "target-lab-mean", self->target_lab.mean, 3,
+          -G_MAXDOUBLE);
+      break;
+    case PROP_TARGET_LAB_STD:
+      get_array (self, value, "target-lab-std", self->target_lab.std, 3, 0.0);
+      break;
+    case PROP_TARGET_STAIN_MATRIX:
+      if (get_array (self, value, "target-stain-matrix", v, 6, -G_MAXDOUBLE))
+        memcpy (self->target_stain.he, v, sizeof (v));
+      break;
+    case PROP_TARGET_MAX_CONC:
+      get_array (self, value, "target-max-conc", self->target_stain.max_conc,
+          2, 1e-6);
+      break;
+    case PROP_KEEP_RESIDUAL:
+      self->keep_residual = g_value_get_boolean (value);
+      break;
+    case PROP_FIT:
+      self->fit_mode = g_value_get_enum (value);
+      break;
+    case PROP_FIT_PATCHES:
+      self->fit_patches = g_value_get_uint (value);
+      break;
+    case PROP_FIT_MIN_TISSUE:
+      self->fit_min_tissue = g_value_get_double (value);
+      break;
+    case PROP_AUGMENT:
+      self->augment = g_value_get_boolean (value);
+      break;
+    case PROP_SEED:
+      self->seed = g_value_get_int64 (value);
+      reseed (self);
+      break;
+    case PROP_AUGMENT_SCALE:
+      self->aug_scale = g_value_get_double (value);
+      break;
+    case PROP_AUGMENT_SHIFT:
+      self->aug_shift = g_value_get_double (value);
+      break;
+    case PROP_AUGMENT_HED_SCALE:
+      self->aug_hed_scale = g_value_get_double (value);
+      break;
+    case PROP_AUGMENT_HED_SHIFT:
+      self->aug_hed_shift = g_value_get_double (value);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static void
+gst_colornorm_get_property (GObject * object, guint prop_id, GValue * value,
+    GParamSpec * pspec)
+{
+  GstColorNorm *self = GST_COLORNORM (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_MODE:
+      g_value_set_enum (value, self->mode);
+      break;
+    case PROP_TENSOR_SCALE:
+      g_value_set_enum (value, self->tensor_scale);
+      break;
+    case PROP_MEAN:
+      set_array (value, self->mean, 3);
+      break;
+    case PROP_STD:
+      set_array (value, self->std, 3);
+      break;
+    case PROP_TARGET_LOCATION:
+      g_value_set_string (value, self->target_location);
+      break;
+    case PROP_TARGET_LAB_MEAN:
+      set_array (value, self->target_lab.mean, 3);
+      break;
+    case PROP_TARGET_LAB_STD:
+      set_array (value, self->target_lab.std, 3);
+      break;
+    case PROP_TARGET_STAIN_MATRIX:
+      set_array (value, &self->target_stain.he[0][0], 6);
+      break;
+    case PROP_TARGET_MAX_CONC:
+      set_array (value, self->target_stain.max_conc, 2);
+      break;
+    case PROP_KEEP_RESIDUAL:
+      g_value_set_boolean (value, self->keep_residual);
+      break;
+    case PROP_FIT:
+      g_value_set_enum (value, self->fit_mode);
+      break;
+    case PROP_FIT_PATCHES:
+      g_value_set_uint (value, self->fit_patches);
+      break;
+    case PROP_FIT_MIN_TISSUE:
+      g_value_set_double (value, self->fit_min_tissue);
+      break;
+    case PROP_SOURCE_FITTED:
+      g_value_set_boolean (value, self->source_valid);
+      break;
+    case PROP_SOURCE_LAB_MEAN:
+      set_array (value, self->source_lab.mean, 3);
+      break;
+    case PROP_SOURCE_LAB_STD:
+      set_array (value, self->source_lab.std, 3);
+      break;
+    case PROP_SOURCE_STAIN_MATRIX:
+      set_array (value, &self->source_stain.he[0][0], 6);
+      break;
+    case PROP_SOURCE_MAX_CONC:
+      set_array (value, self->source_stain.max_conc, 2);
+      break;
+    case PROP_AUGMENT:
+      g_value_set_boolean (value, self->augment);
+      break;
+    case PROP_SEED:
+      g_value_set_int64 (value, self->seed);
+      break;
+    case PROP_AUGMENT_SCALE:
+      g_value_set_double (value, self->aug_scale);
+      break;
+    case PROP_AUGMENT_SHIFT:
+      g_value_set_double (value, self->aug_shift);
+      break;
+    case PROP_AUGMENT_HED_SCALE:
+      g_value_set_double (value, self->aug_hed_scale);
+      break;
+    case PROP_AUGMENT_HED_SHIFT:
+      g_value_set_double (value, self->aug_hed_shift);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static void
+gst_colornorm_finalize (GObject * object)
+{
+  GstColorNorm *self = GST_COLORNORM (object);
+
+  held_clear (self);
+  g_free (self->target_location);
+  g_free (self->thumb_failed);
+  wsi_stain_acc_clear (&self->patch_acc);
+  g_free (self->row);
+  if (self->rand)
+    g_rand_free (self->rand);
+  G_OBJECT_CLASS (gst_colornorm_parent_class)->finalize (object);
+}
+
+static GParamSpec *
+array_spec (const gchar * name, const gchar * nick, const gchar * blurb,
+    gboolean writable)
+{
+  return gst_param_spec_array (name, nick, blurb,
+      g_param_spec_double ("value", "Value", "One number", -G_MAXDOUBLE,
+          G_MAXDOUBLE, 0.0, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS),
+      (writable ? G_PARAM_READWRITE | GST_PARAM_MUTABLE_PLAYING :
+          G_PARAM_READABLE) | G_PARAM_STATIC_STRINGS);
+}
+
+static void
+gst_colornorm_class_init (GstColorNormClass * klass)
+{
+  GObjectClass *gobject_class = G_OBJECT_CLASS (klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS (klass);
+  GstBaseTransformClass *trans_class = GST_BASE_TRANSFORM_CLASS (klass);
+  const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+      GST_PARAM_MUTABLE_PLAYING;
+
+  GST_DEBUG_CATEGORY_INIT (colornorm_debug, "colornorm", 0,
+      "colour normalisation of H&E patches");
+
+  gobject_class->set_property = gst_colornorm_set_property;
+  gobject_class->get_property = gst_colornorm_get_property;
+  gobject_class->finalize = gst_colornorm_finalize;
+
+  props[PROP_MODE] = g_param_spec_enum ("mode", "Mode",
+      "What to do with the colours", GST_TYPE_COLORNORM_MODE, MODE_RESCALE01,
+      rw);
+  props[PROP_TENSOR_SCALE] = g_param_spec_enum ("tensor-scale",
+      "Tensor scale", "Value mapping of tensor output in the reinhard and "
+      "macenko modes", GST_TYPE_COLORNORM_SCALE, MODE_RESCALE01, rw);
+  props[PROP_MEAN] = array_spec ("mean", "Mean",
+      "Per-channel R,G,B mean on the [0,1] scale for standardize "
+      "(default ImageNet's <0.485, 0.456, 0.406>)", TRUE);
+  props[PROP_STD] = array_spec ("std", "Std",
+      "Per-channel R,G,B standard deviation on the [0,1] scale for "
+      "standardize, each > 0 (default ImageNet's <0.229, 0.224, 0.225>)",
+      TRUE);
+  props[PROP_TARGET_LOCATION] = g_param_spec_string ("target-location",
+      "Target location", "H&E reference PNG to fit the stain targets from at "
+      "start (overrides the target-* properties); empty: built-in H&E "
+      "target", NULL, rw);
+  props[PROP_TARGET_LAB_MEAN] = array_spec ("target-lab-mean",
+      "Target L*a*b* mean", "Reinhard target: mean L*, a*, b* of tissue",
+      TRUE);
+  props[PROP_TARGET_LAB_STD] = array_spec ("target-lab-std",
+      "Target L*a*b* std", "Reinhard target: standard deviation of L*, a*, "
+      "b* of tissue", TRUE);
+  props[PROP_TARGET_STAIN_MATRIX] = array_spec ("target-stain-matrix",
+      "Target stain matrix", "Macenko target: hematoxylin then eosin unit "
+      "optical-density vectors, <Hr, Hg, Hb, Er, Eg, Eb>", TRUE);
+  props[PROP_TARGET_MAX_CONC] = array_spec ("target-max-conc",
+      "Target max concentrations", "Macenko target: 99th percentile of the "
+      "hematoxylin and eosin concentrations", TRUE);
+  props[PROP_KEEP_RESIDUAL] = g_param_spec_boolean ("keep-residual",
+      "Keep residual", "Macenko: keep the part of each pixel's optical "
+      "density that the two source stains do not explain (FALSE: rebuild "
+      "pixels from H and E only, as in Macenko et al.)", TRUE, rw);
+  props[PROP_FIT] = g_param_spec_enum ("fit", "Fit",
+      "When to estimate the source stains (reinhard, macenko)",
+      GST_TYPE_COLORNORM_FIT, FIT_FIRST_PATCHES, rw);
+  props[PROP_FIT_PATCHES] = g_param_spec_uint ("fit-patches", "Fit patches",
+      "Tissue patches per slide for fit=first-patches (buffers are held "
+      "until then, at most 4 * fit-patches + 32)", 1, 1024, 8, rw);
+  props[PROP_FIT_MIN_TISSUE] = g_param_spec_double ("fit-min-tissue",
+      "Fit min tissue", "Fraction of tissue pixels a patch needs to be used "
+      "for a stain estimate (else: not fitted / skipped)", 0.0, 1.0, 0.1, rw);
+  props[PROP_SOURCE_FITTED] = g_param_spec_boolean ("source-fitted",
+      "Source fitted", "Whether the latest source estimate succeeded (FALSE: "
+      "too little tissue, stain step left the pixels unchanged)", FALSE,
+      G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
+  props[PROP_SOURCE_LAB_MEAN] = array_spec ("source-lab-mean",
+      "Source L*a*b* mean", "Latest Reinhard source estimate: mean L*, a*, "
+      "b*", FALSE);
+  props[PROP_SOURCE_LAB_STD] = array_spec ("source-lab-std",
+      "Source L*a*b* std", "Latest Reinhard source estimate: standard "
+      "deviation of L*, a*, b*", FALSE);
+  props[PROP_SOURCE_STAIN_MATRIX] = array_spec ("source-stain-matrix",
+      "Source stain matrix", "Latest Macenko source estimate: <Hr, Hg, Hb, "
+      "Er, Eg, Eb>", FALSE);
+  props[PROP_SOURCE_MAX_CONC] = array_spec ("source-max-conc",
+      "Source max concentrations", "Latest Macenko source estimate: 99th "
+      "percentile H and E concentrations", FALSE);
+  props[PROP_AUGMENT] = g_param_spec_boolean ("augment", "Augment",
+      "Random colour augmentation per buffer (for training)", FALSE, rw);
+  props[PROP_SEED] = g_param_spec_int64 ("seed", "Seed",
+      "Seed of the augmentation random numbers (-1: a different seed every "
+      "run)", -1, G_MAXUINT32, -1, rw);
+  props[PROP_AUGMENT_SCALE] = g_param_spec_double ("augment-scale",
+      "Augment scale", "Per-channel factor drawn from [1 - x, 1 + x]",
+      0.0, 1.0, 0.1, rw);
+  props[PROP_AUGMENT_SHIFT] = g_param_spec_double ("augment-shift",
+      "Augment shift", "Per-channel shift drawn from [-x, x] on the [0,1] "
+      "scale", 0.0, 1.0, 0.05, rw);
+  props[PROP_AUGMENT_HED_SCALE] = g_param_spec_double ("augment-hed-scale",
+      "Augment HED scale", "Per-stain (H, E, DAB) concentration factor drawn "
+      "from [1 - x, 1 + x]", 0.0, 1.0, 0.05, rw);
+  props[PROP_AUGMENT_HED_SHIFT] = g_param_spec_double ("augment-hed-shift",
+      "Augment HED shift", "Per-stain concentration shift drawn from [-x, x] "
+      "(optical density units)", 0.0, 1.0, 0.02, rw);
+  g_object_class_install_properties (gobject_class, N_PROPS, props);
+
+  gst_element_class_set_static_metadata (element_class,
+      "Colour normalisation", "Filter/Converter/Video",
+      "Rescales, standardises, stain-normalises (Reinhard, Macenko) and "
+      "colour-augments RGB patches, to float32 tensors or RGB video",
+      "gst-wsiseg");
+  gst_element_class_add_static_pad_template (element_class, &sink_template);
+  gst_element_class_add_static_pad_template (element_class, &src_template);
+
+  trans_class->passthrough_on_same_caps = FALSE;
+  trans_class->transform_caps =
+      GST_DEBUG_FUNCPTR (gst_colornorm_transform_caps);
+  trans_class->fixate_caps = GST_DEBUG_FUNCPTR (gst_colornorm_fixate_caps);
+  trans_class->set_caps = GST_DEBUG_FUNCPTR (gst_colornorm_set_caps);
+  trans_class->transform_size =
+      GST_DEBUG_FUNCPTR (gst_colornorm_transform_size);
+  trans_class->transform = GST_DEBUG_FUNCPTR (gst_colornorm_transform);
+  trans_class->submit_input_buffer =
+      GST_DEBUG_FUNCPTR (gst_colornorm_submit_input_buffer);
+  trans_class->generate_output =
+      GST_DEBUG_FUNCPTR (gst_colornorm_generate_output);
+  trans_class->sink_event = GST_DEBUG_FUNCPTR (gst_colornorm_sink_event);
+  trans_class->start = GST_DEBUG_FUNCPTR (gst_colornorm_start);
+  trans_class->stop = GST_DEBUG_FUNCPTR (gst_colornorm_stop);
+
+  gst_type_mark_as_plugin_api (GST_TYPE_COLORNORM_MODE, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_COLORNORM_SCALE, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_COLORNORM_FIT, 0);
+}
+
+static void
+gst_colornorm_init (GstColorNorm * self)
+{
+  self->mode = MODE_RESCALE01;
+  self->tensor_scale = MODE_RESCALE01;
+  memcpy (self->mean, imagenet_mean, sizeof (self->mean));
+  memcpy (self->std, imagenet_std, sizeof (self->std));
+  wsi_default_lab_target (&self->target_lab);
+  wsi_default_stain_target (&self->target_stain);
+  self->keep_residual = TRUE;
+  self->fit_mode = FIT_FIRST_PATCHES;
+  self->fit_patches = 8;
+  self->fit_min_tissue = 0.1;
+  self->seed = -1;
+  self->aug_scale = 0.1;
+  self->aug_shift = 0.05;
+  self->aug_hed_scale = 0.05;
+  self->aug_hed_shift = 0.02;
+  g_queue_init (&self->held);
+  gst_video_info_init (&self->in_info);
+  gst_video_info_init (&self->out_info);
+  gst_base_transform_set_passthrough (GST_BASE_TRANSFORM (self), FALSE);
+  gst_base_transform_set_in_place (GST_BASE_TRANSFORM (self), FALSE);
+}

@@ -1,12 +1,1464 @@
-/* PLACEHOLDER: replaced by the real element. */
+/* slidesrc: streams a whole-slide image (OpenSlide) or a PNG dataset as
+ * fixed-size RGB tiles, each carrying a GstWsiTileMeta.
+ *
+ * gst-launch-1.0 slidesrc location=slide.svs level=0 ! fakesink
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
 #include "gstwsiseg.h"
+#include "gstwsitilemeta.h"
+
+#include <glib/gstdio.h>
+#include <gst/base/gstpushsrc.h>
+#include <gst/video/video.h>
+#include <openslide.h>
+#include <png.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define HAVE_X86_SIMD 1
+static gboolean have_ssse3;
+#endif
+
+#include <errno.h>
+#include <glob.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+GST_DEBUG_CATEGORY_STATIC (gst_slidesrc_debug);
+#define GST_CAT_DEFAULT gst_slidesrc_debug
+
+#define DEFAULT_TILE_SIZE 1024
+#define MAX_TILE_SIZE 16384
+#define DEFAULT_LEVEL 0
+#define DEFAULT_IS_LIVE FALSE
+#define DEFAULT_RATE 0.0
+#define DEFAULT_SHUFFLE FALSE
+#define DEFAULT_SEED 0
+#define DEFAULT_LOOP 1
+
+/* OpenSlide paints regions in chunks of this many level pixels (see
+ * openslide_read_region); non-integer levels replay that chunking. */
+#define OS_CHUNK 4096
+/* Largest band (region width x OS_CHUNK rows, ARGB) kept in memory for
+ * exact reads at non-integer levels; wider regions re-read chunks. The
+ * environment variable WSISEG_SLIDESRC_BAND_LIMIT (bytes) overrides it
+ * (tests use it to exercise the chunk path). */
+#define MAX_BAND_BYTES ((gsize) 256 * 1024 * 1024)
+/* Largest PNG we decode (RGB bytes). */
+#define MAX_PNG_BYTES ((guint64) 1 << 32)
+
+typedef enum
+{
+  GST_SLIDESRC_ORDER_RASTER,
+  GST_SLIDESRC_ORDER_SERPENTINE,
+} GstSlideSrcOrder;
+
+#define GST_TYPE_SLIDESRC_ORDER (gst_slidesrc_order_get_type ())
+static GType
+gst_slidesrc_order_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {GST_SLIDESRC_ORDER_RASTER, "Rows left to right, top to bottom",
+        "raster"},
+    {GST_SLIDESRC_ORDER_SERPENTINE,
+        "Rows top to bottom, alternating left-to-right and right-to-left",
+        "serpentine"},
+    {0, NULL, NULL},
+  };
+
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstSlideSrcOrder", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
+
+#define DEFAULT_ORDER GST_SLIDESRC_ORDER_RASTER
+
+enum
+{
+  PROP_0,
+  PROP_LOCATION,
+  PROP_LEVEL,
+  PROP_TILE_WIDTH,
+  PROP_TILE_HEIGHT,
+  PROP_REGION,
+  PROP_IS_LIVE,
+  PROP_TILES_PER_SECOND,
+  PROP_ORDER,
+  PROP_SHUFFLE,
+  PROP_SEED,
+  PROP_LOOP,
+};
 
 #define GST_TYPE_SLIDESRC (gst_slidesrc_get_type ())
-G_DECLARE_FINAL_TYPE (GstSlideSrc, gst_slidesrc, GST, SLIDESRC, GstElement)
-struct _GstSlideSrc { GstElement parent; };
-G_DEFINE_TYPE (GstSlideSrc, gst_slidesrc, GST_TYPE_ELEMENT);
-GST_ELEMENT_REGISTER_DEFINE (slidesrc, "slidesrc", GST_RANK_NONE, GST_TYPE_SLIDESRC);
-static void gst_slidesrc_class_init (GstSlideSrcClass * klass) {
-  gst_element_class_set_static_metadata (GST_ELEMENT_CLASS (klass), "slidesrc", "Filter", "placeholder", "gst-wsiseg");
+G_DECLARE_FINAL_TYPE (GstSlideSrc, gst_slidesrc, GST, SLIDESRC, GstPushSrc);
+
+struct _GstSlideSrc
+{
+  GstPushSrc parent;
+
+  /* properties (GST_OBJECT_LOCK) */
+  gchar *location;
+  gint level;
+  gint tile_width, tile_height;
+  gchar *region;
+  gboolean is_live;
+  gdouble rate;
+  GstSlideSrcOrder order;
+  gboolean shuffle;
+  guint seed;
+  guint loop;
+
+  /* streaming state: the item list */
+  GPtrArray *items;             /* gchar* paths, sorted */
+  guint *perm;                  /* visiting order of items */
+  guint item_pos;               /* position in perm */
+  guint epoch;
+  GRand *rand;
+  gboolean have_region;
+  gint64 req_x, req_y, req_w, req_h;
+  gint rate_n, rate_d;
+
+  /* the open item */
+  gboolean item_open;
+  gchar *path;
+  openslide_t *osr;
+  guint8 *png_rgb;              /* whole PNG, RGB8, png_w * 3 stride */
+  gint item_level;
+  gdouble ds;
+  gboolean integer_ds;
+  gint64 slide_w, slide_h;
+  gint64 rx, ry, rw, rh;        /* region, level-0 */
+  gint64 lw, lh;                /* region size at the level */
+  gint cols, rows;
+  gint tile_index;              /* next tile of this item, in walk order */
+  gdouble mpp_x, mpp_y;
+  guint8 bg[3];
+
+  /* non-integer levels: a band of OpenSlide chunk rows and one tile row */
+  guint32 *band;
+  gint64 band_cy;               /* chunk row held in band, -1: none */
+  guint8 *row_rgb;              /* lw x tile_height RGB staging */
+  gint row_loaded;              /* tile row in row_rgb, -1: none */
+
+  guint32 *scratch;             /* ARGB read buffer */
+  gsize scratch_len;
+
+  GstVideoInfo vinfo;
+  GstBufferPool *pool;
+  guint64 frame;
+};
+
+G_DEFINE_TYPE (GstSlideSrc, gst_slidesrc, GST_TYPE_PUSH_SRC);
+GST_ELEMENT_REGISTER_DEFINE (slidesrc, "slidesrc", GST_RANK_NONE,
+    GST_TYPE_SLIDESRC);
+
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
+    GST_PAD_SRC,
+    GST_PAD_ALWAYS,
+    GST_STATIC_CAPS ("video/x-raw, format = (string) RGB, "
+        "width = (int) [ 1, 16384 ], height = (int) [ 1, 16384 ], "
+        "framerate = (fraction) [ 0/1, MAX ]"));
+
+static void gst_slidesrc_set_property (GObject * object, guint prop_id,
+    const GValue * value, GParamSpec * pspec);
+static void gst_slidesrc_get_property (GObject * object, guint prop_id,
+    GValue * value, GParamSpec * pspec);
+static void gst_slidesrc_finalize (GObject * object);
+static gboolean gst_slidesrc_start (GstBaseSrc * bsrc);
+static gboolean gst_slidesrc_stop (GstBaseSrc * bsrc);
+static GstCaps *gst_slidesrc_get_caps (GstBaseSrc * bsrc, GstCaps * filter);
+static gboolean gst_slidesrc_set_caps (GstBaseSrc * bsrc, GstCaps * caps);
+static void gst_slidesrc_get_times (GstBaseSrc * bsrc, GstBuffer * buffer,
+    GstClockTime * start, GstClockTime * end);
+static GstFlowReturn gst_slidesrc_create (GstPushSrc * psrc,
+    GstBuffer ** outbuf);
+
+static void
+gst_slidesrc_class_init (GstSlideSrcClass * klass)
+{
+  GObjectClass *gobject_class = G_OBJECT_CLASS (klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS (klass);
+  GstBaseSrcClass *basesrc_class = GST_BASE_SRC_CLASS (klass);
+  GstPushSrcClass *pushsrc_class = GST_PUSH_SRC_CLASS (klass);
+  GParamFlags flags = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+      GST_PARAM_MUTABLE_READY;
+
+  gobject_class->set_property = gst_slidesrc_set_property;
+  gobject_class->get_property = gst_slidesrc_get_property;
+  gobject_class->finalize = gst_slidesrc_finalize;
+
+  g_object_class_install_property (gobject_class, PROP_LOCATION,
+      g_param_spec_string ("location", "Location",
+          "Slide (any format OpenSlide opens) or PNG image; a glob pattern "
+          "('train/*.png', '*.svs') or '@list.txt' (one path per line) "
+          "streams several files one after the other, in sorted order",
+          NULL, flags));
+  g_object_class_install_property (gobject_class, PROP_LEVEL,
+      g_param_spec_int ("level", "Level",
+          "Pyramid level to read (0 = full resolution, -1 = lowest "
+          "resolution); PNG images have only level 0",
+          -1, G_MAXINT, DEFAULT_LEVEL, flags));
+  g_object_class_install_property (gobject_class, PROP_TILE_WIDTH,
+      g_param_spec_int ("tile-width", "Tile width",
+          "Width of every output buffer in level pixels (0 is rejected)",
+          0, MAX_TILE_SIZE, DEFAULT_TILE_SIZE, flags));
+  g_object_class_install_property (gobject_class, PROP_TILE_HEIGHT,
+      g_param_spec_int ("tile-height", "Tile height",
+          "Height of every output buffer in level pixels (0 is rejected)",
+          0, MAX_TILE_SIZE, DEFAULT_TILE_SIZE, flags));
+  g_object_class_install_property (gobject_class, PROP_REGION,
+      g_param_spec_string ("region", "Region",
+          "Region to stream, \"x,y,width,height\" in level-0 pixels; empty: "
+          "the slide's openslide.bounds-* when present, else the whole "
+          "slide", NULL, flags));
+  g_object_class_install_property (gobject_class, PROP_IS_LIVE,
+      g_param_spec_boolean ("is-live", "Is live",
+          "Act as a live source (scanner emulation), paced by "
+          "tiles-per-second", DEFAULT_IS_LIVE, flags));
+  g_object_class_install_property (gobject_class, PROP_TILES_PER_SECOND,
+      g_param_spec_double ("tiles-per-second", "Tiles per second",
+          "Tile rate: buffer n gets pts n/rate and duration 1/rate "
+          "(0: no timestamps when not live; running time of capture when live)",
+          0.0, 100000.0, DEFAULT_RATE, flags));
+  g_object_class_install_property (gobject_class, PROP_ORDER,
+      g_param_spec_enum ("order", "Order", "Order in which tiles are walked",
+          GST_TYPE_SLIDESRC_ORDER, DEFAULT_ORDER, flags));
+  g_object_class_install_property (gobject_class, PROP_SHUFFLE,
+      g_param_spec_boolean ("shuffle", "Shuffle",
+          "Visit the files of a glob/list in a random order (reshuffled "
+          "every epoch, reproducible from seed)", DEFAULT_SHUFFLE, flags));
+  g_object_class_install_property (gobject_class, PROP_SEED,
+      g_param_spec_uint ("seed", "Seed", "Random seed for shuffle",
+          0, G_MAXUINT, DEFAULT_SEED, flags));
+  g_object_class_install_property (gobject_class, PROP_LOOP,
+      g_param_spec_uint ("loop", "Loop",
+          "Number of passes (epochs) over the files, 0 = forever",
+          0, G_MAXUINT, DEFAULT_LOOP, flags));
+
+  gst_element_class_add_static_pad_template (element_class, &src_template);
+  gst_element_class_set_static_metadata (element_class,
+      "Whole-slide image source", "Source/Video",
+      "Reads a whole-slide image (OpenSlide) or PNG images region by region "
+      "as RGB tiles with tile metadata", "gst-wsiseg");
+
+  basesrc_class->start = GST_DEBUG_FUNCPTR (gst_slidesrc_start);
+  basesrc_class->stop = GST_DEBUG_FUNCPTR (gst_slidesrc_stop);
+  basesrc_class->get_caps = GST_DEBUG_FUNCPTR (gst_slidesrc_get_caps);
+  basesrc_class->set_caps = GST_DEBUG_FUNCPTR (gst_slidesrc_set_caps);
+  basesrc_class->get_times = GST_DEBUG_FUNCPTR (gst_slidesrc_get_times);
+  pushsrc_class->create = GST_DEBUG_FUNCPTR (gst_slidesrc_create);
+
+  gst_type_mark_as_plugin_api (GST_TYPE_SLIDESRC_ORDER, 0);
+#ifdef HAVE_X86_SIMD
+  __builtin_cpu_init ();
+  have_ssse3 = __builtin_cpu_supports ("ssse3");
+#endif
+  GST_DEBUG_CATEGORY_INIT (gst_slidesrc_debug, "slidesrc", 0,
+      "Whole-slide image source");
 }
-static void gst_slidesrc_init (GstSlideSrc * self) { }
+
+static void
+gst_slidesrc_init (GstSlideSrc * self)
+{
+  self->level = DEFAULT_LEVEL;
+  self->tile_width = DEFAULT_TILE_SIZE;
+  self->tile_height = DEFAULT_TILE_SIZE;
+  self->is_live = DEFAULT_IS_LIVE;
+  self->rate = DEFAULT_RATE;
+  self->order = DEFAULT_ORDER;
+  self->shuffle = DEFAULT_SHUFFLE;
+  self->seed = DEFAULT_SEED;
+  self->loop = DEFAULT_LOOP;
+  self->band_cy = -1;
+  self->row_loaded = -1;
+  gst_base_src_set_format (GST_BASE_SRC (self), GST_FORMAT_TIME);
+  gst_base_src_set_live (GST_BASE_SRC (self), DEFAULT_IS_LIVE);
+}
+
+static void
+gst_slidesrc_set_property (GObject * object, guint prop_id,
+    const GValue * value, GParamSpec * pspec)
+{
+  GstSlideSrc *self = GST_SLIDESRC (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_LOCATION:
+      g_free (self->location);
+      self->location = g_value_dup_string (value);
+      break;
+    case PROP_LEVEL:
+      self->level = g_value_get_int (value);
+      break;
+    case PROP_TILE_WIDTH:
+      self->tile_width = g_value_get_int (value);
+      break;
+    case PROP_TILE_HEIGHT:
+      self->tile_height = g_value_get_int (value);
+      break;
+    case PROP_REGION:
+      g_free (self->region);
+      self->region = g_value_dup_string (value);
+      break;
+    case PROP_IS_LIVE:
+      self->is_live = g_value_get_boolean (value);
+      GST_OBJECT_UNLOCK (self);
+      gst_base_src_set_live (GST_BASE_SRC (self), self->is_live);
+      return;
+    case PROP_TILES_PER_SECOND:
+      self->rate = g_value_get_double (value);
+      break;
+    case PROP_ORDER:
+      self->order = g_value_get_enum (value);
+      break;
+    case PROP_SHUFFLE:
+      self->shuffle = g_value_get_boolean (value);
+      break;
+    case PROP_SEED:
+      self->seed = g_value_get_uint (value);
+      break;
+    case PROP_LOOP:
+      self->loop = g_value_get_uint (value);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static void
+gst_slidesrc_get_property (GObject * object, guint prop_id, GValue * value,
+    GParamSpec * pspec)
+{
+  GstSlideSrc *self = GST_SLIDESRC (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_LOCATION:
+      g_value_set_string (value, self->location);
+      break;
+    case PROP_LEVEL:
+      g_value_set_int (value, self->level);
+      break;
+    case PROP_TILE_WIDTH:
+      g_value_set_int (value, self->tile_width);
+      break;
+    case PROP_TILE_HEIGHT:
+      g_value_set_int (value, self->tile_height);
+      break;
+    case PROP_REGION:
+      g_value_set_string (value, self->region);
+      break;
+    case PROP_IS_LIVE:
+      g_value_set_boolean (value, self->is_live);
+      break;
+    case PROP_TILES_PER_SECOND:
+      g_value_set_double (value, self->rate);
+      break;
+    case PROP_ORDER:
+      g_value_set_enum (value, self->order);
+      break;
+    case PROP_SHUFFLE:
+      g_value_set_boolean (value, self->shuffle);
+      break;
+    case PROP_SEED:
+      g_value_set_uint (value, self->seed);
+      break;
+    case PROP_LOOP:
+      g_value_set_uint (value, self->loop);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+/* ------------------------------------------------------------------ */
+/* Pixel conversion                                                    */
+
+/* Premultiplied native-endian ARGB (OpenSlide) -> RGB8 composited on @bg.
+ * Partially transparent pixels are un-premultiplied (c * 255 / a,
+ * truncated, as openslide-python does) and then blended
+ * rint(c * a/255 + bg * (1 - a/255)), so the output equals an
+ * openslide-python read composited on the background. */
+static void
+argb_to_rgb_scalar (const guint32 * src, guint8 * dst, gsize n,
+    const guint8 bg[3])
+{
+  for (gsize i = 0; i < n; i++, dst += 3) {
+    guint32 p = src[i];
+    guint a = p >> 24;
+
+    if (G_LIKELY (a == 255)) {
+      dst[0] = (p >> 16) & 0xff;
+      dst[1] = (p >> 8) & 0xff;
+      dst[2] = p & 0xff;
+    } else if (a == 0) {
+      dst[0] = bg[0];
+      dst[1] = bg[1];
+      dst[2] = bg[2];
+    } else {
+      gdouble af = a / 255.0;
+      for (gint c = 0; c < 3; c++) {
+        guint v = (p >> (16 - 8 * c)) & 0xff;
+        guint u = MIN (255u, v * 255u / a);
+        dst[c] = (guint8) rint ((gdouble) u * af + (gdouble) bg[c] *
+            (1.0 - af));
+      }
+    }
+  }
+}
+
+#ifdef HAVE_X86_SIMD
+/* Converts opaque pixels 4 at a time; stops at the first group holding a
+ * non-opaque pixel. Writes 16 bytes per 12 produced, so it leaves at least
+ * 2 pixels to the caller. Returns the pixels done. */
+__attribute__ ((target ("ssse3")))
+static gsize
+argb_to_rgb_opaque_ssse3 (const guint32 * src, guint8 * dst, gsize n)
+{
+  const __m128i shuf = _mm_setr_epi8 (2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12,
+      -1, -1, -1, -1);
+  const __m128i amask = _mm_set1_epi32 ((gint) 0xff000000u);
+  gsize i = 0;
+
+  for (; i + 6 <= n; i += 4, dst += 12) {
+    __m128i v = _mm_loadu_si128 ((const __m128i *) (src + i));
+    if (_mm_movemask_epi8 (_mm_cmpeq_epi32 (_mm_and_si128 (v, amask),
+                amask)) != 0xffff)
+      break;
+    _mm_storeu_si128 ((__m128i *) dst, _mm_shuffle_epi8 (v, shuf));
+  }
+  return i;
+}
+#endif
+
+static void
+argb_to_rgb (const guint32 * src, guint8 * dst, gsize n, const guint8 bg[3])
+{
+#ifdef HAVE_X86_SIMD
+  if (have_ssse3) {
+    while (n > 0) {
+      gsize done = argb_to_rgb_opaque_ssse3 (src, dst, n), rest;
+      src += done;
+      dst += done * 3;
+      n -= done;
+      rest = MIN (n, 4);
+      argb_to_rgb_scalar (src, dst, rest, bg);
+      src += rest;
+      dst += rest * 3;
+      n -= rest;
+    }
+    return;
+  }
+#endif
+  argb_to_rgb_scalar (src, dst, n, bg);
+}
+
+static void
+fill_rgb (guint8 * dst, gsize n, const guint8 bg[3])
+{
+  for (gsize i = 0; i < n; i++, dst += 3) {
+    dst[0] = bg[0];
+    dst[1] = bg[1];
+    dst[2] = bg[2];
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* Item list                                                           */
+
+static gboolean
+has_glob_chars (const gchar * s)
+{
+  return strpbrk (s, "*?[") != NULL;
+}
+
+static gint
+compare_paths (gconstpointer a, gconstpointer b)
+{
+  return g_strcmp0 (*(const gchar * const *) a, *(const gchar * const *) b);
+}
+
+/* Expands location into a sorted list of paths. */
+static gboolean
+gst_slidesrc_expand_location (GstSlideSrc * self, const gchar * location)
+{
+  GPtrArray *items = g_ptr_array_new_with_free_func (g_free);
+
+  if (location[0] == '@') {
+    const gchar *list = location + 1;
+    gchar *contents = NULL, *dir;
+    gchar **lines;
+    GError *err = NULL;
+
+    if (!g_file_get_contents (list, &contents, NULL, &err)) {
+      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
+          ("Could not read file list \"%s\".", list), ("%s", err->message));
+      g_clear_error (&err);
+      g_ptr_array_unref (items);
+      return FALSE;
+    }
+    dir = g_path_get_dirname (list);
+    lines = g_strsplit (contents, "\n", -1);
+    for (gchar ** l = lines; *l; l++) {
+      gchar *line = g_strstrip (*l);
+      if (line[0] == '\0' || line[0] == '#')
+        continue;
+      if (g_path_is_absolute (line))
+        g_ptr_array_add (items, g_strdup (line));
+      else
+        g_ptr_array_add (items, g_build_filename (dir, line, NULL));
+    }
+    g_strfreev (lines);
+    g_free (dir);
+    g_free (contents);
+    if (items->len == 0) {
+      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
+          ("File list \"%s\" names no files.", list), (NULL));
+      g_ptr_array_unref (items);
+      return FALSE;
+    }
+  } else if (has_glob_chars (location)) {
+    glob_t g;
+    gint ret = glob (location, 0, NULL, &g);
+
+    if (ret == 0) {
+      for (gsize i = 0; i < g.gl_pathc; i++)
+        g_ptr_array_add (items, g_strdup (g.gl_pathv[i]));
+    }
+    globfree (&g);
+    if (items->len == 0) {
+      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
+          ("No file matches \"%s\".", location),
+          ("glob() returned %d", ret));
+      g_ptr_array_unref (items);
+      return FALSE;
+    }
+  } else {
+    g_ptr_array_add (items, g_strdup (location));
+  }
+
+  g_ptr_array_sort (items, compare_paths);
+  self->items = items;
+  return TRUE;
+}
+
+static void
+gst_slidesrc_new_epoch (GstSlideSrc * self)
+{
+  guint n = self->items->len;
+
+  for (guint i = 0; i < n; i++)
+    self->perm[i] = i;
+  if (self->shuffle) {
+    for (guint i = n - 1; i > 0; i--) {
+      guint j = g_rand_int_range (self->rand, 0, (gint32) i + 1);
+      guint t = self->perm[i];
+      self->perm[i] = self->perm[j];
+      self->perm[j] = t;
+    }
+  }
+  self->item_pos = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Opening one item                                                    */
+
+static void
+gst_slidesrc_close_item (GstSlideSrc * self)
+{
+  g_clear_pointer (&self->osr, openslide_close);
+  g_clear_pointer (&self->png_rgb, g_free);
+  g_clear_pointer (&self->band, g_free);
+  g_clear_pointer (&self->row_rgb, g_free);
+  g_clear_pointer (&self->path, g_free);
+  self->band_cy = -1;
+  self->row_loaded = -1;
+  self->item_open = FALSE;
+}
+
+static gboolean
+is_png_file (const gchar * path)
+{
+  guint8 sig[8];
+  gboolean png = FALSE;
+  FILE *f = fopen (path, "rb");
+
+  if (f) {
+    png = fread (sig, 1, 8, f) == 8 && png_sig_cmp (sig, 0, 8) == 0;
+    fclose (f);
+  }
+  return png;
+}
+
+typedef struct
+{
+  jmp_buf jmp;
+  gchar msg[256];
+} PngErr;
+
+static void
+png_error_cb (png_structp png, png_const_charp msg)
+{
+  PngErr *e = png_get_error_ptr (png);
+
+  g_strlcpy (e->msg, msg, sizeof (e->msg));
+  longjmp (e->jmp, 1);
+}
+
+static void
+png_warning_cb (png_structp png, png_const_charp msg)
+{
+  GST_DEBUG ("libpng warning: %s", msg);
+}
+
+/* Decodes a PNG of any bit depth and colour type into RGB8; alpha is
+ * composited on white. Returns NULL with @err_msg on failure. */
+static guint8 *
+decode_png (const gchar * path, gint64 * width, gint64 * height,
+    gchar ** err_msg)
+{
+  FILE *f;
+  png_structp png;
+  png_infop info;
+  PngErr e = { 0 };
+  guint8 *volatile rgba = NULL;
+  png_bytep *volatile rows = NULL;
+  guint8 *rgb = NULL;
+  png_uint_32 w, h;
+  gsize stride;
+
+  f = fopen (path, "rb");
+  if (!f) {
+    *err_msg = g_strdup (g_strerror (errno));
+    return NULL;
+  }
+  png = png_create_read_struct (PNG_LIBPNG_VER_STRING, &e, png_error_cb,
+      png_warning_cb);
+  info = png ? png_create_info_struct (png) : NULL;
+  if (!png || !info) {
+    png_destroy_read_struct (&png, NULL, NULL);
+    fclose (f);
+    *err_msg = g_strdup ("libpng: out of memory");
+    return NULL;
+  }
+  if (setjmp (e.jmp)) {
+    png_destroy_read_struct (&png, &info, NULL);
+    fclose (f);
+    g_free (rgba);
+    g_free (rows);
+    *err_msg = g_strdup_printf ("libpng: %s", e.msg);
+    return NULL;
+  }
+  png_init_io (png, f);
+  png_read_info (png, info);
+  w = png_get_image_width (png, info);
+  h = png_get_image_height (png, info);
+  if (w == 0 || h == 0 || (guint64) w * h * 4 > MAX_PNG_BYTES)
+    png_error (png, "image size out of range");
+
+  png_set_expand (png);         /* palette, gray < 8 bit, tRNS */
+  png_set_scale_16 (png);       /* 16 -> 8 bit, rounded */
+  png_set_gray_to_rgb (png);
+  png_set_add_alpha (png, 0xff, PNG_FILLER_AFTER);
+  png_set_interlace_handling (png);
+  png_read_update_info (png, info);
+  if (png_get_rowbytes (png, info) != (gsize) w * 4)
+    png_error (png, "unexpected row size after conversion");
+
+  stride = (gsize) w * 4;
+  rgba = g_try_malloc ((gsize) h * stride);
+  rows = g_try_new (png_bytep, h);
+  if (!rgba || !rows)
+    png_error (png, "out of memory");
+  for (png_uint_32 y = 0; y < h; y++)
+    rows[y] = rgba + y * stride;
+  png_read_image (png, rows);
+  png_read_end (png, NULL);
+  png_destroy_read_struct (&png, &info, NULL);
+  fclose (f);
+  g_free (rows);
+
+  rgb = g_try_malloc ((gsize) w * h * 3);
+  if (!rgb) {
+    g_free (rgba);
+    *err_msg = g_strdup ("out of memory");
+    return NULL;
+  }
+  for (gsize i = 0; i < (gsize) w * h; i++) {
+    const guint8 *s = rgba + i * 4;
+    guint8 *d = rgb + i * 3;
+    guint a = s[3];
+
+    if (a == 255) {
+      d[0] = s[0];
+      d[1] = s[1];
+      d[2] = s[2];
+    } else {
+      gdouble af = a / 255.0;
+      for (gint c = 0; c < 3; c++)
+        d[c] = (guint8) rint (s[c] * af + 255.0 * (1.0 - af));
+    }
+  }
+  g_free (rgba);
+  *width = w;
+  *height = h;
+  return rgb;
+}
+
+static gboolean
+parse_region (const gchar * s, gint64 v[4])
+{
+  gchar **parts = g_strsplit (s, ",", -1);
+  gboolean ok = g_strv_length (parts) == 4;
+
+  for (gint i = 0; ok && i < 4; i++) {
+    gchar *end = NULL;
+    gchar *p = g_strstrip (parts[i]);
+    gint64 x;
+
+    errno = 0;
+    x = g_ascii_strtoll (p, &end, 10);
+    if (p[0] == '\0' || *end != '\0' || errno == ERANGE)
+      ok = FALSE;
+    v[i] = x;
+  }
+  g_strfreev (parts);
+  return ok;
+}
+
+static gdouble
+prop_double (openslide_t * osr, const gchar * name)
+{
+  const gchar *s = openslide_get_property_value (osr, name);
+  gchar *end = NULL;
+  gdouble v;
+
+  if (!s)
+    return 0.0;
+  v = g_ascii_strtod (s, &end);
+  if (end == s || !isfinite (v) || v < 0)
+    return 0.0;
+  return v;
+}
+
+static gboolean
+prop_int64 (openslide_t * osr, const gchar * name, gint64 * out)
+{
+  const gchar *s = openslide_get_property_value (osr, name);
+  gchar *end = NULL;
+
+  if (!s || !*s)
+    return FALSE;
+  *out = g_ascii_strtoll (s, &end, 10);
+  return *end == '\0';
+}
+
+static void
+post_info_message (GstSlideSrc * self, guint index)
+{
+  GstStructure *s;
+  GValue widths = G_VALUE_INIT, heights = G_VALUE_INIT, dss = G_VALUE_INIT;
+  GValue v = G_VALUE_INIT;
+  gint nlevels = 1;
+  const gchar *vendor = "png";
+  gchar bgs[8];
+
+  gst_value_array_init (&widths, 4);
+  gst_value_array_init (&heights, 4);
+  gst_value_array_init (&dss, 4);
+  if (self->osr) {
+    vendor = openslide_get_property_value (self->osr,
+        OPENSLIDE_PROPERTY_NAME_VENDOR);
+    if (!vendor)
+      vendor = "unknown";
+    nlevels = openslide_get_level_count (self->osr);
+  }
+  for (gint l = 0; l < nlevels; l++) {
+    gint64 w = self->slide_w, h = self->slide_h;
+    gdouble d = 1.0;
+    if (self->osr) {
+      openslide_get_level_dimensions (self->osr, l, &w, &h);
+      d = openslide_get_level_downsample (self->osr, l);
+    }
+    g_value_init (&v, G_TYPE_INT64);
+    g_value_set_int64 (&v, w);
+    gst_value_array_append_value (&widths, &v);
+    g_value_set_int64 (&v, h);
+    gst_value_array_append_value (&heights, &v);
+    g_value_unset (&v);
+    g_value_init (&v, G_TYPE_DOUBLE);
+    g_value_set_double (&v, d);
+    gst_value_array_append_value (&dss, &v);
+    g_value_unset (&v);
+  }
+  g_snprintf (bgs, sizeof (bgs), "%02X%02X%02X", self->bg[0], self->bg[1],
+      self->bg[2]);
+
+  s = gst_structure_new ("slidesrc-info",
+      "location", G_TYPE_STRING, self->path,
+      "index", G_TYPE_UINT, index,
+      "epoch", G_TYPE_UINT, self->epoch,
+      "vendor", G_TYPE_STRING, vendor,
+      "level-count", G_TYPE_INT, nlevels,
+      "level", G_TYPE_INT, self->item_level,
+      "downsample", G_TYPE_DOUBLE, self->ds,
+      "width", G_TYPE_INT64, self->slide_w,
+      "height", G_TYPE_INT64, self->slide_h,
+      "mpp-x", G_TYPE_DOUBLE, self->mpp_x,
+      "mpp-y", G_TYPE_DOUBLE, self->mpp_y,
+      "tile-width", G_TYPE_INT, self->tile_width,
+      "tile-height", G_TYPE_INT, self->tile_height,
+      "grid-cols", G_TYPE_INT, self->cols,
+      "grid-rows", G_TYPE_INT, self->rows,
+      "region-x", G_TYPE_INT64, self->rx,
+      "region-y", G_TYPE_INT64, self->ry,
+      "region-width", G_TYPE_INT64, self->rw,
+      "region-height", G_TYPE_INT64, self->rh,
+      "level-region-width", G_TYPE_INT64, self->lw,
+      "level-region-height", G_TYPE_INT64, self->lh,
+      "background-color", G_TYPE_STRING, bgs, NULL);
+  gst_structure_take_value (s, "level-widths", &widths);
+  gst_structure_take_value (s, "level-heights", &heights);
+  gst_structure_take_value (s, "level-downsamples", &dss);
+
+  gst_element_post_message (GST_ELEMENT (self),
+      gst_message_new_element (GST_OBJECT (self), s));
+}
+
+/* Opens item @index of the list, validates level and region and computes
+ * the tile grid. Posts an element error and returns FALSE on bad input. */
+static gboolean
+gst_slidesrc_open_item (GstSlideSrc * self, guint index)
+{
+  const gchar *path = g_ptr_array_index (self->items, index);
+  GStatBuf st;
+  gint nlevels;
+
+  gst_slidesrc_close_item (self);
+  self->path = g_strdup (path);
+
+  if (g_stat (path, &st) != 0) {
+    gint err = errno;
+    GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
+        ("Could not open \"%s\": %s.", path, g_strerror (err)), (NULL));
+    return FALSE;
+  }
+  if (S_ISDIR (st.st_mode)) {
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+        ("Could not open \"%s\": it is a directory, not a slide or image.",
+            path), (NULL));
+    return FALSE;
+  }
+  if (st.st_size == 0) {
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+        ("Could not open \"%s\": the file is empty (0 bytes).", path),
+        (NULL));
+    return FALSE;
+  }
+
+  if (is_png_file (path)) {
+    gchar *msg = NULL;
+
+    self->png_rgb = decode_png (path, &self->slide_w, &self->slide_h, &msg);
+    if (!self->png_rgb) {
+      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+          ("Could not decode PNG \"%s\": %s.", path, msg), (NULL));
+      g_free (msg);
+      return FALSE;
+    }
+    nlevels = 1;
+    self->ds = 1.0;
+    self->mpp_x = self->mpp_y = 0.0;
+    self->bg[0] = self->bg[1] = self->bg[2] = 255;
+  } else {
+    const gchar *err, *bgs;
+
+    self->osr = openslide_open (path);
+    if (!self->osr) {
+      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+          ("Could not open \"%s\": not a PNG and not a slide format "
+              "OpenSlide recognizes.", path), (NULL));
+      return FALSE;
+    }
+    err = openslide_get_error (self->osr);
+    if (err) {
+      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+          ("Could not open slide \"%s\": %s.", path, err), (NULL));
+      return FALSE;
+    }
+    nlevels = openslide_get_level_count (self->osr);
+    openslide_get_level0_dimensions (self->osr, &self->slide_w,
+        &self->slide_h);
+    if (nlevels < 1 || self->slide_w <= 0 || self->slide_h <= 0) {
+      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+          ("Could not open slide \"%s\": it has no readable levels.", path),
+          (NULL));
+      return FALSE;
+    }
+    self->mpp_x = prop_double (self->osr, OPENSLIDE_PROPERTY_NAME_MPP_X);
+    self->mpp_y = prop_double (self->osr, OPENSLIDE_PROPERTY_NAME_MPP_Y);
+    self->bg[0] = self->bg[1] = self->bg[2] = 255;
+    bgs = openslide_get_property_value (self->osr,
+        OPENSLIDE_PROPERTY_NAME_BACKGROUND_COLOR);
+    if (bgs && strlen (bgs) == 6 && strspn (bgs, "0123456789abcdefABCDEF") == 6) {
+      guint64 c = g_ascii_strtoull (bgs, NULL, 16);
+      self->bg[0] = (c >> 16) & 0xff;
+      self->bg[1] = (c >> 8) & 0xff;
+      self->bg[2] = c & 0xff;
+    }
+  }
+
+  /* level */
+  self->item_level = self->level < 0 ? nlevels - 1 : self->level;
+  if (self->item_level >= nlevels) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+        ("Level %d is out of range for \"%s\": it has %d level%s (0..%d).",
+            self->level, path, nlevels, nlevels == 1 ? "" : "s",
+            nlevels - 1), (NULL));
+    return FALSE;
+  }
+  if (self->osr) {
+    self->ds = openslide_get_level_downsample (self->osr, self->item_level);
+    if (!(self->ds >= 1.0) || !isfinite (self->ds)) {
+      GST_ELEMENT_ERROR (self, RESOURCE, FAILED,
+          ("Slide \"%s\" reports an invalid downsample %g for level %d.",
+              path, self->ds, self->item_level), (NULL));
+      return FALSE;
+    }
+  }
+  self->integer_ds = fabs (self->ds - rint (self->ds)) < 1e-9;
+
+  /* region */
+  if (self->have_region) {
+    self->rx = self->req_x;
+    self->ry = self->req_y;
+    self->rw = self->req_w;
+    self->rh = self->req_h;
+  } else {
+    gint64 bx, by, bw, bh;
+    self->rx = self->ry = 0;
+    self->rw = self->slide_w;
+    self->rh = self->slide_h;
+    if (self->osr &&
+        prop_int64 (self->osr, OPENSLIDE_PROPERTY_NAME_BOUNDS_X, &bx) &&
+        prop_int64 (self->osr, OPENSLIDE_PROPERTY_NAME_BOUNDS_Y, &by) &&
+        prop_int64 (self->osr, OPENSLIDE_PROPERTY_NAME_BOUNDS_WIDTH, &bw) &&
+        prop_int64 (self->osr, OPENSLIDE_PROPERTY_NAME_BOUNDS_HEIGHT, &bh) &&
+        bx >= 0 && by >= 0 && bw > 0 && bh > 0 &&
+        bx <= self->slide_w - bw && by <= self->slide_h - bh) {
+      self->rx = bx;
+      self->ry = by;
+      self->rw = bw;
+      self->rh = bh;
+    }
+  }
+  if (self->rx < 0 || self->ry < 0 || self->rw <= 0 || self->rh <= 0 ||
+      self->rx > self->slide_w - self->rw ||
+      self->ry > self->slide_h - self->rh) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+        ("Region %" G_GINT64_FORMAT ",%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT
+            ",%" G_GINT64_FORMAT " is outside \"%s\" (%" G_GINT64_FORMAT "x%"
+            G_GINT64_FORMAT " level-0 pixels).", self->rx, self->ry,
+            self->rw, self->rh, path, self->slide_w, self->slide_h), (NULL));
+    return FALSE;
+  }
+  self->lw = (gint64) ceil (self->rw / self->ds - 1e-9);
+  self->lh = (gint64) ceil (self->rh / self->ds - 1e-9);
+  if (self->lw < 1)
+    self->lw = 1;
+  if (self->lh < 1)
+    self->lh = 1;
+  if ((self->lw + self->tile_width - 1) / self->tile_width > G_MAXINT / 2 ||
+      (self->lh + self->tile_height - 1) / self->tile_height > G_MAXINT / 2) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+        ("Tile grid for \"%s\" is too large; use larger tiles.", path),
+        (NULL));
+    return FALSE;
+  }
+  self->cols = (gint) ((self->lw + self->tile_width - 1) / self->tile_width);
+  self->rows = (gint) ((self->lh + self->tile_height - 1) / self->tile_height);
+  self->tile_index = 0;
+  self->item_open = TRUE;
+
+  GST_INFO_OBJECT (self, "opened %s: level %d downsample %g (%s), region %"
+      G_GINT64_FORMAT ",%" G_GINT64_FORMAT " %" G_GINT64_FORMAT "x%"
+      G_GINT64_FORMAT ", level size %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
+      ", grid %dx%d", path, self->item_level, self->ds,
+      self->integer_ds ? "integer" : "non-integer", self->rx, self->ry,
+      self->rw, self->rh, self->lw, self->lh, self->cols, self->rows);
+  post_info_message (self, index);
+  return TRUE;
+}
+
+/* Opens the next item of the walk; returns FALSE at the end (no error) or
+ * on error (@error set). */
+static gboolean
+gst_slidesrc_next_item (GstSlideSrc * self, gboolean * error)
+{
+  *error = FALSE;
+  if (self->item_pos >= self->items->len) {
+    self->epoch++;
+    if (self->loop != 0 && self->epoch >= self->loop)
+      return FALSE;
+    gst_slidesrc_new_epoch (self);
+  }
+  if (!gst_slidesrc_open_item (self, self->perm[self->item_pos++])) {
+    *error = TRUE;
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* ------------------------------------------------------------------ */
+/* Start / stop / caps                                                 */
+
+static gboolean
+gst_slidesrc_start (GstBaseSrc * bsrc)
+{
+  GstSlideSrc *self = GST_SLIDESRC (bsrc);
+  gchar *location, *region;
+  gboolean ok, error;
+
+  GST_OBJECT_LOCK (self);
+  location = g_strdup (self->location);
+  region = g_strdup (self->region);
+  GST_OBJECT_UNLOCK (self);
+
+  if (!location || !*location) {
+    GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
+        ("No file name specified for reading."),
+        ("set the location property"));
+    goto fail;
+  }
+  if (self->tile_width < 1 || self->tile_height < 1) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+        ("Tile size %dx%d is invalid: tile-width and tile-height must be at "
+            "least 1.", self->tile_width, self->tile_height), (NULL));
+    goto fail;
+  }
+  self->have_region = FALSE;
+  if (region && *region) {
+    gint64 v[4];
+    if (!parse_region (region, v)) {
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+          ("Region \"%s\" is invalid: expected \"x,y,width,height\" in "
+              "level-0 pixels.", region), (NULL));
+      goto fail;
+    }
+    if (v[2] <= 0 || v[3] <= 0 || v[0] < 0 || v[1] < 0) {
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+          ("Region \"%s\" is invalid: x and y must be >= 0, width and "
+              "height > 0.", region), (NULL));
+      goto fail;
+    }
+    self->req_x = v[0];
+    self->req_y = v[1];
+    self->req_w = v[2];
+    self->req_h = v[3];
+    self->have_region = TRUE;
+  }
+  if (self->rate > 0)
+    gst_util_double_to_fraction (self->rate, &self->rate_n, &self->rate_d);
+  else {
+    self->rate_n = 0;
+    self->rate_d = 1;
+  }
+
+  if (!gst_slidesrc_expand_location (self, location))
+    goto fail;
+  self->perm = g_new (guint, self->items->len);
+  self->rand = g_rand_new_with_seed (self->seed);
+  self->epoch = 0;
+  self->frame = 0;
+  gst_slidesrc_new_epoch (self);
+
+  ok = gst_slidesrc_next_item (self, &error);
+  if (!ok) {
+    if (!error)                 /* loop=... can't end before the first item */
+      GST_ELEMENT_ERROR (self, RESOURCE, FAILED, ("Nothing to read."),
+          (NULL));
+    goto fail;
+  }
+  g_free (location);
+  g_free (region);
+  return TRUE;
+
+fail:
+  g_free (location);
+  g_free (region);
+  gst_slidesrc_stop (bsrc);
+  return FALSE;
+}
+
+static gboolean
+gst_slidesrc_stop (GstBaseSrc * bsrc)
+{
+  GstSlideSrc *self = GST_SLIDESRC (bsrc);
+
+  gst_slidesrc_close_item (self);
+  g_clear_pointer (&self->items, g_ptr_array_unref);
+  g_clear_pointer (&self->perm, g_free);
+  g_clear_pointer (&self->rand, g_rand_free);
+  g_clear_pointer (&self->scratch, g_free);
+  self->scratch_len = 0;
+  if (self->pool) {
+    gst_buffer_pool_set_active (self->pool, FALSE);
+    gst_clear_object (&self->pool);
+  }
+  return TRUE;
+}
+
+static GstCaps *
+gst_slidesrc_get_caps (GstBaseSrc * bsrc, GstCaps * filter)
+{
+  GstSlideSrc *self = GST_SLIDESRC (bsrc);
+  GstCaps *caps;
+  gint tw, th, n = 0, d = 1;
+  gdouble rate;
+
+  GST_OBJECT_LOCK (self);
+  tw = self->tile_width;
+  th = self->tile_height;
+  rate = self->rate;
+  GST_OBJECT_UNLOCK (self);
+
+  if (tw < 1 || th < 1)
+    caps = gst_pad_get_pad_template_caps (GST_BASE_SRC_PAD (bsrc));
+  else {
+    if (rate > 0)
+      gst_util_double_to_fraction (rate, &n, &d);
+    caps = gst_caps_new_simple ("video/x-raw",
+        "format", G_TYPE_STRING, "RGB",
+        "width", G_TYPE_INT, tw, "height", G_TYPE_INT, th,
+        "framerate", GST_TYPE_FRACTION, n, d, NULL);
+  }
+  if (filter) {
+    GstCaps *tmp = gst_caps_intersect_full (filter, caps,
+        GST_CAPS_INTERSECT_FIRST);
+    gst_caps_unref (caps);
+    caps = tmp;
+  }
+  return caps;
+}
+
+static gboolean
+gst_slidesrc_set_caps (GstBaseSrc * bsrc, GstCaps * caps)
+{
+  GstSlideSrc *self = GST_SLIDESRC (bsrc);
+  GstStructure *config;
+
+  if (!gst_video_info_from_caps (&self->vinfo, caps))
+    return FALSE;
+  if (self->pool) {
+    gst_buffer_pool_set_active (self->pool, FALSE);
+    gst_clear_object (&self->pool);
+  }
+  self->pool = gst_buffer_pool_new ();
+  config = gst_buffer_pool_get_config (self->pool);
+  gst_buffer_pool_config_set_params (config, caps,
+      GST_VIDEO_INFO_SIZE (&self->vinfo), 2, 0);
+  if (!gst_buffer_pool_set_config (self->pool, config) ||
+      !gst_buffer_pool_set_active (self->pool, TRUE)) {
+    GST_ERROR_OBJECT (self, "could not configure buffer pool");
+    gst_clear_object (&self->pool);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static void
+gst_slidesrc_get_times (GstBaseSrc * bsrc, GstBuffer * buffer,
+    GstClockTime * start, GstClockTime * end)
+{
+  /* live: basesrc waits until the buffer's running time */
+  if (gst_base_src_is_live (bsrc)) {
+    GstClockTime pts = GST_BUFFER_PTS (buffer);
+    if (GST_CLOCK_TIME_IS_VALID (pts)) {
+      *start = pts;
+      if (GST_BUFFER_DURATION_IS_VALID (buffer))
+        *end = pts + GST_BUFFER_DURATION (buffer);
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading                                                             */
+
+static guint32 *
+scratch_get (GstSlideSrc * self, gsize pixels)
+{
+  if (self->scratch_len < pixels) {
+    g_free (self->scratch);
+    self->scratch = g_try_new (guint32, pixels);
+    self->scratch_len = self->scratch ? pixels : 0;
+  }
+  return self->scratch;
+}
+
+static gboolean
+check_openslide (GstSlideSrc * self)
+{
+  const gchar *err = openslide_get_error (self->osr);
+
+  if (err) {
+    GST_ELEMENT_ERROR (self, RESOURCE, READ,
+        ("Could not read slide \"%s\": %s.", self->path, err), (NULL));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Level-0 origin of OpenSlide chunk @k along one axis of a whole-region
+ * read starting at @origin (same arithmetic as openslide_read_region). */
+static inline gint64
+chunk_origin (gint64 origin, gint64 k, gdouble ds)
+{
+  return (gint64) ((gdouble) origin + (gdouble) (k * OS_CHUNK) * ds);
+}
+
+/* Non-integer downsample: a read is only pixel-identical to the whole
+ * region's read when it starts where OpenSlide starts its own chunk of
+ * that read. Fills row_rgb with tile row @row (lw x tile rows) from whole
+ * chunk rows read at their chunk origins. */
+static gboolean
+load_tile_row (GstSlideSrc * self, gint row)
+{
+  gint64 y0 = (gint64) row * self->tile_height;
+  gint64 y1 = MIN (self->lh, y0 + self->tile_height);
+  gsize band_bytes = (gsize) self->lw * MIN (OS_CHUNK, self->lh) * 4;
+  const gchar *limit_env = g_getenv ("WSISEG_SLIDESRC_BAND_LIMIT");
+  gsize limit = limit_env ? g_ascii_strtoull (limit_env, NULL, 10) :
+      MAX_BAND_BYTES;
+  gboolean use_band = band_bytes <= limit;
+
+  if (!self->row_rgb) {
+    self->row_rgb = g_try_malloc ((gsize) self->lw * self->tile_height * 3);
+    if (!self->row_rgb)
+      goto oom;
+  }
+
+  for (gint64 cy = y0 / OS_CHUNK; cy * OS_CHUNK < y1; cy++) {
+    gint64 cy0 = cy * OS_CHUNK;
+    gint64 ch = MIN (OS_CHUNK, self->lh - cy0);
+    gint64 sy = chunk_origin (self->ry, cy, self->ds);
+    gint64 from = MAX (y0, cy0), to = MIN (y1, cy0 + ch);
+
+    if (use_band) {
+      if (self->band_cy != cy) {
+        if (!self->band) {
+          self->band = g_try_malloc (band_bytes);
+          if (!self->band)
+            goto oom;
+        }
+        /* OpenSlide chunks the x axis itself, the same way */
+        openslide_read_region (self->osr, self->band, self->rx, sy,
+            self->item_level, self->lw, ch);
+        self->band_cy = -1;
+        if (!check_openslide (self))
+          return FALSE;
+        self->band_cy = cy;
+      }
+      for (gint64 y = from; y < to; y++)
+        argb_to_rgb (self->band + (gsize) (y - cy0) * self->lw,
+            self->row_rgb + (gsize) (y - y0) * self->lw * 3, self->lw,
+            self->bg);
+    } else {
+      /* too wide to hold a band: read each chunk from its origin down to
+       * the rows needed (re-reads rows above, but stays exact) */
+      for (gint64 cx = 0; cx * OS_CHUNK < self->lw; cx++) {
+        gint64 cx0 = cx * OS_CHUNK;
+        gint64 cw = MIN (OS_CHUNK, self->lw - cx0);
+        gint64 sx = chunk_origin (self->rx, cx, self->ds);
+        guint32 *tmp = scratch_get (self, (gsize) cw * (to - cy0));
+
+        if (!tmp)
+          goto oom;
+        openslide_read_region (self->osr, tmp, sx, sy, self->item_level, cw,
+            to - cy0);
+        if (!check_openslide (self))
+          return FALSE;
+        for (gint64 y = from; y < to; y++)
+          argb_to_rgb (tmp + (gsize) (y - cy0) * cw,
+              self->row_rgb + ((gsize) (y - y0) * self->lw + cx0) * 3, cw,
+              self->bg);
+      }
+    }
+  }
+  self->row_loaded = row;
+  return TRUE;
+
+oom:
+  GST_ELEMENT_ERROR (self, RESOURCE, FAILED,
+      ("Out of memory reading \"%s\" at level %d.", self->path,
+          self->item_level), (NULL));
+  return FALSE;
+}
+
+/* Writes tile (@col, @row) into @map (stride from vinfo), padding outside
+ * the valid @vw x @vh area with the background colour. */
+static gboolean
+fill_tile (GstSlideSrc * self, gint col, gint row, gint vw, gint vh,
+    guint8 * data, gsize stride)
+{
+  gint tw = self->tile_width, th = self->tile_height;
+  gint64 lx = (gint64) col * tw, ly = (gint64) row * th;
+
+  if (self->png_rgb) {
+    /* PNG: level 0 only, region origin is integer */
+    gsize src_stride = (gsize) self->slide_w * 3;
+    const guint8 *src = self->png_rgb + (gsize) (self->ry + ly) * src_stride +
+        (gsize) (self->rx + lx) * 3;
+    for (gint y = 0; y < vh; y++)
+      memcpy (data + y * stride, src + y * src_stride, (gsize) vw * 3);
+  } else if (self->integer_ds) {
+    gint64 ids = (gint64) rint (self->ds);
+    guint32 *argb = scratch_get (self, (gsize) vw * vh);
+
+    if (!argb) {
+      GST_ELEMENT_ERROR (self, RESOURCE, FAILED,
+          ("Out of memory reading \"%s\".", self->path), (NULL));
+      return FALSE;
+    }
+    openslide_read_region (self->osr, argb, self->rx + lx * ids,
+        self->ry + ly * ids, self->item_level, vw, vh);
+    if (!check_openslide (self))
+      return FALSE;
+    for (gint y = 0; y < vh; y++)
+      argb_to_rgb (argb + (gsize) y * vw, data + y * stride, vw, self->bg);
+  } else {
+    if (self->row_loaded != row && !load_tile_row (self, row))
+      return FALSE;
+    for (gint y = 0; y < vh; y++)
+      memcpy (data + y * stride,
+          self->row_rgb + ((gsize) y * self->lw + lx) * 3, (gsize) vw * 3);
+  }
+
+  /* padding */
+  if (vw < tw)
+    for (gint y = 0; y < vh; y++)
+      fill_rgb (data + y * stride + (gsize) vw * 3, tw - vw, self->bg);
+  for (gint y = vh; y < th; y++)
+    fill_rgb (data + y * stride, tw, self->bg);
+  return TRUE;
+}
+
+static GstFlowReturn
+gst_slidesrc_create (GstPushSrc * psrc, GstBuffer ** outbuf)
+{
+  GstSlideSrc *self = GST_SLIDESRC (psrc);
+  GstBaseSrc *bsrc = GST_BASE_SRC (psrc);
+  GstBuffer *buf = NULL;
+  GstVideoFrame vframe;
+  GstWsiTileMeta *meta;
+  GstFlowReturn ret;
+  gint col, row, vw, vh;
+  gint64 lx, ly;
+
+  if (!self->item_open || self->tile_index >= self->cols * self->rows) {
+    gboolean error;
+    if (!gst_slidesrc_next_item (self, &error))
+      return error ? GST_FLOW_ERROR : GST_FLOW_EOS;
+  }
+
+  row = self->tile_index / self->cols;
+  col = self->tile_index % self->cols;
+  if (self->order == GST_SLIDESRC_ORDER_SERPENTINE && (row & 1))
+    col = self->cols - 1 - col;
+  lx = (gint64) col * self->tile_width;
+  ly = (gint64) row * self->tile_height;
+  vw = (gint) MIN (self->tile_width, self->lw - lx);
+  vh = (gint) MIN (self->tile_height, self->lh - ly);
+
+  if (!self->pool)
+    return GST_FLOW_NOT_NEGOTIATED;
+  ret = gst_buffer_pool_acquire_buffer (self->pool, &buf, NULL);
+  if (ret != GST_FLOW_OK)
+    return ret;
+  if (!gst_video_frame_map (&vframe, &self->vinfo, buf, GST_MAP_WRITE)) {
+    gst_buffer_unref (buf);
+    GST_ELEMENT_ERROR (self, RESOURCE, FAILED, ("Could not map buffer."),
+        (NULL));
+    return GST_FLOW_ERROR;
+  }
+  if (!fill_tile (self, col, row, vw, vh,
+          GST_VIDEO_FRAME_PLANE_DATA (&vframe, 0),
+          GST_VIDEO_FRAME_PLANE_STRIDE (&vframe, 0))) {
+    gst_video_frame_unmap (&vframe);
+    gst_buffer_unref (buf);
+    return GST_FLOW_ERROR;
+  }
+  gst_video_frame_unmap (&vframe);
+
+  meta = gst_wsi_tile_meta_add (buf);
+  gst_wsi_tile_meta_set_slide (meta, self->path);
+  meta->level = self->item_level;
+  meta->downsample = self->ds;
+  meta->x = self->rx + llround (lx * self->ds);
+  meta->y = self->ry + llround (ly * self->ds);
+  meta->width = self->tile_width;
+  meta->height = self->tile_height;
+  meta->valid_width = vw;
+  meta->valid_height = vh;
+  meta->col = col;
+  meta->row = row;
+  meta->grid_cols = self->cols;
+  meta->grid_rows = self->rows;
+  meta->overlap = 0;
+  meta->region_x = self->rx;
+  meta->region_y = self->ry;
+  meta->region_width = self->rw;
+  meta->region_height = self->rh;
+  meta->slide_width = self->slide_w;
+  meta->slide_height = self->slide_h;
+  meta->mpp_x = self->mpp_x;
+  meta->mpp_y = self->mpp_y;
+  meta->frame = self->frame;
+
+  if (self->rate_n > 0) {
+    GstClockTime pts = gst_util_uint64_scale (self->frame,
+        GST_SECOND * self->rate_d, self->rate_n);
+    GstClockTime next = gst_util_uint64_scale (self->frame + 1,
+        GST_SECOND * self->rate_d, self->rate_n);
+    GST_BUFFER_PTS (buf) = pts;
+    GST_BUFFER_DURATION (buf) = next - pts;
+  } else if (gst_base_src_is_live (bsrc)) {
+    GstClock *clock = gst_element_get_clock (GST_ELEMENT (self));
+    if (clock) {
+      GstClockTime now = gst_clock_get_time (clock);
+      GstClockTime base = gst_element_get_base_time (GST_ELEMENT (self));
+      GST_BUFFER_PTS (buf) = now > base ? now - base : 0;
+      gst_object_unref (clock);
+    }
+  }
+  GST_BUFFER_OFFSET (buf) = self->frame;
+  GST_BUFFER_OFFSET_END (buf) = self->frame + 1;
+
+  self->frame++;
+  self->tile_index++;
+  *outbuf = buf;
+  return GST_FLOW_OK;
+}
+
+static void
+gst_slidesrc_finalize (GObject * object)
+{
+  GstSlideSrc *self = GST_SLIDESRC (object);
+
+  gst_slidesrc_stop (GST_BASE_SRC (self));
+  g_free (self->location);
+  g_free (self->region);
+  G_OBJECT_CLASS (gst_slidesrc_parent_class)->finalize (object);
+}

@@ -1,12 +1,1156 @@
-/* PLACEHOLDER: replaced by the real element. */
-#include "gstwsiseg.h"
+/* stitchsink: stitches patches carrying GstWsiTileMeta back into the region
+ * they were cut from and writes it as PNG, band by band.
+ *
+ * Memory: a band of full-width rows from the first unwritten row down to the
+ * lowest row touched so far. Producers emit grid rows top to bottom
+ * (docs/tile-meta.md), so rows above the top of the current buffer are final:
+ * they are written (or spooled when the region height is unknown) and their
+ * memory reused. Peak memory grows with region width x patch height.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
 
-#define GST_TYPE_STITCHSINK (gst_stitchsink_get_type ())
-G_DECLARE_FINAL_TYPE (GstStitchSink, gst_stitchsink, GST, STITCHSINK, GstElement)
-struct _GstStitchSink { GstElement parent; };
-G_DEFINE_TYPE (GstStitchSink, gst_stitchsink, GST_TYPE_ELEMENT);
-GST_ELEMENT_REGISTER_DEFINE (stitchsink, "stitchsink", GST_RANK_NONE, GST_TYPE_STITCHSINK);
-static void gst_stitchsink_class_init (GstStitchSinkClass * klass) {
-  gst_element_class_set_static_metadata (GST_ELEMENT_CLASS (klass), "stitchsink", "Filter", "placeholder", "gst-wsiseg");
+#include "gstwsiseg.h"
+#include "gstwsitilemeta.h"
+#include "stitchio.h"
+#include "stitchoverlay.h"
+
+#include <gst/base/gstbasesink.h>
+#include <gst/video/video.h>
+#include <math.h>
+#include <string.h>
+
+GST_DEBUG_CATEGORY_STATIC (stitchsink_debug);
+#define GST_CAT_DEFAULT stitchsink_debug
+
+/* Widest region stitched (level pixels): bounds a band row's allocation. */
+#define MAX_REGION_WIDTH (1 << 20)
+/* PNG's limit on the image height. */
+#define MAX_REGION_HEIGHT G_MAXINT32
+
+typedef enum
+{
+  GST_STITCH_SINK_BLEND_CROP,
+} GstStitchSinkBlend;
+
+#define GST_TYPE_STITCH_SINK_BLEND (gst_stitch_sink_blend_get_type ())
+static GType
+gst_stitch_sink_blend_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {GST_STITCH_SINK_BLEND_CROP,
+        "Keep the centre crop of each patch (overlap/2 trimmed per side)",
+        "crop"},
+    {0, NULL, NULL}
+  };
+
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstStitchSinkBlend", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
 }
-static void gst_stitchsink_init (GstStitchSink * self) { }
+
+enum
+{
+  PROP_0,
+  PROP_LOCATION,
+  PROP_OVERLAY_LOCATION,
+  PROP_BLEND,
+  PROP_BACKGROUND,
+  PROP_COMPRESSION_LEVEL,
+  PROP_OVERLAY_MAX_SIZE,
+  PROP_OVERLAY_OPACITY,
+  PROP_CLASS_NAMES,
+  PROP_CLASS_COLORS,
+  PROP_PROGRESS_INTERVAL,
+  PROP_MAX_BAND_ROWS,
+  PROP_IMAGES_WRITTEN,
+};
+
+#define DEFAULT_BLEND GST_STITCH_SINK_BLEND_CROP
+#define DEFAULT_BACKGROUND -1
+#define DEFAULT_COMPRESSION_LEVEL 6
+#define DEFAULT_OVERLAY_MAX_SIZE 2048
+#define DEFAULT_OVERLAY_OPACITY 0.5
+#define DEFAULT_PROGRESS_INTERVAL 64
+
+#define GST_TYPE_STITCH_SINK (gst_stitch_sink_get_type ())
+G_DECLARE_FINAL_TYPE (GstStitchSink, gst_stitch_sink, GST, STITCH_SINK,
+    GstBaseSink);
+
+struct _GstStitchSink
+{
+  GstBaseSink parent;
+
+  /* properties (object lock) */
+  gchar *location;
+  gchar *overlay_location;
+  GstStitchSinkBlend blend;
+  gint background;
+  gint compression_level;
+  guint overlay_max_size;
+  gdouble overlay_opacity;
+  gchar *class_names;
+  gchar *class_colors;
+  guint progress_interval;
+  guint64 max_band_rows;        /* peak over the run, read-only */
+  guint images_written;
+
+  /* negotiated format */
+  GstVideoInfo info;
+  gint channels, bytes_per_sample, bpp;
+
+  /* style parsed at start */
+  StitchOverlayStyle style;
+
+  /* current image */
+  gboolean active;
+  gboolean any_tile;            /* a tile arrived since start/flush */
+  guint image_index;
+  gchar *slide;
+  gint64 region_x, region_y, region_w0, region_h0;
+  gint level;
+  gdouble downsample;
+  gint channels_img, bytes_per_sample_img;
+  gint64 width, height;         /* level pixels; height 0: unknown */
+  gchar *out_location, *out_overlay_location;
+  StitchPng *png;
+  StitchSpool *spool;
+  StitchOverlay *overlay;
+  gint grid_cols, grid_rows;
+
+  /* band: rows [band_top, band_top + band_count) kept in memory */
+  guint8 **band;
+  guint band_count, band_alloc;
+  guint8 **free_rows;
+  guint free_count;
+  gint64 band_top;              /* == rows finished (written or spooled) */
+  gint64 extent;                /* lowest row touched + 1 */
+  guint8 *bg_row;
+  gsize row_bytes;
+  gboolean order_warned;
+
+  /* progress */
+  guint64 patches;
+  guint64 patches_since_message;
+  gdouble fraction;
+};
+
+G_DEFINE_TYPE (GstStitchSink, gst_stitch_sink, GST_TYPE_BASE_SINK);
+GST_ELEMENT_REGISTER_DEFINE (stitchsink, "stitchsink", GST_RANK_NONE,
+    GST_TYPE_STITCH_SINK);
+
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
+    GST_PAD_SINK,
+    GST_PAD_ALWAYS,
+    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE ("{ GRAY8, GRAY16_LE, RGB }")));
+
+/* ---- location patterns ---- */
+
+/* Expands %d / %0Nd (image index), %s (slide name without directory and
+ * extension) and %% in @pattern. Other conversions are refused: the
+ * pattern never reaches printf. */
+static gchar *
+expand_location (const gchar * pattern, guint index, const gchar * slide,
+    gboolean * has_pattern, GError ** error)
+{
+  GString *out = g_string_new (NULL);
+  const gchar *p;
+
+  if (has_pattern)
+    *has_pattern = FALSE;
+  for (p = pattern; *p; p++) {
+    guint width = 0;
+    gboolean zero = FALSE;
+
+    if (*p != '%') {
+      g_string_append_c (out, *p);
+      continue;
+    }
+    p++;
+    if (*p == '%') {
+      g_string_append_c (out, '%');
+      continue;
+    }
+    if (*p == '0') {
+      zero = TRUE;
+      p++;
+    }
+    while (g_ascii_isdigit (*p) && width < 100)
+      width = width * 10 + (*p++ - '0');
+    if (*p == 'd' || *p == 'u') {
+      g_string_append_printf (out, zero ? "%0*u" : "%*u", (gint) width, index);
+    } else if (*p == 's' && width == 0 && !zero) {
+      gchar *base = g_path_get_basename (slide && *slide ? slide : "image");
+      gchar *dot = strrchr (base, '.');
+      gchar *c;
+      if (dot && dot != base)
+        *dot = '\0';
+      for (c = base; *c; c++)
+        if (*c == '/' || *c == '%' || !g_ascii_isprint (*c))
+          *c = '_';
+      g_string_append (out, *base && strcmp (base, ".") ? base : "image");
+      g_free (base);
+    } else {
+      g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+          "location pattern '%s': only %%d, %%0Nd, %%s and %%%% are "
+          "supported", pattern);
+      g_string_free (out, TRUE);
+      return NULL;
+    }
+    if (has_pattern)
+      *has_pattern = TRUE;
+  }
+  return g_string_free (out, FALSE);
+}
+
+static gboolean
+location_has_pattern (const gchar * location)
+{
+  gboolean has = FALSE;
+  gchar *s;
+
+  if (!location)
+    return FALSE;
+  s = expand_location (location, 0, NULL, &has, NULL);
+  g_free (s);
+  return has;
+}
+
+/* ---- band management ---- */
+
+static void
+fill_background (GstStitchSink * self, guint8 * row)
+{
+  gint bg = self->background;
+  gsize x;
+
+  if (self->channels_img == 3) {
+    guint32 c = bg < 0 ? 0xffffff : (guint32) bg;
+    guint8 rgb[3] = { (c >> 16) & 0xff, (c >> 8) & 0xff, c & 0xff };
+    if (rgb[0] == rgb[1] && rgb[1] == rgb[2]) {
+      memset (row, rgb[0], self->row_bytes);
+      return;
+    }
+    for (x = 0; x < (gsize) self->width; x++)
+      memcpy (row + 3 * x, rgb, 3);
+  } else if (self->bytes_per_sample_img == 2) {
+    guint v = bg < 0 ? 0 : MIN ((guint) bg, 65535);
+    for (x = 0; x < (gsize) self->width; x++) {
+      row[2 * x] = v & 0xff;
+      row[2 * x + 1] = v >> 8;
+    }
+  } else {
+    memset (row, bg < 0 ? 0 : MIN (bg, 255), self->row_bytes);
+  }
+}
+
+static void
+band_clear (GstStitchSink * self)
+{
+  guint i;
+
+  for (i = 0; i < self->band_count; i++)
+    g_free (self->band[i]);
+  for (i = 0; i < self->free_count; i++)
+    g_free (self->free_rows[i]);
+  g_clear_pointer (&self->band, g_free);
+  g_clear_pointer (&self->free_rows, g_free);
+  g_clear_pointer (&self->bg_row, g_free);
+  self->band_count = self->band_alloc = self->free_count = 0;
+}
+
+/* Grows the band so it covers rows up to @y_end (exclusive). */
+static gboolean
+band_extend (GstStitchSink * self, gint64 y_end)
+{
+  while (self->band_top + self->band_count < y_end) {
+    guint8 *row;
+
+    if (self->band_count == self->band_alloc) {
+      self->band_alloc = MAX (64, self->band_alloc * 2);
+      self->band = g_renew (guint8 *, self->band, self->band_alloc);
+      self->free_rows = g_renew (guint8 *, self->free_rows, self->band_alloc);
+    }
+    if (self->free_count > 0)
+      row = self->free_rows[--self->free_count];
+    else if (!(row = g_try_malloc (self->row_bytes)))
+      return FALSE;
+    fill_background (self, row);
+    self->band[self->band_count++] = row;
+  }
+  if (self->band_count > self->max_band_rows) {
+    GST_OBJECT_LOCK (self);
+    self->max_band_rows = self->band_count;
+    GST_OBJECT_UNLOCK (self);
+  }
+  return TRUE;
+}
+
+/* One finished row: to the PNG (known height) or the spool (unknown). */
+static gboolean
+emit_row (GstStitchSink * self, gint64 y, const guint8 * row, GError ** error)
+{
+  if (self->spool)
+    return stitch_spool_write_row (self->spool, row, error);
+  if (self->overlay)
+    stitch_overlay_push_row (self->overlay, y, row);
+  return stitch_png_write_row (self->png, row, error);
+}
+
+/* Writes every row above @y_end (exclusive) and recycles its memory. */
+static gboolean
+band_flush (GstStitchSink * self, gint64 y_end, GError ** error)
+{
+  guint done = 0;
+  gboolean ok = TRUE;
+
+  if (self->height > 0)
+    y_end = MIN (y_end, self->height);
+  while (ok && self->band_top < y_end) {
+    const guint8 *row = done < self->band_count ? self->band[done] :
+        self->bg_row;
+    ok = emit_row (self, self->band_top, row, error);
+    if (done < self->band_count)
+      self->free_rows[self->free_count++] = self->band[done++];
+    self->band_top++;
+  }
+  if (done > 0) {
+    memmove (self->band, self->band + done,
+        (self->band_count - done) * sizeof (guint8 *));
+    self->band_count -= done;
+  }
+  return ok;
+}
+
+/* ---- image lifecycle ---- */
+
+static void
+image_reset (GstStitchSink * self)
+{
+  stitch_png_abort (self->png);
+  self->png = NULL;
+  g_clear_pointer (&self->spool, stitch_spool_free);
+  g_clear_pointer (&self->overlay, stitch_overlay_free);
+  g_clear_pointer (&self->slide, g_free);
+  g_clear_pointer (&self->out_location, g_free);
+  g_clear_pointer (&self->out_overlay_location, g_free);
+  band_clear (self);
+  self->active = FALSE;
+  self->band_top = 0;
+  self->extent = 0;
+  self->order_warned = FALSE;
+  self->patches = 0;
+  self->patches_since_message = 0;
+  self->fraction = 0;
+}
+
+static void
+post_progress (GstStitchSink * self)
+{
+  GstStructure *s = gst_structure_new ("stitchsink-progress",
+      "fraction", G_TYPE_DOUBLE, self->fraction,
+      "rows-written", G_TYPE_UINT64, (guint64) self->band_top,
+      "rows-total", G_TYPE_UINT64, (guint64) self->height,
+      "patches", G_TYPE_UINT64, self->patches,
+      "image", G_TYPE_UINT, self->image_index,
+      "location", G_TYPE_STRING, self->out_location, NULL);
+
+  self->patches_since_message = 0;
+  gst_element_post_message (GST_ELEMENT (self),
+      gst_message_new_element (GST_OBJECT (self), s));
+}
+
+static gboolean
+image_begin (GstStitchSink * self, const GstWsiTileMeta * m)
+{
+  GError *err = NULL;
+  gchar *location, *overlay_location;
+
+  GST_OBJECT_LOCK (self);
+  location = g_strdup (self->location);
+  overlay_location = g_strdup (self->overlay_location);
+  GST_OBJECT_UNLOCK (self);
+
+  self->out_location = expand_location (location, self->image_index, m->slide,
+      NULL, &err);
+  if (self->out_location && overlay_location)
+    self->out_overlay_location = expand_location (overlay_location,
+        self->image_index, m->slide, NULL, &err);
+  g_free (location);
+  g_free (overlay_location);
+  if (err) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", err->message), (NULL));
+    g_error_free (err);
+    return FALSE;
+  }
+
+  self->slide = g_strdup (m->slide ? m->slide : "");
+  self->region_x = m->region_x;
+  self->region_y = m->region_y;
+  self->region_w0 = m->region_width;
+  self->region_h0 = m->region_height;
+  self->level = m->level;
+  self->downsample = m->downsample;
+  self->grid_cols = m->grid_cols;
+  self->grid_rows = m->grid_rows;
+  self->channels_img = self->channels;
+  self->bytes_per_sample_img = self->bytes_per_sample;
+  gst_wsi_tile_meta_region_level_size (m, &self->width, &self->height);
+  if (m->region_height <= 0)
+    self->height = 0;
+  if (self->width <= 0 || self->width > MAX_REGION_WIDTH
+      || self->height > MAX_REGION_HEIGHT) {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        ("tile metadata describes a %" G_GINT64_FORMAT " x %" G_GINT64_FORMAT
+            " region at downsample %g: stitchsink needs a known region width "
+            "of 1..%d and a height up to %d level pixels", self->width,
+            self->height, m->downsample, MAX_REGION_WIDTH, MAX_REGION_HEIGHT),
+        (NULL));
+    return FALSE;
+  }
+  self->row_bytes = (gsize) self->width * self->bpp;
+  self->bg_row = g_try_malloc (self->row_bytes);
+  if (!self->bg_row) {
+    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+        ("Out of memory for a %" G_GSIZE_FORMAT " byte row", self->row_bytes),
+        (NULL));
+    return FALSE;
+  }
+  fill_background (self, self->bg_row);
+
+  self->png = stitch_png_new (self->out_location, &err);
+  if (!self->png) {
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_WRITE,
+        ("Could not open '%s' for writing.", self->out_location),
+        ("%s", err->message));
+    g_error_free (err);
+    return FALSE;
+  }
+  if (self->height > 0) {
+    gint level;
+    GST_OBJECT_LOCK (self);
+    level = self->compression_level;
+    GST_OBJECT_UNLOCK (self);
+    if (!stitch_png_begin (self->png, (guint32) self->width,
+            (guint32) self->height, self->channels_img,
+            8 * self->bytes_per_sample_img, level, &err))
+      goto write_failed;
+    if (self->out_overlay_location) {
+      guint max_size;
+      GST_OBJECT_LOCK (self);
+      max_size = self->overlay_max_size;
+      GST_OBJECT_UNLOCK (self);
+      self->overlay = stitch_overlay_new (self->width, self->height,
+          self->channels_img, self->bytes_per_sample_img, max_size);
+    }
+  } else {
+    self->spool = stitch_spool_new (self->out_location, self->row_bytes, &err);
+    if (!self->spool)
+      goto write_failed;
+  }
+  self->active = TRUE;
+  GST_INFO_OBJECT (self, "image %u: %" G_GINT64_FORMAT " x %" G_GINT64_FORMAT
+      " (level %d, downsample %g) of '%s' -> %s", self->image_index,
+      self->width, self->height, self->level, self->downsample, self->slide,
+      self->out_location);
+  return TRUE;
+
+write_failed:
+  GST_ELEMENT_ERROR (self, RESOURCE, WRITE,
+      ("Could not write '%s'.", self->out_location), ("%s", err->message));
+  g_error_free (err);
+  return FALSE;
+}
+
+/* Writes the remaining rows, the PNG and the overlay; moves them into place. */
+static gboolean
+image_finish (GstStitchSink * self)
+{
+  GError *err = NULL;
+  StitchOverlaySource source;
+  guint max_size;
+  gint level;
+
+  GST_OBJECT_LOCK (self);
+  max_size = self->overlay_max_size;
+  level = self->compression_level;
+  GST_OBJECT_UNLOCK (self);
+
+  if (self->height > 0) {
+    if (!band_flush (self, self->height, &err))
+      goto write_failed;
+  } else {
+    /* Unknown height: the image ends at the lowest row any tile reached. */
+    gint64 height, y;
+    guint8 *row;
+
+    if (!band_flush (self, self->band_top + self->band_count, &err))
+      goto write_failed;
+    height = MAX (self->extent, self->band_top);
+    if (height <= 0) {
+      GST_ELEMENT_ERROR (self, STREAM, FAILED,
+          ("No tile had pixels inside the region: nothing to write to '%s'.",
+              self->out_location), (NULL));
+      return FALSE;
+    }
+    self->height = height;
+    if (!band_flush (self, height, &err))
+      goto write_failed;
+    if (!stitch_png_begin (self->png, (guint32) self->width, (guint32) height,
+            self->channels_img, 8 * self->bytes_per_sample_img, level, &err))
+      goto write_failed;
+    if (self->out_overlay_location)
+      self->overlay = stitch_overlay_new (self->width, height,
+          self->channels_img, self->bytes_per_sample_img, max_size);
+    if (!stitch_spool_rewind (self->spool, &err))
+      goto write_failed;
+    row = g_malloc (self->row_bytes);
+    for (y = 0; y < height; y++) {
+      if (!stitch_spool_read_row (self->spool, row, &err)
+          || !stitch_png_write_row (self->png, row, &err)) {
+        g_free (row);
+        goto write_failed;
+      }
+      if (self->overlay)
+        stitch_overlay_push_row (self->overlay, y, row);
+    }
+    g_free (row);
+    g_clear_pointer (&self->spool, stitch_spool_free);
+  }
+
+  if (!stitch_png_commit (self->png, &err)) {
+    self->png = NULL;
+    goto write_failed;
+  }
+  self->png = NULL;
+
+  if (self->overlay) {
+    source.slide = self->slide;
+    source.region_x = self->region_x;
+    source.region_y = self->region_y;
+    source.downsample = self->downsample;
+    if (!stitch_overlay_write (self->overlay, self->out_overlay_location,
+            &self->style, &source, &err)) {
+      GST_ELEMENT_ERROR (self, RESOURCE, WRITE,
+          ("Could not write overlay '%s'.", self->out_overlay_location),
+          ("%s", err->message));
+      g_error_free (err);
+      return FALSE;
+    }
+  }
+
+  self->fraction = 1.0;
+  post_progress (self);
+  GST_INFO_OBJECT (self, "wrote %s (%" G_GINT64_FORMAT " x %" G_GINT64_FORMAT
+      ", %" G_GUINT64_FORMAT " patches, peak band %" G_GUINT64_FORMAT
+      " rows)", self->out_location, self->width, self->height, self->patches,
+      self->max_band_rows);
+  GST_OBJECT_LOCK (self);
+  self->images_written++;
+  GST_OBJECT_UNLOCK (self);
+  image_reset (self);
+  self->image_index++;
+  return TRUE;
+
+write_failed:
+  GST_ELEMENT_ERROR (self, RESOURCE, WRITE,
+      ("Could not write '%s'.", self->out_location), ("%s", err->message));
+  g_error_free (err);
+  return FALSE;
+}
+
+/* ---- tiles ---- */
+
+static gboolean
+same_image (GstStitchSink * self, const GstWsiTileMeta * m)
+{
+  return g_strcmp0 (self->slide, m->slide ? m->slide : "") == 0
+      && self->region_x == m->region_x && self->region_y == m->region_y
+      && self->region_w0 == m->region_width
+      && self->region_h0 == m->region_height;
+}
+
+/* Checks fields the stitcher relies on; the meta comes from upstream and
+ * is not trusted. */
+static gboolean
+validate_meta (GstStitchSink * self, const GstWsiTileMeta * m)
+{
+  const gchar *problem = NULL;
+
+  if (!(m->downsample > 0) || !isfinite (m->downsample) || m->downsample > 1e6)
+    problem = "downsample is not a positive number";
+  else if (m->region_width <= 0)
+    problem = "region width is not set";
+  else if (m->region_height < 0)
+    problem = "region height is negative";
+  else if (m->overlap < 0 || m->overlap >= MIN (m->width, m->height))
+    problem = "overlap is negative or not smaller than the tile";
+  else if (m->pad_left < 0 || m->pad_top < 0 || m->valid_width < 0
+      || m->valid_height < 0)
+    problem = "padding or valid size is negative";
+  else if (fabs ((gdouble) m->x) > 1e15 || fabs ((gdouble) m->y) > 1e15
+      || fabs ((gdouble) m->region_x) > 1e15
+      || fabs ((gdouble) m->region_y) > 1e15
+      || m->region_width > (gint64) 1e15 || m->region_height > (gint64) 1e15)
+    problem = "coordinates are out of range";
+  if (problem) {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        ("Invalid tile metadata (frame %" G_GUINT64_FORMAT ", col %d, row %d):"
+            " %s.", m->frame, m->col, m->row, problem), (NULL));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Columns [*k0, *k1) of a tile of @size pixels at @pos that crop mode keeps,
+ * in tile coordinates. @first / @last: the tile is on the grid's edge, where
+ * the outer margin has no neighbour and is kept. @extent: region size, 0 if
+ * unknown. */
+static void
+crop_span (gint size, gint overlap, gint pad, gint valid, gint64 pos,
+    gint64 extent, gboolean first, gboolean last, gint64 * k0, gint64 * k1)
+{
+  gint64 a = overlap / 2, b = size - (overlap - overlap / 2);
+
+  if (first)
+    a = 0;
+  if (last)
+    b = size;
+  a = MAX (a, pad);
+  b = MIN (b, (gint64) pad + MIN (valid, size - pad));
+  a = MAX (a, -pos);
+  if (extent > 0)
+    b = MIN (b, extent - pos);
+  *k0 = a;
+  *k1 = MAX (a, b);
+}
+
+static GstFlowReturn
+gst_stitch_sink_render (GstBaseSink * sink, GstBuffer * buffer)
+{
+  GstStitchSink *self = GST_STITCH_SINK (sink);
+  GstWsiTileMeta *meta = gst_buffer_get_wsi_tile_meta (buffer);
+  GstWsiTileMeta m;
+  GstVideoFrame frame;
+  GError *err = NULL;
+  gint64 px, py, x0, x1, y0, y1, y;
+  gboolean wrote_rows, first_col, last_col, first_row, last_row;
+  guint interval;
+
+  if (!meta) {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        ("buffer has no tile metadata; put slidesrc or patchify upstream"),
+        ("buffer %" GST_PTR_FORMAT " carries no GstWsiTileMeta", buffer));
+    return GST_FLOW_ERROR;
+  }
+  if (GST_VIDEO_INFO_FORMAT (&self->info) == GST_VIDEO_FORMAT_UNKNOWN) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL),
+        ("buffer before caps"));
+    return GST_FLOW_NOT_NEGOTIATED;
+  }
+
+  /* A copy adjusted to the negotiated size (a videoscale keeps the meta). */
+  m = *meta;
+  gst_wsi_tile_meta_fit_to_size (&m, GST_VIDEO_INFO_WIDTH (&self->info),
+      GST_VIDEO_INFO_HEIGHT (&self->info));
+  if (m.width != GST_VIDEO_INFO_WIDTH (&self->info)
+      || m.height != GST_VIDEO_INFO_HEIGHT (&self->info)) {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        ("Tile metadata says %dx%d but the frame is %dx%d.", m.width, m.height,
+            GST_VIDEO_INFO_WIDTH (&self->info),
+            GST_VIDEO_INFO_HEIGHT (&self->info)), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  if (!validate_meta (self, &m))
+    return GST_FLOW_ERROR;
+
+  if (self->active && !same_image (self, &m)) {
+    gchar *location;
+    gboolean pattern;
+
+    GST_OBJECT_LOCK (self);
+    location = g_strdup (self->location);
+    GST_OBJECT_UNLOCK (self);
+    pattern = location_has_pattern (location);
+    g_free (location);
+    if (!pattern) {
+      GST_ELEMENT_ERROR (self, STREAM, FAILED,
+          ("A tile of another slide or region ('%s') arrived while stitching "
+              "'%s'. Use a location pattern with %%d or %%s to write one "
+              "file per slide.", m.slide ? m.slide : "", self->slide), (NULL));
+      return GST_FLOW_ERROR;
+    }
+    GST_INFO_OBJECT (self, "new slide/region '%s': finishing %s", m.slide,
+        self->out_location);
+    if (!image_finish (self))
+      return GST_FLOW_ERROR;
+  }
+
+  if (!self->active) {
+    if (!image_begin (self, &m))
+      return GST_FLOW_ERROR;
+  } else if (m.level != self->level
+      || fabs (m.downsample - self->downsample) > 1e-6 * self->downsample) {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        ("Tile level changed mid-stream (level %d, downsample %g; the image "
+            "is at level %d, downsample %g): one output has one level.",
+            m.level, m.downsample, self->level, self->downsample), (NULL));
+    return GST_FLOW_ERROR;
+  } else if (self->channels != self->channels_img
+      || self->bytes_per_sample != self->bytes_per_sample_img) {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        ("Pixel format changed mid-image to %s.",
+            gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (&self->info))),
+        (NULL));
+    return GST_FLOW_ERROR;
+  }
+  self->any_tile = TRUE;
+
+  /* Tile origin in the stitched image, level pixels. */
+  px = llround ((m.x - self->region_x) / self->downsample);
+  py = llround ((m.y - self->region_y) / self->downsample);
+
+  /* Rows above this tile are final (raster order of grid rows). */
+  if (self->height == 0 && py > MAX_REGION_HEIGHT) {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        ("Tile at row %" G_GINT64_FORMAT " is beyond PNG's height limit.", py),
+        (NULL));
+    return GST_FLOW_ERROR;
+  }
+  wrote_rows = py > self->band_top && (self->height == 0
+      || self->band_top < self->height);
+  if (!band_flush (self, py, &err)) {
+    GST_ELEMENT_ERROR (self, RESOURCE, WRITE,
+        ("Could not write '%s'.", self->out_location), ("%s", err->message));
+    g_error_free (err);
+    return GST_FLOW_ERROR;
+  }
+
+  first_col = m.col == 0;
+  first_row = m.row == 0;
+  last_col = m.grid_cols > 0 && m.col == m.grid_cols - 1;
+  last_row = m.grid_rows > 0 && m.row == m.grid_rows - 1;
+  crop_span (m.width, m.overlap, m.pad_left, m.valid_width, px, self->width,
+      first_col, last_col, &x0, &x1);
+  crop_span (m.height, m.overlap, m.pad_top, m.valid_height, py, self->height,
+      first_row, last_row, &y0, &y1);
+
+  if (py + y0 < self->band_top && y1 > y0) {
+    if (!self->order_warned)
+      GST_ELEMENT_WARNING (self, STREAM, FAILED,
+          ("Tiles out of order: tile (col %d, row %d) reaches rows already "
+              "written; those pixels are dropped.", m.col, m.row),
+          ("rows %" G_GINT64_FORMAT " < %" G_GINT64_FORMAT, py + y0,
+              self->band_top));
+    self->order_warned = TRUE;
+    y0 = self->band_top - py;
+  }
+
+  if (x1 > x0 && y1 > y0) {
+    if (!band_extend (self, py + y1)) {
+      GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+          ("Out of memory for the stitching band."), (NULL));
+      return GST_FLOW_ERROR;
+    }
+    if (!gst_video_frame_map (&frame, &self->info, buffer, GST_MAP_READ)) {
+      GST_ELEMENT_ERROR (self, RESOURCE, READ, ("Could not map buffer."),
+          (NULL));
+      return GST_FLOW_ERROR;
+    }
+    for (y = y0; y < y1; y++) {
+      const guint8 *src = (const guint8 *) GST_VIDEO_FRAME_PLANE_DATA (&frame,
+          0) + y * GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0) + x0 * self->bpp;
+      guint8 *dst = self->band[py + y - self->band_top] + (px + x0) * self->bpp;
+      memcpy (dst, src, (x1 - x0) * self->bpp);
+    }
+    gst_video_frame_unmap (&frame);
+    self->extent = MAX (self->extent, py + y1);
+  }
+
+  self->patches++;
+  self->patches_since_message++;
+  /* kept monotone: a serpentine producer walks columns backwards */
+  if (m.grid_cols > 0 && m.grid_rows > 0)
+    self->fraction = MAX (self->fraction,
+        CLAMP (((gdouble) m.row * m.grid_cols + m.col + 1) /
+            ((gdouble) m.grid_cols * m.grid_rows), 0.0, 1.0));
+  else if (self->height > 0)
+    self->fraction = CLAMP ((gdouble) self->band_top / self->height, 0.0, 1.0);
+  else
+    self->fraction = -1.0;
+
+  GST_OBJECT_LOCK (self);
+  interval = self->progress_interval;
+  GST_OBJECT_UNLOCK (self);
+  if (wrote_rows || (interval > 0 && self->patches_since_message >= interval))
+    post_progress (self);
+
+  return GST_FLOW_OK;
+}
+
+/* ---- base sink ---- */
+
+static gboolean
+gst_stitch_sink_set_caps (GstBaseSink * sink, GstCaps * caps)
+{
+  GstStitchSink *self = GST_STITCH_SINK (sink);
+  GstVideoInfo info;
+  const GstVideoFormatInfo *finfo;
+
+  if (!gst_video_info_from_caps (&info, caps)) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL),
+        ("invalid caps %" GST_PTR_FORMAT, caps));
+    return FALSE;
+  }
+  finfo = info.finfo;
+  self->info = info;
+  self->channels = GST_VIDEO_FORMAT_INFO_N_COMPONENTS (finfo);
+  self->bytes_per_sample = GST_VIDEO_FORMAT_INFO_DEPTH (finfo, 0) > 8 ? 2 : 1;
+  self->bpp = self->channels * self->bytes_per_sample;
+  return TRUE;
+}
+
+static void
+style_clear (GstStitchSink * self)
+{
+  g_clear_pointer (&self->style.colors, g_free);
+  g_clear_pointer (&self->style.names, g_strfreev);
+  self->style.n_colors = self->style.n_names = 0;
+}
+
+static gboolean
+gst_stitch_sink_start (GstBaseSink * sink)
+{
+  GstStitchSink *self = GST_STITCH_SINK (sink);
+  GError *err = NULL;
+  gchar *location, *overlay_location, *names, *colors;
+  gboolean ok = TRUE;
+
+  GST_OBJECT_LOCK (self);
+  location = g_strdup (self->location);
+  overlay_location = g_strdup (self->overlay_location);
+  names = g_strdup (self->class_names);
+  colors = g_strdup (self->class_colors);
+  self->style.opacity = self->overlay_opacity;
+  self->max_band_rows = 0;
+  self->images_written = 0;
+  GST_OBJECT_UNLOCK (self);
+
+  style_clear (self);
+  if (!location || !*location) {
+    GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
+        ("No output file name given: set the location property."), (NULL));
+    ok = FALSE;
+  } else if (!stitch_overlay_parse_colors (colors, &self->style.colors,
+          &self->style.n_colors, &err)) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", err->message), (NULL));
+    g_clear_error (&err);
+    ok = FALSE;
+  } else {
+    gchar *t = expand_location (location, 0, NULL, NULL, &err);
+    if (t && overlay_location) {
+      g_free (t);
+      t = expand_location (overlay_location, 0, NULL, NULL, &err);
+    }
+    g_free (t);
+    if (err) {
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", err->message),
+          (NULL));
+      g_clear_error (&err);
+      ok = FALSE;
+    } else if (overlay_location && location_has_pattern (location)
+        && !location_has_pattern (overlay_location)) {
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+          ("location '%s' is a pattern but overlay-location '%s' is not: "
+              "give both a %%d or %%s.", location, overlay_location), (NULL));
+      ok = FALSE;
+    }
+  }
+  if (ok && names && *names) {
+    guint i;
+    self->style.names = g_strsplit (names, ",", -1);
+    self->style.n_names = g_strv_length (self->style.names);
+    for (i = 0; i < self->style.n_names; i++)
+      g_strstrip (self->style.names[i]);
+  }
+  g_free (location);
+  g_free (overlay_location);
+  g_free (names);
+  g_free (colors);
+
+  gst_video_info_init (&self->info);
+  image_reset (self);
+  self->image_index = 0;
+  self->any_tile = FALSE;
+  return ok;
+}
+
+static gboolean
+gst_stitch_sink_stop (GstBaseSink * sink)
+{
+  GstStitchSink *self = GST_STITCH_SINK (sink);
+
+  if (self->active)
+    GST_INFO_OBJECT (self, "stopped before EOS: discarding %s",
+        self->out_location);
+  image_reset (self);
+  style_clear (self);
+  return TRUE;
+}
+
+static gboolean
+gst_stitch_sink_event (GstBaseSink * sink, GstEvent * event)
+{
+  GstStitchSink *self = GST_STITCH_SINK (sink);
+
+  switch (GST_EVENT_TYPE (event)) {
+    case GST_EVENT_EOS:
+      if (self->active) {
+        if (!image_finish (self)) {
+          image_reset (self);
+          gst_event_unref (event);
+          return FALSE;
+        }
+      } else if (!self->any_tile) {
+        GST_ELEMENT_ERROR (self, STREAM, FAILED,
+            ("Received no tiles: nothing to stitch into '%s'.",
+                self->location), (NULL));
+        gst_event_unref (event);
+        return FALSE;
+      }
+      break;
+    case GST_EVENT_FLUSH_STOP:
+      if (self->active)
+        GST_INFO_OBJECT (self, "flush: discarding %s", self->out_location);
+      image_reset (self);
+      self->any_tile = FALSE;
+      break;
+    default:
+      break;
+  }
+  return GST_BASE_SINK_CLASS (gst_stitch_sink_parent_class)->event (sink,
+      event);
+}
+
+/* ---- GObject ---- */
+
+static void
+gst_stitch_sink_set_property (GObject * object, guint prop_id,
+    const GValue * value, GParamSpec * pspec)
+{
+  GstStitchSink *self = GST_STITCH_SINK (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_LOCATION:
+      g_free (self->location);
+      self->location = g_value_dup_string (value);
+      break;
+    case PROP_OVERLAY_LOCATION:
+      g_free (self->overlay_location);
+      self->overlay_location = g_value_dup_string (value);
+      if (self->overlay_location && !*self->overlay_location)
+        g_clear_pointer (&self->overlay_location, g_free);
+      break;
+    case PROP_BLEND:
+      self->blend = g_value_get_enum (value);
+      break;
+    case PROP_BACKGROUND:
+      self->background = g_value_get_int (value);
+      break;
+    case PROP_COMPRESSION_LEVEL:
+      self->compression_level = g_value_get_int (value);
+      break;
+    case PROP_OVERLAY_MAX_SIZE:
+      self->overlay_max_size = g_value_get_uint (value);
+      break;
+    case PROP_OVERLAY_OPACITY:
+      self->overlay_opacity = g_value_get_double (value);
+      break;
+    case PROP_CLASS_NAMES:
+      g_free (self->class_names);
+      self->class_names = g_value_dup_string (value);
+      break;
+    case PROP_CLASS_COLORS:
+      g_free (self->class_colors);
+      self->class_colors = g_value_dup_string (value);
+      break;
+    case PROP_PROGRESS_INTERVAL:
+      self->progress_interval = g_value_get_uint (value);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static void
+gst_stitch_sink_get_property (GObject * object, guint prop_id,
+    GValue * value, GParamSpec * pspec)
+{
+  GstStitchSink *self = GST_STITCH_SINK (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_LOCATION:
+      g_value_set_string (value, self->location);
+      break;
+    case PROP_OVERLAY_LOCATION:
+      g_value_set_string (value, self->overlay_location);
+      break;
+    case PROP_BLEND:
+      g_value_set_enum (value, self->blend);
+      break;
+    case PROP_BACKGROUND:
+      g_value_set_int (value, self->background);
+      break;
+    case PROP_COMPRESSION_LEVEL:
+      g_value_set_int (value, self->compression_level);
+      break;
+    case PROP_OVERLAY_MAX_SIZE:
+      g_value_set_uint (value, self->overlay_max_size);
+      break;
+    case PROP_OVERLAY_OPACITY:
+      g_value_set_double (value, self->overlay_opacity);
+      break;
+    case PROP_CLASS_NAMES:
+      g_value_set_string (value, self->class_names);
+      break;
+    case PROP_CLASS_COLORS:
+      g_value_set_string (value, self->class_colors);
+      break;
+    case PROP_PROGRESS_INTERVAL:
+      g_value_set_uint (value, self->progress_interval);
+      break;
+    case PROP_MAX_BAND_ROWS:
+      g_value_set_uint64 (value, self->max_band_rows);
+      break;
+    case PROP_IMAGES_WRITTEN:
+      g_value_set_uint (value, self->images_written);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static void
+gst_stitch_sink_finalize (GObject * object)
+{
+  GstStitchSink *self = GST_STITCH_SINK (object);
+
+  image_reset (self);
+  style_clear (self);
+  g_free (self->location);
+  g_free (self->overlay_location);
+  g_free (self->class_names);
+  g_free (self->class_colors);
+  G_OBJECT_CLASS (gst_stitch_sink_parent_class)->finalize (object);
+}
+
+static void
+gst_stitch_sink_class_init (GstStitchSinkClass * klass)
+{
+  GObjectClass *gobject_class = G_OBJECT_CLASS (klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS (klass);
+  GstBaseSinkClass *basesink_class = GST_BASE_SINK_CLASS (klass);
+  const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+      GST_PARAM_MUTABLE_READY;
+
+  GST_DEBUG_CATEGORY_INIT (stitchsink_debug, "stitchsink", 0,
+      "stitches tile patches into a PNG");
+
+  gobject_class->set_property = gst_stitch_sink_set_property;
+  gobject_class->get_property = gst_stitch_sink_get_property;
+  gobject_class->finalize = gst_stitch_sink_finalize;
+
+  g_object_class_install_property (gobject_class, PROP_LOCATION,
+      g_param_spec_string ("location", "Location",
+          "Output PNG file. With several slides/regions in one stream, a "
+          "pattern: %d (or %05d) is the image index, %s the slide name",
+          NULL, rw));
+  g_object_class_install_property (gobject_class, PROP_OVERLAY_LOCATION,
+      g_param_spec_string ("overlay-location", "Overlay location",
+          "Optional PNG picture: slide thumbnail with the labels blended in "
+          "colour and a legend (same patterns as location)", NULL, rw));
+  g_object_class_install_property (gobject_class, PROP_BLEND,
+      g_param_spec_enum ("blend", "Blend",
+          "How overlapping patches are combined", GST_TYPE_STITCH_SINK_BLEND,
+          DEFAULT_BLEND, rw));
+  g_object_class_install_property (gobject_class, PROP_BACKGROUND,
+      g_param_spec_int ("background", "Background",
+          "Fill for areas no patch covers: 0xRRGGBB for RGB, the label for "
+          "GRAY8/GRAY16; -1 = white for RGB, 0 for labels",
+          -1, 0xffffff, DEFAULT_BACKGROUND, rw));
+  g_object_class_install_property (gobject_class, PROP_COMPRESSION_LEVEL,
+      g_param_spec_int ("compression-level", "Compression level",
+          "zlib compression level of the PNGs (0 none, 1 fastest, 9 smallest)",
+          0, 9, DEFAULT_COMPRESSION_LEVEL, rw));
+  g_object_class_install_property (gobject_class, PROP_OVERLAY_MAX_SIZE,
+      g_param_spec_uint ("overlay-max-size", "Overlay max size",
+          "Longest side of the overlay picture at most this many pixels "
+          "(integer decimation of the stitched image)",
+          16, 8192, DEFAULT_OVERLAY_MAX_SIZE, rw));
+  g_object_class_install_property (gobject_class, PROP_OVERLAY_OPACITY,
+      g_param_spec_double ("overlay-opacity", "Overlay opacity",
+          "Opacity of the class colours over the slide thumbnail",
+          0.0, 1.0, DEFAULT_OVERLAY_OPACITY, rw));
+  g_object_class_install_property (gobject_class, PROP_CLASS_NAMES,
+      g_param_spec_string ("class-names", "Class names",
+          "Comma-separated names by label value, from 0, for the legend "
+          "(e.g. \"background,tissue\"); unnamed classes are \"class N\"",
+          NULL, rw));
+  g_object_class_install_property (gobject_class, PROP_CLASS_COLORS,
+      g_param_spec_string ("class-colors", "Class colours",
+          "Comma-separated hex colours by label value, from 0 (e.g. "
+          "\"000000,ff0000\"); others come from a built-in palette. Label 0 "
+          "is always transparent", NULL, rw));
+  g_object_class_install_property (gobject_class, PROP_PROGRESS_INTERVAL,
+      g_param_spec_uint ("progress-interval", "Progress interval",
+          "Post a stitchsink-progress message every this many patches (and "
+          "whenever a band of rows is written); 0 = on bands only",
+          0, G_MAXUINT, DEFAULT_PROGRESS_INTERVAL, rw));
+  g_object_class_install_property (gobject_class, PROP_MAX_BAND_ROWS,
+      g_param_spec_uint64 ("max-band-rows", "Peak band rows",
+          "Most full-width rows held in memory at once since start",
+          0, G_MAXUINT64, 0, G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
+  g_object_class_install_property (gobject_class, PROP_IMAGES_WRITTEN,
+      g_param_spec_uint ("images-written", "Images written",
+          "Output images completed since start", 0, G_MAXUINT, 0,
+          G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
+
+  gst_element_class_add_static_pad_template (element_class, &sink_template);
+  gst_element_class_set_static_metadata (element_class,
+      "Tile stitcher sink", "Sink/File/Video",
+      "Stitches patches with tile metadata back into a region PNG, band by "
+      "band, with an optional overlay picture", "gst-wsiseg");
+
+  basesink_class->start = GST_DEBUG_FUNCPTR (gst_stitch_sink_start);
+  basesink_class->stop = GST_DEBUG_FUNCPTR (gst_stitch_sink_stop);
+  basesink_class->set_caps = GST_DEBUG_FUNCPTR (gst_stitch_sink_set_caps);
+  basesink_class->render = GST_DEBUG_FUNCPTR (gst_stitch_sink_render);
+  basesink_class->event = GST_DEBUG_FUNCPTR (gst_stitch_sink_event);
+
+  gst_type_mark_as_plugin_api (GST_TYPE_STITCH_SINK_BLEND, 0);
+}
+
+static void
+gst_stitch_sink_init (GstStitchSink * self)
+{
+  self->blend = DEFAULT_BLEND;
+  self->background = DEFAULT_BACKGROUND;
+  self->compression_level = DEFAULT_COMPRESSION_LEVEL;
+  self->overlay_max_size = DEFAULT_OVERLAY_MAX_SIZE;
+  self->overlay_opacity = DEFAULT_OVERLAY_OPACITY;
+  self->progress_interval = DEFAULT_PROGRESS_INTERVAL;
+  gst_video_info_init (&self->info);
+  gst_base_sink_set_sync (GST_BASE_SINK (self), FALSE);
+  /* no reason to keep the last patch alive */
+  gst_base_sink_set_last_sample_enabled (GST_BASE_SINK (self), FALSE);
+}

@@ -13,8 +13,11 @@ plugin_init (GstPlugin * plugin)
   gst_wsi_tile_meta_get_info ();
   ok |= GST_ELEMENT_REGISTER (slidesrc, plugin);
   ok |= GST_ELEMENT_REGISTER (patchify, plugin);
+  ok |= GST_ELEMENT_REGISTER (tissuemask, plugin);
   ok |= GST_ELEMENT_REGISTER (stitchsink, plugin);
   ok |= GST_ELEMENT_REGISTER (colornorm, plugin);
+  ok |= GST_ELEMENT_REGISTER (labelpatch, plugin);
+  ok |= GST_ELEMENT_REGISTER (segment_fcn, plugin);
   return ok;
 }
 

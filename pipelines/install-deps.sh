@@ -6,7 +6,8 @@ set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  libopenslide-dev libdnnl-dev libpng-dev libjson-glib-dev)
+  libopenslide-dev libdnnl-dev libpng-dev libjson-glib-dev
+  libcairo2-dev fonts-dejavu-core)
 if [ "${1:-}" = "--tests" ]; then
   pkgs+=(python3 python3-numpy python3-skimage python3-openslide python3-torch
     libtiff-dev libtiff-tools libvips-tools valgrind)

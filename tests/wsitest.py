@@ -1,6 +1,8 @@
 """Shared helpers for the Python end-to-end tests (run by meson test)."""
+import atexit
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,7 +58,12 @@ def asan_clean(proc):
 
 
 def tmpdir():
-    return tempfile.mkdtemp(prefix="wsiseg-test-")
+    """A temporary directory removed when the test exits (kept when
+    WSISEG_KEEP_TMP is set, for debugging)."""
+    d = tempfile.mkdtemp(prefix="wsiseg-test-")
+    if not os.environ.get("WSISEG_KEEP_TMP"):
+        atexit.register(shutil.rmtree, d, True)
+    return d
 
 
 def read_png(path):

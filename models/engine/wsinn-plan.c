@@ -1,0 +1,1690 @@
+/* wsinn: execution plans. A plan is the set of oneDNN primitives and
+ * memories for one input shape (n, h, w) and one mode (inference or
+ * training), built once and reused. Activations keep the layout the
+ * primitives choose (format "any"); only the user's NHWC input and output
+ * are reordered. */
+#include "wsinn-private.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+
+#define MAX_ARGS 12
+
+typedef enum
+{
+  STEP_LAYER,                   /* a layer primitive */
+  STEP_REORDER,                 /* layout change between layers */
+  STEP_IO,                      /* user NHWC <-> internal layout */
+  STEP_WEIGHTS,                 /* parameter layout change, gradients */
+  STEP_SUM,                     /* gradient accumulation */
+  STEP_HOST,                    /* C code */
+} step_kind;
+
+typedef struct _step step;
+typedef void (*host_fn) (wsinn_net * net, wsinn_plan * plan, int node);
+
+struct _step
+{
+  step_kind kind;
+  int node;
+  dnnl_primitive_t prim;
+  const_dnnl_primitive_desc_t pd;
+  int nargs;
+  dnnl_exec_arg_t args[MAX_ARGS];
+  host_fn host;
+};
+
+typedef struct
+{
+  step *v;
+  int n, cap;
+} step_list;
+
+typedef struct
+{
+  int64_t n, c, h, w;
+  int alias;                    /* node whose primitive writes this output */
+  int fold_bn;                  /* conv: BatchNorm node folded in, or -1 */
+  int post_relu;                /* ReLU fused as a post-op */
+  dnnl_memory_desc_t md;        /* output layout; undef = not decided */
+  dnnl_memory_t mem;
+  dnnl_memory_t in_mem[WSINN_MAX_IN];   /* inputs as the primitive reads them */
+  dnnl_primitive_desc_t fwd_pd;
+  dnnl_memory_t w_plain, w_prim, b_mem, mean, var, ws;
+  dnnl_memory_t diff;           /* training: gradient of the output */
+} nstate;
+
+struct _wsinn_plan
+{
+  int n, h, w, training;
+  int n_nodes;
+  nstate *ns;
+  step_list prep, fwd, bwd;
+  step in_step, out_step, dout_step, din_step;
+  int has_din;
+  dnnl_memory_t user_in, user_out, user_dout, user_din;
+  unsigned version_seen;
+  int prepared, forwarded;
+  /* owned objects */
+  dnnl_primitive_t *prims;
+  int n_prims, cap_prims;
+  dnnl_primitive_desc_t *pds;
+  int n_pds, cap_pds;
+  dnnl_memory_t *mems;
+  int n_mems, cap_mems;
+  /* gradient accumulation scratch */
+  dnnl_memory_t *scratch_mems;
+  int n_scratch, cap_scratch;
+  void *scratch;
+  size_t scratch_size;
+  size_t act_bytes;
+  int in_node;
+  dnnl_engine_t engine;
+  char *err;
+  size_t errlen;
+};
+
+static void
+plan_fail (wsinn_plan * p, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  if (p->err && p->errlen)
+    vsnprintf (p->err, p->errlen, fmt, ap);
+  va_end (ap);
+}
+
+#define GROW(arr, n, cap) do { \
+    if ((n) == (cap)) { \
+      int nc_ = (cap) ? 2 * (cap) : 32; \
+      void *np_ = realloc ((arr), nc_ * sizeof *(arr)); \
+      if (!np_) abort (); \
+      (arr) = np_; (cap) = nc_; \
+    } } while (0)
+
+static const char *op_names[] = { "input", "conv", "deconv", "batchnorm",
+  "activation", "pooling", "global_avgpool", "resize", "concat", "add",
+  "softmax"
+};
+
+void
+wsinn_plan_free (wsinn_plan * p)
+{
+  if (!p)
+    return;
+  for (int i = 0; i < p->n_prims; i++)
+    dnnl_primitive_destroy (p->prims[i]);
+  for (int i = 0; i < p->n_pds; i++)
+    dnnl_primitive_desc_destroy (p->pds[i]);
+  for (int i = 0; i < p->n_mems; i++)
+    dnnl_memory_destroy (p->mems[i]);
+  free (p->prims);
+  free (p->pds);
+  free (p->mems);
+  free (p->scratch_mems);
+  free (p->scratch);
+  free (p->prep.v);
+  free (p->fwd.v);
+  free (p->bwd.v);
+  free (p->ns);
+  free (p);
+}
+
+/* ------------------------------------------------------------- helpers */
+
+static int
+ok (wsinn_plan * p, dnnl_status_t st, int node, const char *what)
+{
+  if (st == dnnl_success)
+    return 1;
+  plan_fail (p, "oneDNN: %s failed for layer %d (%s)", what, node,
+      dnnl_status2str (st));
+  return 0;
+}
+
+static dnnl_memory_t
+new_mem (wsinn_plan * p, const dnnl_memory_desc_t * md, void *handle)
+{
+  dnnl_memory_t m = NULL;
+  if (dnnl_memory_create (&m, md, p->engine, handle) != dnnl_success)
+    return NULL;
+  GROW (p->mems, p->n_mems, p->cap_mems);
+  p->mems[p->n_mems++] = m;
+  return m;
+}
+
+static const dnnl_memory_desc_t *
+mem_md (dnnl_memory_t m)
+{
+  const dnnl_memory_desc_t *md = NULL;
+  dnnl_memory_get_memory_desc (m, &md);
+  return md;
+}
+
+
+static dnnl_memory_t
+alloc_mem (wsinn_plan * p, const dnnl_memory_desc_t * md)
+{
+  dnnl_memory_t m = NULL;
+  if (dnnl_memory_create (&m, md, p->engine, DNNL_MEMORY_ALLOCATE)
+      != dnnl_success)
+    return NULL;
+  GROW (p->mems, p->n_mems, p->cap_mems);
+  p->mems[p->n_mems++] = m;
+  return m;
+}
+
+static dnnl_memory_t
+user_mem (wsinn_plan * p, const dnnl_memory_desc_t * md, void *handle)
+{
+  dnnl_memory_t m = NULL;
+  if (dnnl_memory_create (&m, md, p->engine, handle) != dnnl_success)
+    return NULL;
+  GROW (p->mems, p->n_mems, p->cap_mems);
+  p->mems[p->n_mems++] = m;
+  return m;
+}
+
+static dnnl_primitive_desc_t
+make_pd (wsinn_plan * p, const void *op_desc, const_dnnl_primitive_attr_t attr,
+    const_dnnl_primitive_desc_t hint, int node, const char *what)
+{
+  dnnl_primitive_desc_t pd = NULL;
+  if (!ok (p, dnnl_primitive_desc_create (&pd, op_desc, attr, p->engine,
+              hint), node, what))
+    return NULL;
+  GROW (p->pds, p->n_pds, p->cap_pds);
+  p->pds[p->n_pds++] = pd;
+  return pd;
+}
+
+static dnnl_primitive_t
+make_prim (wsinn_plan * p, const_dnnl_primitive_desc_t pd, int node)
+{
+  dnnl_primitive_t prim = NULL;
+  if (!ok (p, dnnl_primitive_create (&prim, pd), node, "primitive creation"))
+    return NULL;
+  GROW (p->prims, p->n_prims, p->cap_prims);
+  p->prims[p->n_prims++] = prim;
+  return prim;
+}
+
+static const dnnl_memory_desc_t *
+query_md (const_dnnl_primitive_desc_t pd, dnnl_query_t what, int idx)
+{
+  return dnnl_primitive_desc_query_md (pd, what, idx);
+}
+
+static step *
+add_step (step_list * l, step_kind kind, int node, dnnl_primitive_t prim,
+    const_dnnl_primitive_desc_t pd)
+{
+  GROW (l->v, l->n, l->cap);
+  step *s = &l->v[l->n++];
+  memset (s, 0, sizeof *s);
+  s->kind = kind;
+  s->node = node;
+  s->prim = prim;
+  s->pd = pd;
+  return s;
+}
+
+static void
+arg (step * s, int what, dnnl_memory_t m)
+{
+  if (s->nargs < MAX_ARGS) {
+    s->args[s->nargs].arg = what;
+    s->args[s->nargs].memory = m;
+    s->nargs++;
+  }
+}
+
+static int
+md_equal (const dnnl_memory_desc_t * a, const dnnl_memory_desc_t * b)
+{
+  return dnnl_memory_desc_equal (a, b);
+}
+
+/* A reorder primitive src -> dst into @s (already allocated step). */
+static int
+make_reorder (wsinn_plan * p, step * s, dnnl_memory_t src, dnnl_memory_t dst,
+    int node)
+{
+  dnnl_primitive_desc_t pd = NULL;
+  if (!ok (p, dnnl_reorder_primitive_desc_create (&pd, mem_md (src),
+              p->engine, mem_md (dst), p->engine, NULL), node, "reorder"))
+    return 0;
+  GROW (p->pds, p->n_pds, p->cap_pds);
+  p->pds[p->n_pds++] = pd;
+  s->prim = make_prim (p, pd, node);
+  s->pd = pd;
+  if (!s->prim)
+    return 0;
+  s->nargs = 0;
+  arg (s, DNNL_ARG_FROM, src);
+  arg (s, DNNL_ARG_TO, dst);
+  return 1;
+}
+
+static int
+add_reorder (wsinn_plan * p, step_list * l, step_kind kind, dnnl_memory_t src,
+    dnnl_memory_t dst, int node)
+{
+  step *s = add_step (l, kind, node, NULL, NULL);
+  return make_reorder (p, s, src, dst, node);
+}
+
+static void
+dims4 (dnnl_dims_t d, int64_t n, int64_t c, int64_t h, int64_t w)
+{
+  d[0] = n;
+  d[1] = c;
+  d[2] = h;
+  d[3] = w;
+}
+
+static void
+md_any (dnnl_memory_desc_t * md, int64_t n, int64_t c, int64_t h, int64_t w)
+{
+  dnnl_dims_t d;
+  dims4 (d, n, c, h, w);
+  dnnl_memory_desc_init_by_tag (md, 4, d, dnnl_f32, dnnl_format_tag_any);
+}
+
+static void
+md_tag (dnnl_memory_desc_t * md, int64_t n, int64_t c, int64_t h, int64_t w,
+    dnnl_format_tag_t tag)
+{
+  dnnl_dims_t d;
+  dims4 (d, n, c, h, w);
+  dnnl_memory_desc_init_by_tag (md, 4, d, dnnl_f32, tag);
+}
+
+static void
+md_vec (dnnl_memory_desc_t * md, int64_t c)
+{
+  dnnl_dims_t d = { c };
+  dnnl_memory_desc_init_by_tag (md, 1, d, dnnl_f32, dnnl_x);
+}
+
+/* The memory of node @src as a primitive wanting @want reads it: the
+ * node's own memory, or a reordered copy (counted as an inner reorder).
+ * An input whose layout is not decided yet takes @want. */
+static dnnl_memory_t
+input_as (wsinn_plan * p, int src, const dnnl_memory_desc_t * want, int node)
+{
+  nstate *s = &p->ns[src];
+  if (!s->mem) {                /* the net input: layout chosen by its first reader */
+    s->md = *want;
+    s->mem = alloc_mem (p, want);
+    if (!s->mem)
+      return NULL;
+    p->act_bytes += dnnl_memory_desc_get_size (want);
+    return make_reorder (p, &p->in_step, p->user_in, s->mem, src) ? s->mem :
+        NULL;
+  }
+  if (md_equal (&s->md, want))
+    return s->mem;
+  dnnl_memory_t m = alloc_mem (p, want);
+  if (!m || !add_reorder (p, &p->fwd, STEP_REORDER, s->mem, m, node))
+    return NULL;
+  p->act_bytes += dnnl_memory_desc_get_size (want);
+  return m;
+}
+
+/* The layout of node @src for primitives that take the input as it is. */
+static const dnnl_memory_desc_t *
+input_md (wsinn_plan * p, int src)
+{
+  nstate *s = &p->ns[src];
+  if (!s->mem) {
+    static dnnl_memory_desc_t plain;
+    md_tag (&plain, s->n, s->c, s->h, s->w, dnnl_nchw);
+    return &plain;
+  }
+  return &s->md;
+}
+
+static int
+set_output (wsinn_plan * p, int node, const dnnl_memory_desc_t * md)
+{
+  nstate *s = &p->ns[node];
+  s->md = *md;
+  s->mem = alloc_mem (p, md);
+  if (!s->mem) {
+    plan_fail (p, "out of memory for the output of layer %d", node);
+    return 0;
+  }
+  p->act_bytes += dnnl_memory_desc_get_size (md);
+  return 1;
+}
+
+/* ------------------------------------------------------------- host steps */
+
+/* Inference: BatchNorm folded into the preceding convolution. */
+static void
+host_fold (wsinn_net * net, wsinn_plan * p, int node)
+{
+  wsinn_node *n = &net->nodes[node];
+  wsinn_node *bn = &net->nodes[p->ns[node].fold_bn];
+  const wsinn_param *w = &net->params[n->p[0]];
+  const float *gamma = net->params[bn->p[0]].data;
+  const float *beta = net->params[bn->p[1]].data;
+  const float *mean = net->params[bn->p[2]].data;
+  const float *var = net->params[bn->p[3]].data;
+  size_t per_out = w->size / (size_t) n->c;
+  for (int o = 0; o < n->c; o++) {
+    float scale = gamma[o] / sqrtf (var[o] + bn->eps);
+    float b = n->p[1] >= 0 ? net->params[n->p[1]].data[o] : 0.0f;
+    for (size_t j = 0; j < per_out; j++)
+      n->fold_w[o * per_out + j] = w->data[o * per_out + j] * scale;
+    n->fold_b[o] = (b - mean[o]) * scale + beta[o];
+  }
+}
+
+/* Training: running statistics as PyTorch updates them (unbiased var). */
+static void
+host_bn_running (wsinn_net * net, wsinn_plan * p, int node)
+{
+  wsinn_node *n = &net->nodes[node];
+  nstate *s = &p->ns[node];
+  float *rm = net->params[n->p[2]].data, *rv = net->params[n->p[3]].data;
+  float *mean = NULL, *var = NULL;
+  dnnl_memory_get_data_handle (s->mean, (void **) &mean);
+  dnnl_memory_get_data_handle (s->var, (void **) &var);
+  double cnt = (double) s->n * (double) s->h * (double) s->w;
+  float unbias = cnt > 1 ? (float) (cnt / (cnt - 1)) : 1.0f;
+  float m = net->bn_momentum;
+  for (int c = 0; c < n->c; c++) {
+    rm[c] = (1 - m) * rm[c] + m * mean[c];
+    rv[c] = (1 - m) * rv[c] + m * var[c] * unbias;
+  }
+}
+
+/* ------------------------------------------------------------- forward */
+
+static dnnl_alg_kind_t
+act_alg (int act, float *alpha)
+{
+  *alpha = 0.0f;
+  switch (act) {
+    case WSINN_ACT_SIGMOID:
+      return dnnl_eltwise_logistic;
+    case WSINN_ACT_TANH:
+      return dnnl_eltwise_tanh;
+    case WSINN_ACT_ELU:
+      *alpha = 1.0f;
+      return dnnl_eltwise_elu;
+    case WSINN_ACT_GELU:
+      return dnnl_eltwise_gelu_erf;
+    default:
+      return dnnl_eltwise_relu;
+  }
+}
+
+static dnnl_primitive_attr_t
+relu_attr (void)
+{
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
+  dnnl_primitive_attr_create (&attr);
+  dnnl_post_ops_create (&po);
+  dnnl_post_ops_append_eltwise (po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
+  dnnl_primitive_attr_set_post_ops (attr, po);
+  dnnl_post_ops_destroy (po);
+  return attr;
+}
+
+/* A forward (de)convolution primitive descriptor, NULL when none fits. */
+static dnnl_primitive_desc_t
+conv_pd (wsinn_plan * p, int deconv, dnnl_prop_kind_t prop,
+    const dnnl_memory_desc_t * src, const dnnl_memory_desc_t * wts,
+    const dnnl_memory_desc_t * bias, const dnnl_memory_desc_t * dst,
+    const dnnl_dims_t strides, const dnnl_dims_t dil, const dnnl_dims_t pl,
+    const dnnl_dims_t pr, const_dnnl_primitive_attr_t attr)
+{
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_status_t st;
+  if (deconv) {
+    dnnl_deconvolution_desc_t d;
+    st = dnnl_dilated_deconvolution_forward_desc_init (&d, prop,
+        dnnl_deconvolution_direct, src, wts, bias, dst, strides, dil, pl, pr);
+    if (st == dnnl_success)
+      st = dnnl_primitive_desc_create (&pd, &d, attr, p->engine, NULL);
+  } else {
+    dnnl_convolution_desc_t d;
+    st = dnnl_dilated_convolution_forward_desc_init (&d, prop,
+        dnnl_convolution_direct, src, wts, bias, dst, strides, dil, pl, pr);
+    if (st == dnnl_success)
+      st = dnnl_primitive_desc_create (&pd, &d, attr, p->engine, NULL);
+  }
+  if (st != dnnl_success)
+    return NULL;
+  GROW (p->pds, p->n_pds, p->cap_pds);
+  p->pds[p->n_pds++] = pd;
+  return pd;
+}
+
+static int
+plan_conv (wsinn_net * net, wsinn_plan * p, int i)
+{
+  wsinn_node *n = &net->nodes[i];
+  nstate *s = &p->ns[i];
+  nstate *in = &p->ns[n->in[0]];
+  int deconv = n->op == OP_DECONV;
+  dnnl_prop_kind_t prop = p->training ? dnnl_forward_training :
+      dnnl_forward_inference;
+  dnnl_memory_desc_t src, wts, bias, dst, wplain;
+  dnnl_dims_t wd = { n->c, in->c, n->k, n->k };
+  dnnl_dims_t strides = { n->stride, n->stride };
+  dnnl_dims_t dil = { n->dilation - 1, n->dilation - 1 };
+  dnnl_dims_t pl = { n->pad, n->pad };
+  dnnl_dims_t pr = { n->pad - n->output_pad, n->pad - n->output_pad };
+  int with_bias = n->has_bias || s->fold_bn >= 0;
+
+  md_any (&src, in->n, in->c, in->h, in->w);
+  dnnl_memory_desc_init_by_tag (&wts, 4, wd, dnnl_f32, dnnl_format_tag_any);
+  dnnl_memory_desc_init_by_tag (&wplain, 4, wd, dnnl_f32,
+      deconv ? dnnl_iohw : dnnl_oihw);
+  md_vec (&bias, n->c);
+  md_any (&dst, s->n, s->c, s->h, s->w);
+
+  dnnl_primitive_attr_t attr = s->post_relu ? relu_attr () : NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  /* First try reading the producer's layout as it is; keep that unless
+   * only a reference implementation takes it. */
+  if (in->mem && !md_equal (&in->md, &src)) {
+    dnnl_memory_desc_t any_src = src;
+    src = in->md;
+    pd = deconv ? conv_pd (p, 1, prop, &src, &wts, with_bias ? &bias : NULL,
+        &dst, strides, dil, pl, pr, attr) : conv_pd (p, 0, prop, &src, &wts,
+        with_bias ? &bias : NULL, &dst, strides, dil, pl, pr, attr);
+    const char *impl = "ref";
+    if (pd)
+      dnnl_primitive_desc_query (pd, dnnl_query_impl_info_str, 0, &impl);
+    if (!pd || !strncmp (impl, "ref", 3)) {
+      pd = NULL;
+      src = any_src;
+    }
+  }
+  if (pd) {
+  } else if (deconv) {
+    dnnl_deconvolution_desc_t d;
+    if (!ok (p, dnnl_dilated_deconvolution_forward_desc_init (&d, prop,
+                dnnl_deconvolution_direct, &src, &wts,
+                with_bias ? &bias : NULL, &dst, strides, dil, pl, pr), i,
+            "deconvolution descriptor"))
+      return 0;
+    pd = make_pd (p, &d, attr, NULL, i, "deconvolution");
+  } else {
+    dnnl_convolution_desc_t d;
+    if (!ok (p, dnnl_dilated_convolution_forward_desc_init (&d, prop,
+                dnnl_convolution_direct, &src, &wts,
+                with_bias ? &bias : NULL, &dst, strides, dil, pl, pr), i,
+            "convolution descriptor"))
+      return 0;
+    pd = make_pd (p, &d, attr, NULL, i, "convolution");
+  }
+  if (attr)
+    dnnl_primitive_attr_destroy (attr);
+  if (!pd)
+    return 0;
+  s->fwd_pd = pd;
+  dnnl_primitive_t prim = make_prim (p, pd, i);
+  if (!prim)
+    return 0;
+  s->in_mem[0] = input_as (p, n->in[0], query_md (pd, dnnl_query_src_md, 0),
+      i);
+  if (!s->in_mem[0] || !set_output (p, i, query_md (pd, dnnl_query_dst_md,
+              0)))
+    return 0;
+
+  /* parameters: plain PyTorch layout -> the primitive's layout */
+  float *wsrc = net->params[n->p[0]].data;
+  float *bsrc = n->p[1] >= 0 ? net->params[n->p[1]].data : NULL;
+  if (s->fold_bn >= 0) {
+    size_t wsize = net->params[n->p[0]].size;
+    if (!n->fold_w) {
+      n->fold_w = calloc (wsize, sizeof (float));
+      n->fold_b = calloc ((size_t) n->c, sizeof (float));
+      if (!n->fold_w || !n->fold_b) {
+        plan_fail (p, "out of memory");
+        return 0;
+      }
+    }
+    wsrc = n->fold_w;
+    bsrc = n->fold_b;
+    add_step (&p->prep, STEP_HOST, i, NULL, NULL)->host = host_fold;
+  }
+  s->w_plain = user_mem (p, &wplain, wsrc);
+  const dnnl_memory_desc_t *wmd = query_md (pd, dnnl_query_weights_md, 0);
+  if (md_equal (wmd, &wplain)) {
+    s->w_prim = s->w_plain;
+  } else {
+    s->w_prim = alloc_mem (p, wmd);
+    if (!s->w_prim || !add_reorder (p, &p->prep, STEP_WEIGHTS, s->w_plain,
+            s->w_prim, i))
+      return 0;
+  }
+  if (with_bias)
+    s->b_mem = user_mem (p, &bias, bsrc);
+
+  step *st = add_step (&p->fwd, STEP_LAYER, i, prim, pd);
+  arg (st, DNNL_ARG_SRC, s->in_mem[0]);
+  arg (st, DNNL_ARG_WEIGHTS, s->w_prim);
+  if (with_bias)
+    arg (st, DNNL_ARG_BIAS, s->b_mem);
+  arg (st, DNNL_ARG_DST, s->mem);
+  return 1;
+}
+
+static int
+plan_bn (wsinn_net * net, wsinn_plan * p, int i)
+{
+  wsinn_node *n = &net->nodes[i];
+  nstate *s = &p->ns[i];
+  const dnnl_memory_desc_t *md = input_md (p, n->in[0]);
+  dnnl_batch_normalization_desc_t d;
+  unsigned flags = dnnl_use_scale | dnnl_use_shift;
+  if (!p->training)
+    flags |= dnnl_use_global_stats;
+  if (!ok (p, dnnl_batch_normalization_forward_desc_init (&d,
+              p->training ? dnnl_forward_training : dnnl_forward_inference,
+              md, n->eps, flags), i, "batch norm descriptor"))
+    return 0;
+  dnnl_primitive_desc_t pd = make_pd (p, &d, NULL, NULL, i, "batch norm");
+  dnnl_primitive_t prim = pd ? make_prim (p, pd, i) : NULL;
+  if (!prim)
+    return 0;
+  s->fwd_pd = pd;
+  s->in_mem[0] = input_as (p, n->in[0], query_md (pd, dnnl_query_src_md, 0),
+      i);
+  if (!s->in_mem[0] || !set_output (p, i, query_md (pd, dnnl_query_dst_md,
+              0)))
+    return 0;
+  dnnl_memory_desc_t vec;
+  md_vec (&vec, n->c);
+  dnnl_memory_t scale = user_mem (p, &vec, net->params[n->p[0]].data);
+  dnnl_memory_t shift = user_mem (p, &vec, net->params[n->p[1]].data);
+  if (p->training) {
+    s->mean = alloc_mem (p, &vec);
+    s->var = alloc_mem (p, &vec);
+  } else {
+    s->mean = user_mem (p, &vec, net->params[n->p[2]].data);
+    s->var = user_mem (p, &vec, net->params[n->p[3]].data);
+  }
+  step *st = add_step (&p->fwd, STEP_LAYER, i, prim, pd);
+  arg (st, DNNL_ARG_SRC, s->in_mem[0]);
+  arg (st, DNNL_ARG_DST, s->mem);
+  arg (st, DNNL_ARG_MEAN, s->mean);
+  arg (st, DNNL_ARG_VARIANCE, s->var);
+  arg (st, DNNL_ARG_SCALE, scale);
+  arg (st, DNNL_ARG_SHIFT, shift);
+  if (p->training)
+    add_step (&p->fwd, STEP_HOST, i, NULL, NULL)->host = host_bn_running;
+  return 1;
+}
+
+static int
+plan_act (wsinn_net * net, wsinn_plan * p, int i)
+{
+  wsinn_node *n = &net->nodes[i];
+  nstate *s = &p->ns[i];
+  const dnnl_memory_desc_t *md = input_md (p, n->in[0]);
+  dnnl_eltwise_desc_t d;
+  float alpha;
+  dnnl_alg_kind_t alg = act_alg (n->act, &alpha);
+  if (!ok (p, dnnl_eltwise_forward_desc_init (&d, p->training ?
+              dnnl_forward_training : dnnl_forward_inference, alg, md, alpha,
+              0.0f), i, "eltwise descriptor"))
+    return 0;
+  dnnl_primitive_desc_t pd = make_pd (p, &d, NULL, NULL, i, "eltwise");
+  dnnl_primitive_t prim = pd ? make_prim (p, pd, i) : NULL;
+  if (!prim)
+    return 0;
+  s->fwd_pd = pd;
+  s->in_mem[0] = input_as (p, n->in[0], query_md (pd, dnnl_query_src_md, 0),
+      i);
+  if (!s->in_mem[0] || !set_output (p, i, query_md (pd, dnnl_query_dst_md,
+              0)))
+    return 0;
+  step *st = add_step (&p->fwd, STEP_LAYER, i, prim, pd);
+  arg (st, DNNL_ARG_SRC, s->in_mem[0]);
+  arg (st, DNNL_ARG_DST, s->mem);
+  return 1;
+}
+
+static void
+pool_geometry (wsinn_node * n, nstate * in, dnnl_alg_kind_t * alg,
+    dnnl_dims_t k, dnnl_dims_t st, dnnl_dims_t pl)
+{
+  if (n->op == OP_GAP) {
+    *alg = dnnl_pooling_avg_exclude_padding;
+    k[0] = st[0] = in->h;
+    k[1] = st[1] = in->w;
+    pl[0] = pl[1] = 0;
+  } else {
+    *alg = n->act == WSINN_POOL_MAX ? dnnl_pooling_max :
+        dnnl_pooling_avg_include_padding;
+    k[0] = k[1] = n->k;
+    st[0] = st[1] = n->stride;
+    pl[0] = pl[1] = n->pad;
+  }
+}
+
+static int
+plan_pool (wsinn_net * net, wsinn_plan * p, int i)
+{
+  wsinn_node *n = &net->nodes[i];
+  nstate *s = &p->ns[i], *in = &p->ns[n->in[0]];
+  const dnnl_memory_desc_t *md = input_md (p, n->in[0]);
+  dnnl_memory_desc_t dst;
+  dnnl_dims_t k, st, pl, dil = { 0, 0 };
+  dnnl_alg_kind_t alg;
+  pool_geometry (n, in, &alg, k, st, pl);
+  md_any (&dst, s->n, s->c, s->h, s->w);
+  dnnl_pooling_v2_desc_t d;
+  if (!ok (p, dnnl_pooling_v2_forward_desc_init (&d, p->training ?
+              dnnl_forward_training : dnnl_forward_inference, alg, md, &dst,
+              st, k, dil, pl, pl), i, "pooling descriptor"))
+    return 0;
+  dnnl_primitive_desc_t pd = make_pd (p, &d, NULL, NULL, i, "pooling");
+  dnnl_primitive_t prim = pd ? make_prim (p, pd, i) : NULL;
+  if (!prim)
+    return 0;
+  s->fwd_pd = pd;
+  s->in_mem[0] = input_as (p, n->in[0], query_md (pd, dnnl_query_src_md, 0),
+      i);
+  if (!s->in_mem[0] || !set_output (p, i, query_md (pd, dnnl_query_dst_md,
+              0)))
+    return 0;
+  step *stp = add_step (&p->fwd, STEP_LAYER, i, prim, pd);
+  arg (stp, DNNL_ARG_SRC, s->in_mem[0]);
+  arg (stp, DNNL_ARG_DST, s->mem);
+  const dnnl_memory_desc_t *wsmd = query_md (pd, dnnl_query_workspace_md, 0);
+  if (p->training && wsmd && wsmd->ndims > 0) {
+    s->ws = alloc_mem (p, wsmd);
+    if (!s->ws)
+      return 0;
+    arg (stp, DNNL_ARG_WORKSPACE, s->ws);
+  }
+  return 1;
+}
+
+static int
+plan_resize (wsinn_net * net, wsinn_plan * p, int i)
+{
+  wsinn_node *n = &net->nodes[i];
+  nstate *s = &p->ns[i];
+  const dnnl_memory_desc_t *md = input_md (p, n->in[0]);
+  dnnl_memory_desc_t dst;
+  md_any (&dst, s->n, s->c, s->h, s->w);
+  dnnl_resampling_desc_t d;
+  if (!ok (p, dnnl_resampling_forward_desc_init (&d, p->training ?
+              dnnl_forward_training : dnnl_forward_inference,
+              dnnl_resampling_linear, NULL, md, &dst), i,
+          "resampling descriptor"))
+    return 0;
+  dnnl_primitive_desc_t pd = make_pd (p, &d, NULL, NULL, i, "resampling");
+  dnnl_primitive_t prim = pd ? make_prim (p, pd, i) : NULL;
+  if (!prim)
+    return 0;
+  s->fwd_pd = pd;
+  s->in_mem[0] = input_as (p, n->in[0], query_md (pd, dnnl_query_src_md, 0),
+      i);
+  if (!s->in_mem[0] || !set_output (p, i, query_md (pd, dnnl_query_dst_md,
+              0)))
+    return 0;
+  step *st = add_step (&p->fwd, STEP_LAYER, i, prim, pd);
+  arg (st, DNNL_ARG_SRC, s->in_mem[0]);
+  arg (st, DNNL_ARG_DST, s->mem);
+  return 1;
+}
+
+static int
+plan_concat (wsinn_net * net, wsinn_plan * p, int i)
+{
+  wsinn_node *n = &net->nodes[i];
+  nstate *s = &p->ns[i];
+  dnnl_memory_desc_t srcs[WSINN_MAX_IN], dst;
+  for (int k = 0; k < n->n_in; k++)
+    srcs[k] = *input_md (p, n->in[k]);
+  md_any (&dst, s->n, s->c, s->h, s->w);
+  dnnl_primitive_desc_t pd = NULL;
+  if (!ok (p, dnnl_concat_primitive_desc_create (&pd, &dst, n->n_in, 1, srcs,
+              NULL, p->engine), i, "concat"))
+    return 0;
+  GROW (p->pds, p->n_pds, p->cap_pds);
+  p->pds[p->n_pds++] = pd;
+  dnnl_primitive_t prim = make_prim (p, pd, i);
+  if (!prim)
+    return 0;
+  s->fwd_pd = pd;
+  for (int k = 0; k < n->n_in; k++) {
+    s->in_mem[k] = input_as (p, n->in[k], &srcs[k], i);
+    if (!s->in_mem[k])
+      return 0;
+  }
+  if (!set_output (p, i, query_md (pd, dnnl_query_dst_md, 0)))
+    return 0;
+  step *st = add_step (&p->fwd, STEP_LAYER, i, prim, pd);
+  for (int k = 0; k < n->n_in; k++)
+    arg (st, DNNL_ARG_MULTIPLE_SRC + k, s->in_mem[k]);
+  arg (st, DNNL_ARG_DST, s->mem);
+  return 1;
+}
+
+static int
+plan_add (wsinn_net * net, wsinn_plan * p, int i)
+{
+  wsinn_node *n = &net->nodes[i];
+  nstate *s = &p->ns[i];
+  dnnl_memory_desc_t a = *input_md (p, n->in[0]);
+  dnnl_binary_desc_t d;
+  if (!ok (p, dnnl_binary_desc_init (&d, dnnl_binary_add, &a, &a, &a), i,
+          "binary descriptor"))
+    return 0;
+  dnnl_primitive_attr_t attr = s->post_relu ? relu_attr () : NULL;
+  dnnl_primitive_desc_t pd = make_pd (p, &d, attr, NULL, i, "binary add");
+  if (attr)
+    dnnl_primitive_attr_destroy (attr);
+  dnnl_primitive_t prim = pd ? make_prim (p, pd, i) : NULL;
+  if (!prim)
+    return 0;
+  s->fwd_pd = pd;
+  s->in_mem[0] = input_as (p, n->in[0], &a, i);
+  s->in_mem[1] = s->in_mem[0] ? input_as (p, n->in[1], &a, i) : NULL;
+  if (!s->in_mem[1] || !set_output (p, i, &a))
+    return 0;
+  step *st = add_step (&p->fwd, STEP_LAYER, i, prim, pd);
+  arg (st, DNNL_ARG_SRC_0, s->in_mem[0]);
+  arg (st, DNNL_ARG_SRC_1, s->in_mem[1]);
+  arg (st, DNNL_ARG_DST, s->mem);
+  return 1;
+}
+
+static int
+plan_softmax (wsinn_net * net, wsinn_plan * p, int i)
+{
+  wsinn_node *n = &net->nodes[i];
+  nstate *s = &p->ns[i];
+  const dnnl_memory_desc_t *md = input_md (p, n->in[0]);
+  dnnl_softmax_desc_t d;
+  if (!ok (p, dnnl_softmax_forward_desc_init (&d, p->training ?
+              dnnl_forward_training : dnnl_forward_inference, md, 1), i,
+          "softmax descriptor"))
+    return 0;
+  dnnl_primitive_desc_t pd = make_pd (p, &d, NULL, NULL, i, "softmax");
+  dnnl_primitive_t prim = pd ? make_prim (p, pd, i) : NULL;
+  if (!prim)
+    return 0;
+  s->fwd_pd = pd;
+  s->in_mem[0] = input_as (p, n->in[0], query_md (pd, dnnl_query_src_md, 0),
+      i);
+  if (!s->in_mem[0] || !set_output (p, i, query_md (pd, dnnl_query_dst_md,
+              0)))
+    return 0;
+  step *st = add_step (&p->fwd, STEP_LAYER, i, prim, pd);
+  arg (st, DNNL_ARG_SRC, s->in_mem[0]);
+  arg (st, DNNL_ARG_DST, s->mem);
+  return 1;
+}
+
+/* ------------------------------------------------------------ backward */
+
+/* Where a layer writes the gradient for its input @t: the gradient memory of
+ * @t if this is the first contribution, else a scratch memory that a sum
+ * step then adds (call finish_contrib after the layer's step). */
+typedef struct
+{
+  dnnl_memory_t dst;
+  int t;
+  int via_scratch;
+} contrib;
+
+static int
+grad_mem (wsinn_plan * p, int t)
+{
+  nstate *s = &p->ns[t];
+  if (!s->diff) {
+    s->diff = alloc_mem (p, &s->md);
+    if (!s->diff) {
+      plan_fail (p, "out of memory for gradients");
+      return 0;
+    }
+  }
+  return 1;
+}
+
+static int
+begin_contrib (wsinn_plan * p, int t, char *written, contrib * c)
+{
+  c->t = t;
+  c->via_scratch = written[t];
+  if (!grad_mem (p, t))
+    return 0;
+  if (!written[t]) {
+    written[t] = 1;
+    c->dst = p->ns[t].diff;
+    return 1;
+  }
+  c->dst = new_mem (p, &p->ns[t].md, NULL);
+  if (!c->dst)
+    return 0;
+  size_t sz = dnnl_memory_desc_get_size (&p->ns[t].md);
+  if (sz > p->scratch_size)
+    p->scratch_size = sz;
+  GROW (p->scratch_mems, p->n_scratch, p->cap_scratch);
+  p->scratch_mems[p->n_scratch++] = c->dst;
+  return 1;
+}
+
+static int
+finish_contrib (wsinn_plan * p, contrib * c, int node)
+{
+  if (!c->via_scratch)
+    return 1;
+  const dnnl_memory_desc_t *md = &p->ns[c->t].md;
+  dnnl_memory_desc_t srcs[2] = { *md, *md };
+  float scales[2] = { 1.0f, 1.0f };
+  dnnl_primitive_desc_t pd = NULL;
+  if (!ok (p, dnnl_sum_primitive_desc_create (&pd, md, 2, scales, srcs, NULL,
+              p->engine), node, "gradient sum"))
+    return 0;
+  GROW (p->pds, p->n_pds, p->cap_pds);
+  p->pds[p->n_pds++] = pd;
+  dnnl_primitive_t prim = make_prim (p, pd, node);
+  if (!prim)
+    return 0;
+  step *st = add_step (&p->bwd, STEP_SUM, node, prim, pd);
+  arg (st, DNNL_ARG_MULTIPLE_SRC, p->ns[c->t].diff);
+  arg (st, DNNL_ARG_MULTIPLE_SRC + 1, c->dst);
+  arg (st, DNNL_ARG_DST, p->ns[c->t].diff);
+  return 1;
+}
+
+static int
+bwd_conv (wsinn_net * net, wsinn_plan * p, int i, char *written)
+{
+  wsinn_node *n = &net->nodes[i];
+  nstate *s = &p->ns[i];
+  int t = n->in[0];
+  nstate *in = &p->ns[t];
+  int deconv = n->op == OP_DECONV;
+  dnnl_dims_t wd = { n->c, in->c, n->k, n->k };
+  dnnl_dims_t strides = { n->stride, n->stride };
+  dnnl_dims_t dil = { n->dilation - 1, n->dilation - 1 };
+  dnnl_dims_t pl = { n->pad, n->pad };
+  dnnl_dims_t pr = { n->pad - n->output_pad, n->pad - n->output_pad };
+  dnnl_memory_desc_t wany, bias, wplain;
+  dnnl_memory_desc_init_by_tag (&wany, 4, wd, dnnl_f32, dnnl_format_tag_any);
+  dnnl_memory_desc_init_by_tag (&wplain, 4, wd, dnnl_f32,
+      deconv ? dnnl_iohw : dnnl_oihw);
+  md_vec (&bias, n->c);
+  const dnnl_memory_desc_t *src_md = mem_md (s->in_mem[0]);
+
+  /* weights gradient */
+  dnnl_primitive_desc_t pd;
+  if (deconv) {
+    dnnl_deconvolution_desc_t d;
+    if (!ok (p, dnnl_dilated_deconvolution_backward_weights_desc_init (&d,
+                dnnl_deconvolution_direct, src_md, &wany,
+                n->has_bias ? &bias : NULL, &s->md, strides, dil, pl, pr), i,
+            "deconvolution weights-gradient descriptor"))
+      return 0;
+    pd = make_pd (p, &d, NULL, s->fwd_pd, i, "deconvolution weights gradient");
+  } else {
+    dnnl_convolution_desc_t d;
+    if (!ok (p, dnnl_dilated_convolution_backward_weights_desc_init (&d,
+                dnnl_convolution_direct, src_md, &wany,
+                n->has_bias ? &bias : NULL, &s->md, strides, dil, pl, pr), i,
+            "convolution weights-gradient descriptor"))
+      return 0;
+    pd = make_pd (p, &d, NULL, s->fwd_pd, i, "convolution weights gradient");
+  }
+  dnnl_primitive_t prim = pd ? make_prim (p, pd, i) : NULL;
+  if (!prim)
+    return 0;
+  dnnl_memory_t gplain = user_mem (p, &wplain, net->params[n->p[0]].grad);
+  const dnnl_memory_desc_t *dwmd = query_md (pd, dnnl_query_diff_weights_md,
+      0);
+  dnnl_memory_t dw = md_equal (dwmd, &wplain) ? gplain : alloc_mem (p, dwmd);
+  step *st = add_step (&p->bwd, STEP_LAYER, i, prim, pd);
+  arg (st, DNNL_ARG_SRC, s->in_mem[0]);
+  arg (st, DNNL_ARG_DIFF_DST, s->diff);
+  arg (st, DNNL_ARG_DIFF_WEIGHTS, dw);
+  if (n->has_bias)
+    arg (st, DNNL_ARG_DIFF_BIAS, user_mem (p, &bias,
+            net->params[n->p[1]].grad));
+  if (dw != gplain && !add_reorder (p, &p->bwd, STEP_WEIGHTS, dw, gplain, i))
+    return 0;
+
+  /* data gradient, in the layout of the input */
+  contrib c;
+  if (!begin_contrib (p, t, written, &c))
+    return 0;
+  if (deconv) {
+    dnnl_deconvolution_desc_t d;
+    if (!ok (p, dnnl_dilated_deconvolution_backward_data_desc_init (&d,
+                dnnl_deconvolution_direct, &in->md, &wany, &s->md, strides,
+                dil, pl, pr), i, "deconvolution data-gradient descriptor"))
+      return 0;
+    pd = make_pd (p, &d, NULL, s->fwd_pd, i, "deconvolution data gradient");
+  } else {
+    dnnl_convolution_desc_t d;
+    if (!ok (p, dnnl_dilated_convolution_backward_data_desc_init (&d,
+                dnnl_convolution_direct, &in->md, &wany, &s->md, strides, dil,
+                pl, pr), i, "convolution data-gradient descriptor"))
+      return 0;
+    pd = make_pd (p, &d, NULL, s->fwd_pd, i, "convolution data gradient");
+  }
+  prim = pd ? make_prim (p, pd, i) : NULL;
+  if (!prim)
+    return 0;
+  const dnnl_memory_desc_t *wmd = query_md (pd, dnnl_query_weights_md, 0);
+  dnnl_memory_t wb = s->w_plain;
+  if (!md_equal (wmd, &wplain)) {
+    if (md_equal (wmd, mem_md (s->w_prim)))
+      wb = s->w_prim;
+    else {
+      wb = alloc_mem (p, wmd);
+      if (!wb || !add_reorder (p, &p->prep, STEP_WEIGHTS, s->w_plain, wb, i))
+        return 0;
+    }
+  }
+  st = add_step (&p->bwd, STEP_LAYER, i, prim, pd);
+  arg (st, DNNL_ARG_DIFF_DST, s->diff);
+  arg (st, DNNL_ARG_WEIGHTS, wb);
+  arg (st, DNNL_ARG_DIFF_SRC, c.dst);
+  return finish_contrib (p, &c, i);
+}
+
+static int
+bwd_simple (wsinn_net * net, wsinn_plan * p, int i, char *written)
+{
+  wsinn_node *n = &net->nodes[i];
+  nstate *s = &p->ns[i];
+  int t = n->in[0];
+  nstate *in = &p->ns[t];
+  dnnl_primitive_desc_t pd = NULL;
+  const char *what = op_names[n->op];
+  union
+  {
+    dnnl_eltwise_desc_t e;
+    dnnl_pooling_v2_desc_t pool;
+    dnnl_resampling_desc_t r;
+    dnnl_batch_normalization_desc_t bn;
+    dnnl_softmax_desc_t sm;
+  } d;
+  dnnl_status_t stt = dnnl_success;
+  float alpha;
+  dnnl_dims_t k, str, pl, dil = { 0, 0 };
+  dnnl_alg_kind_t alg;
+
+  switch (n->op) {
+    case OP_ACT:
+      alg = act_alg (n->act, &alpha);
+      stt = dnnl_eltwise_backward_desc_init (&d.e, alg, &s->md,
+          mem_md (s->in_mem[0]), alpha, 0.0f);
+      break;
+    case OP_POOL:
+    case OP_GAP:
+      pool_geometry (n, in, &alg, k, str, pl);
+      stt = dnnl_pooling_v2_backward_desc_init (&d.pool, alg, &in->md,
+          &s->md, str, k, dil, pl, pl);
+      break;
+    case OP_RESIZE:
+      stt = dnnl_resampling_backward_desc_init (&d.r, dnnl_resampling_linear,
+          NULL, &in->md, &s->md);
+      break;
+    case OP_BN:
+      stt = dnnl_batch_normalization_backward_desc_init (&d.bn, dnnl_backward,
+          &s->md, mem_md (s->in_mem[0]), n->eps,
+          dnnl_use_scale | dnnl_use_shift);
+      break;
+    case OP_SOFTMAX:
+      stt = dnnl_softmax_backward_desc_init (&d.sm, &s->md, &s->md, 1);
+      break;
+    default:
+      break;
+  }
+  if (!ok (p, stt, i, what))
+    return 0;
+  pd = make_pd (p, &d, NULL, s->fwd_pd, i, what);
+  dnnl_primitive_t prim = pd ? make_prim (p, pd, i) : NULL;
+  if (!prim)
+    return 0;
+  /* the layer's data gradient may want a layout other than the input's */
+  const dnnl_memory_desc_t *dsrc = query_md (pd, dnnl_query_diff_src_md, 0);
+  contrib c;
+  if (!begin_contrib (p, t, written, &c))
+    return 0;
+  dnnl_memory_t out = c.dst;
+  int convert = !md_equal (dsrc, &in->md);
+  if (convert)
+    out = alloc_mem (p, dsrc);
+  step *st = add_step (&p->bwd, STEP_LAYER, i, prim, pd);
+  arg (st, DNNL_ARG_DIFF_DST, s->diff);
+  arg (st, DNNL_ARG_DIFF_SRC, out);
+  switch (n->op) {
+    case OP_ACT:
+      arg (st, DNNL_ARG_SRC, s->in_mem[0]);
+      break;
+    case OP_POOL:
+      if (s->ws)
+        arg (st, DNNL_ARG_WORKSPACE, s->ws);
+      break;
+    case OP_BN:{
+      dnnl_memory_desc_t vec;
+      md_vec (&vec, n->c);
+      arg (st, DNNL_ARG_SRC, s->in_mem[0]);
+      arg (st, DNNL_ARG_MEAN, s->mean);
+      arg (st, DNNL_ARG_VARIANCE, s->var);
+      arg (st, DNNL_ARG_SCALE, user_mem (p, &vec, net->params[n->p[0]].data));
+      arg (st, DNNL_ARG_SHIFT, user_mem (p, &vec, net->params[n->p[1]].data));
+      arg (st, DNNL_ARG_DIFF_SCALE, user_mem (p, &vec,
+              net->params[n->p[0]].grad));
+      arg (st, DNNL_ARG_DIFF_SHIFT, user_mem (p, &vec,
+              net->params[n->p[1]].grad));
+      break;
+    }
+    case OP_SOFTMAX:
+      arg (st, DNNL_ARG_DST, s->mem);
+      break;
+    default:
+      break;
+  }
+  if (convert && !add_reorder (p, &p->bwd, STEP_REORDER, out, c.dst, i))
+    return 0;
+  return finish_contrib (p, &c, i);
+}
+
+/* concat: slices of the gradient; add: the gradient itself. */
+static int
+bwd_split (wsinn_net * net, wsinn_plan * p, int i, char *written)
+{
+  wsinn_node *n = &net->nodes[i];
+  nstate *s = &p->ns[i];
+  int64_t off = 0;
+  void *base = NULL;
+  dnnl_memory_get_data_handle (s->diff, &base);
+  for (int k = 0; k < n->n_in; k++) {
+    int t = n->in[k];
+    nstate *in = &p->ns[t];
+    dnnl_memory_t src = s->diff;
+    if (n->op == OP_CONCAT) {
+      dnnl_memory_desc_t sub;
+      dnnl_dims_t dims, offs;
+      dims4 (dims, in->n, in->c, in->h, in->w);
+      dims4 (offs, 0, off, 0, 0);
+      off += in->c;
+      if (!ok (p, dnnl_memory_desc_init_submemory (&sub, &s->md, dims, offs),
+              i, "concat gradient slice"))
+        return 0;
+      src = user_mem (p, &sub, base);
+    }
+    contrib c;
+    if (!begin_contrib (p, t, written, &c)
+        || !add_reorder (p, &p->bwd, STEP_LAYER, src, c.dst, i)
+        || !finish_contrib (p, &c, i))
+      return 0;
+  }
+  return 1;
+}
+
+/* ------------------------------------------------------------ building */
+
+static int
+infer_shapes (wsinn_net * net, wsinn_plan * p)
+{
+  for (int i = 0; i < net->n_nodes; i++) {
+    wsinn_node *n = &net->nodes[i];
+    nstate *s = &p->ns[i];
+    nstate *a = n->n_in ? &p->ns[n->in[0]] : NULL;
+    s->c = n->c;
+    s->n = p->n;
+    int64_t h = 0, w = 0;
+    switch (n->op) {
+      case OP_INPUT:
+        h = p->h;
+        w = p->w;
+        break;
+      case OP_CONV:{
+        int64_t ek = (int64_t) (n->k - 1) * n->dilation + 1;
+        h = (a->h + 2 * n->pad - ek) / n->stride + 1;
+        w = (a->w + 2 * n->pad - ek) / n->stride + 1;
+        if (a->h + 2 * n->pad < ek || a->w + 2 * n->pad < ek)
+          h = w = 0;
+        break;
+      }
+      case OP_DECONV:
+        h = (a->h - 1) * n->stride - 2 * n->pad + n->k + n->output_pad;
+        w = (a->w - 1) * n->stride - 2 * n->pad + n->k + n->output_pad;
+        break;
+      case OP_POOL:
+        h = (a->h + 2 * n->pad - n->k) / n->stride + 1;
+        w = (a->w + 2 * n->pad - n->k) / n->stride + 1;
+        if (a->h + 2 * n->pad < n->k || a->w + 2 * n->pad < n->k)
+          h = w = 0;
+        break;
+      case OP_GAP:
+        h = w = 1;
+        break;
+      case OP_RESIZE:
+        h = p->ns[n->in[1]].h;
+        w = p->ns[n->in[1]].w;
+        break;
+      case OP_CONCAT:
+      case OP_ADD:
+        h = a->h;
+        w = a->w;
+        for (int k = 1; k < n->n_in; k++)
+          if (p->ns[n->in[k]].h != h || p->ns[n->in[k]].w != w) {
+            plan_fail (p, "layer %d (%s): inputs of %lldx%lld and %lldx%lld "
+                "pixels for a %dx%d input; the input size must be a multiple "
+                "of the network's size multiple", i, op_names[n->op],
+                (long long) w, (long long) h, (long long) p->ns[n->in[k]].w,
+                (long long) p->ns[n->in[k]].h, p->w, p->h);
+            return 0;
+          }
+        break;
+      default:
+        h = a->h;
+        w = a->w;
+        break;
+    }
+    if (h < 1 || w < 1) {
+      plan_fail (p, "layer %d (%s): a %dx%d input is too small for the "
+          "network", i, op_names[n->op], p->w, p->h);
+      return 0;
+    }
+    s->h = h;
+    s->w = w;
+    s->alias = -1;
+    s->fold_bn = -1;
+  }
+  return 1;
+}
+
+/* The only consumer of node @i, or -1 (none, several, or the output). */
+static int
+sole_consumer (wsinn_net * net, int i)
+{
+  int found = -1, count = net->output == i;
+  for (int j = i + 1; j < net->n_nodes; j++) {
+    wsinn_node *n = &net->nodes[j];
+    int n_data = n->op == OP_RESIZE ? 1 : n->n_in;
+    for (int k = 0; k < n_data; k++)
+      if (n->in[k] == i) {
+        count++;
+        found = j;
+      }
+  }
+  return count == 1 ? found : -1;
+}
+
+static void
+plan_fusions (wsinn_net * net, wsinn_plan * p)
+{
+  for (int i = 0; i < net->n_nodes; i++) {
+    wsinn_node *n = &net->nodes[i];
+    if (p->ns[i].alias >= 0)
+      continue;
+    int last = i;
+    if (n->op == OP_CONV) {
+      int j = sole_consumer (net, i);
+      if (j >= 0 && net->nodes[j].op == OP_BN) {
+        p->ns[i].fold_bn = j;
+        p->ns[j].alias = i;
+        last = j;
+      }
+    }
+    if (n->op == OP_CONV || n->op == OP_ADD) {
+      int j = sole_consumer (net, last);
+      if (j >= 0 && net->nodes[j].op == OP_ACT
+          && net->nodes[j].act == WSINN_ACT_RELU) {
+        p->ns[i].post_relu = 1;
+        p->ns[j].alias = i;
+      }
+    }
+  }
+}
+
+static wsinn_plan *
+plan_build (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
+{
+  wsinn_plan *p = calloc (1, sizeof *p);
+  if (!p) {
+    snprintf (err, errlen, "out of memory");
+    return NULL;
+  }
+  p->n = n;
+  p->h = h;
+  p->w = w;
+  p->training = net->training;
+  p->err = err;
+  p->errlen = errlen;
+  p->n_nodes = net->n_nodes;
+  p->ns = calloc ((size_t) net->n_nodes, sizeof *p->ns);
+  p->engine = net->engine;
+  if (!p->ns || !infer_shapes (net, p))
+    goto fail;
+  if (!p->training)
+    plan_fusions (net, p);
+
+  /* the user's NHWC input and output */
+  int in_node = -1;
+  for (int i = 0; i < net->n_nodes; i++)
+    if (net->nodes[i].op == OP_INPUT)
+      in_node = i;
+  p->in_node = in_node;
+  nstate *si = &p->ns[in_node], *so = &p->ns[net->output];
+  dnnl_memory_desc_t umd;
+  md_tag (&umd, si->n, si->c, si->h, si->w, dnnl_nhwc);
+  p->user_in = user_mem (p, &umd, NULL);
+  md_tag (&umd, so->n, so->c, so->h, so->w, dnnl_nhwc);
+  p->user_out = user_mem (p, &umd, NULL);
+  p->in_step.kind = p->out_step.kind = STEP_IO;
+
+  for (int i = 0; i < net->n_nodes; i++) {
+    wsinn_node *nd = &net->nodes[i];
+    nstate *s = &p->ns[i];
+    int good = 1;
+    if (s->alias >= 0) {        /* fused into its producer */
+      s->md = p->ns[s->alias].md;
+      s->mem = p->ns[s->alias].mem;
+      continue;
+    }
+    switch (nd->op) {
+      case OP_INPUT:
+        break;                  /* layout chosen by the first reader */
+      case OP_CONV:
+      case OP_DECONV:
+        good = plan_conv (net, p, i);
+        break;
+      case OP_BN:
+        good = plan_bn (net, p, i);
+        break;
+      case OP_ACT:
+        good = plan_act (net, p, i);
+        break;
+      case OP_POOL:
+      case OP_GAP:
+        good = plan_pool (net, p, i);
+        break;
+      case OP_RESIZE:
+        good = plan_resize (net, p, i);
+        break;
+      case OP_CONCAT:
+        good = plan_concat (net, p, i);
+        break;
+      case OP_ADD:
+        good = plan_add (net, p, i);
+        break;
+      case OP_SOFTMAX:
+        good = plan_softmax (net, p, i);
+        break;
+    }
+    if (!good)
+      goto fail;
+  }
+  if (!si->mem) {               /* the input feeds nothing that chose a layout */
+    md_tag (&umd, si->n, si->c, si->h, si->w, dnnl_nchw);
+    if (!input_as (p, in_node, &umd, in_node))
+      goto fail;
+  }
+  for (int i = 0; i < net->n_nodes; i++)
+    if (p->ns[i].alias >= 0) {  /* fused nodes created before their owner */
+      p->ns[i].md = p->ns[p->ns[i].alias].md;
+      p->ns[i].mem = p->ns[p->ns[i].alias].mem;
+    }
+  if (!make_reorder (p, &p->out_step, so->mem, p->user_out, net->output))
+    goto fail;
+
+  if (p->training) {
+    char *written = calloc ((size_t) net->n_nodes, 1);
+    if (!written || !grad_mem (p, net->output)) {
+      free (written);
+      goto fail;
+    }
+    md_tag (&umd, so->n, so->c, so->h, so->w, dnnl_nhwc);
+    p->user_dout = user_mem (p, &umd, NULL);
+    p->dout_step.kind = STEP_IO;
+    if (!make_reorder (p, &p->dout_step, p->user_dout, so->diff,
+            net->output)) {
+      free (written);
+      goto fail;
+    }
+    written[net->output] = 1;
+    for (int i = net->n_nodes - 1; i >= 0; i--) {
+      wsinn_node *nd = &net->nodes[i];
+      int good = 1;
+      if (!written[i] || nd->op == OP_INPUT)
+        continue;               /* no gradient reaches this layer */
+      switch (nd->op) {
+        case OP_CONV:
+        case OP_DECONV:
+          good = bwd_conv (net, p, i, written);
+          break;
+        case OP_CONCAT:
+        case OP_ADD:
+          good = bwd_split (net, p, i, written);
+          break;
+        default:
+          good = bwd_simple (net, p, i, written);
+          break;
+      }
+      if (!good) {
+        free (written);
+        goto fail;
+      }
+    }
+    p->has_din = written[in_node];
+    free (written);
+    if (p->has_din) {
+      md_tag (&umd, si->n, si->c, si->h, si->w, dnnl_nhwc);
+      p->user_din = user_mem (p, &umd, NULL);
+      p->din_step.kind = STEP_IO;
+      if (!make_reorder (p, &p->din_step, si->diff, p->user_din, in_node))
+        goto fail;
+    }
+    if (p->scratch_size) {
+      p->scratch = aligned_alloc (64, (p->scratch_size + 63) / 64 * 64);
+      if (!p->scratch) {
+        plan_fail (p, "out of memory for gradient scratch");
+        goto fail;
+      }
+      for (int k = 0; k < p->n_scratch; k++)
+        dnnl_memory_set_data_handle (p->scratch_mems[k], p->scratch);
+    }
+  }
+  p->err = NULL;
+  net->n_plans_built++;
+  return p;
+fail:
+  p->err = NULL;
+  wsinn_plan_free (p);
+  return NULL;
+}
+
+/* ----------------------------------------------------------- execution */
+
+static int
+run_steps (wsinn_net * net, wsinn_plan * p, step * v, int n, char *err,
+    size_t errlen)
+{
+  for (int i = 0; i < n; i++) {
+    if (v[i].kind == STEP_HOST) {
+      dnnl_stream_wait (net->stream);
+      v[i].host (net, p, v[i].node);
+      continue;
+    }
+    dnnl_status_t st = dnnl_primitive_execute (v[i].prim, net->stream,
+        v[i].nargs, v[i].args);
+    if (st != dnnl_success) {
+      snprintf (err, errlen, "oneDNN: executing layer %d (%s) failed: %s",
+          v[i].node, op_names[net->nodes[v[i].node].op],
+          dnnl_status2str (st));
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static wsinn_plan *
+get_plan (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
+{
+  for (int i = 0; i < 2; i++) {
+    wsinn_plan *p = net->plans[i];
+    if (p && p->n == n && p->h == h && p->w == w
+        && p->training == net->training) {
+      if (i == 1) {
+        net->plans[1] = net->plans[0];
+        net->plans[0] = p;
+      }
+      return p;
+    }
+  }
+  wsinn_plan *p = plan_build (net, n, h, w, err, errlen);
+  if (!p)
+    return NULL;
+  wsinn_plan_free (net->plans[1]);
+  net->plans[1] = net->plans[0];
+  net->plans[0] = p;
+  return p;
+}
+
+static int
+check_net (wsinn_net * net, char *err, size_t errlen)
+{
+  if (net->error[0]) {
+    snprintf (err, errlen, "%s", net->error);
+    return -1;
+  }
+  int has_input = 0;
+  for (int i = 0; i < net->n_nodes; i++)
+    has_input |= net->nodes[i].op == OP_INPUT;
+  if (!has_input || net->output < 0) {
+    snprintf (err, errlen, "the network has no %s",
+        has_input ? "output" : "input");
+    return -1;
+  }
+  return 0;
+}
+
+int
+wsinn_net_output_shape (wsinn_net * net, int n, int h, int w, int *out_c,
+    int *out_h, int *out_w, char *err, size_t errlen)
+{
+  if (check_net (net, err, errlen) < 0)
+    return -1;
+  if (n < 1 || h < 1 || w < 1) {
+    snprintf (err, errlen, "bad input size %d x %d x %d", n, h, w);
+    return -1;
+  }
+  wsinn_plan tmp;
+  memset (&tmp, 0, sizeof tmp);
+  tmp.n = n;
+  tmp.h = h;
+  tmp.w = w;
+  tmp.err = err;
+  tmp.errlen = errlen;
+  tmp.ns = calloc ((size_t) net->n_nodes, sizeof *tmp.ns);
+  if (!tmp.ns || !infer_shapes (net, &tmp)) {
+    free (tmp.ns);
+    return -1;
+  }
+  nstate *o = &tmp.ns[net->output];
+  *out_c = (int) o->c;
+  *out_h = (int) o->h;
+  *out_w = (int) o->w;
+  free (tmp.ns);
+  return 0;
+}
+
+double
+wsinn_net_flops (wsinn_net * net, int n, int h, int w)
+{
+  char err[256];
+  wsinn_plan tmp;
+  memset (&tmp, 0, sizeof tmp);
+  tmp.n = n;
+  tmp.h = h;
+  tmp.w = w;
+  tmp.err = err;
+  tmp.errlen = sizeof err;
+  tmp.ns = calloc ((size_t) net->n_nodes, sizeof *tmp.ns);
+  double flops = 0;
+  if (tmp.ns && n > 0 && h > 0 && w > 0 && infer_shapes (net, &tmp)) {
+    for (int i = 0; i < net->n_nodes; i++) {
+      wsinn_node *nd = &net->nodes[i];
+      if (nd->op != OP_CONV && nd->op != OP_DECONV)
+        continue;
+      nstate *in = &tmp.ns[nd->in[0]], *o = &tmp.ns[i];
+      /* deconv: every input pixel meets the whole kernel */
+      nstate *px = nd->op == OP_CONV ? o : in;
+      flops += 2.0 * in->c * o->c * nd->k * nd->k * px->n * px->h * px->w;
+    }
+  }
+  free (tmp.ns);
+  return flops;
+}
+
+int
+wsinn_net_forward (wsinn_net * net, const float *input, int n, int h, int w,
+    float *output, char *err, size_t errlen)
+{
+  int oc, oh, ow;
+  if (wsinn_net_output_shape (net, n, h, w, &oc, &oh, &ow, err, errlen) < 0)
+    return -1;
+  if (!input || !output) {
+    snprintf (err, errlen, "no input or output buffer");
+    return -1;
+  }
+  wsinn_plan *p = get_plan (net, n, h, w, err, errlen);
+  if (!p)
+    return -1;
+  if (p->training || !p->prepared || p->version_seen != net->param_version) {
+    if (run_steps (net, p, p->prep.v, p->prep.n, err, errlen) < 0)
+      return -1;
+    p->prepared = 1;
+    p->version_seen = net->param_version;
+  }
+  dnnl_memory_set_data_handle (p->user_in, (void *) input);
+  dnnl_memory_set_data_handle (p->user_out, output);
+  if (run_steps (net, p, &p->in_step, 1, err, errlen) < 0
+      || run_steps (net, p, p->fwd.v, p->fwd.n, err, errlen) < 0
+      || run_steps (net, p, &p->out_step, 1, err, errlen) < 0)
+    return -1;
+  dnnl_stream_wait (net->stream);
+  p->forwarded = 1;
+  return 0;
+}
+
+int
+wsinn_net_backward (wsinn_net * net, const float *diff_output,
+    float *diff_input, char *err, size_t errlen)
+{
+  wsinn_plan *p = net->plans[0];
+  if (!p || !p->training || !p->forwarded) {
+    snprintf (err, errlen, "backward needs a forward in training mode first");
+    return -1;
+  }
+  for (size_t i = 0; i < net->n_params; i++)
+    memset (net->params[i].grad, 0, net->params[i].size * sizeof (float));
+  dnnl_memory_set_data_handle (p->user_dout, (void *) diff_output);
+  if (run_steps (net, p, &p->dout_step, 1, err, errlen) < 0
+      || run_steps (net, p, p->bwd.v, p->bwd.n, err, errlen) < 0)
+    return -1;
+  if (diff_input) {
+    if (p->has_din) {
+      dnnl_memory_set_data_handle (p->user_din, diff_input);
+      if (run_steps (net, p, &p->din_step, 1, err, errlen) < 0)
+        return -1;
+    } else {
+      memset (diff_input, 0, (size_t) p->n * p->h * p->w
+          * p->ns[p->in_node].c * sizeof (float));
+    }
+  }
+  dnnl_stream_wait (net->stream);
+  return 0;
+}
+
+void
+wsinn_set_num_threads (int n)
+{
+  if (n > 0)
+    omp_set_num_threads (n);
+}
+
+void
+wsinn_net_stats (const wsinn_net * net, wsinn_stats * st)
+{
+  memset (st, 0, sizeof *st);
+  st->n_plans_built = net->n_plans_built;
+  const wsinn_plan *p = net->plans[0];
+  if (!p)
+    return;
+  st->n_reorders = 2;
+  for (int i = 0; i < p->fwd.n; i++) {
+    if (p->fwd.v[i].kind == STEP_LAYER)
+      st->n_primitives++;
+    else if (p->fwd.v[i].kind == STEP_REORDER)
+      st->n_inner_reorders++;
+  }
+  st->n_reorders += st->n_inner_reorders;
+  st->activation_bytes = p->act_bytes;
+}
+
+/* "nChw8c"-style name of a 4-D memory layout. */
+static void
+md_name (const dnnl_memory_desc_t * md, char *buf, size_t len)
+{
+  if (md->format_kind != dnnl_blocked || md->ndims != 4) {
+    snprintf (buf, len, "other");
+    return;
+  }
+  const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+  const char lo[] = "nchw", up[] = "NCHW";
+  int order[4] = { 0, 1, 2, 3 }, blocked[4] = { 0 };
+  for (int k = 0; k < b->inner_nblks; k++)
+    blocked[b->inner_idxs[k]] = 1;
+  for (int a = 0; a < 4; a++)   /* outer dims by decreasing stride */
+    for (int c = a + 1; c < 4; c++)
+      if (b->strides[order[c]] > b->strides[order[a]]) {
+        int t = order[a];
+        order[a] = order[c];
+        order[c] = t;
+      }
+  size_t o = 0;
+  for (int a = 0; a < 4 && o + 1 < len; a++)
+    buf[o++] = blocked[order[a]] ? up[order[a]] : lo[order[a]];
+  buf[o] = 0;
+  for (int k = 0; k < b->inner_nblks && o < len; k++)
+    o += snprintf (buf + o, len - o, "%lld%c", (long long) b->inner_blks[k],
+        lo[b->inner_idxs[k]]);
+}
+
+static void
+dump_list (const wsinn_net * net, const wsinn_plan * p, const step_list * l,
+    const char *title, FILE * out)
+{
+  static const char *kinds[] = { "layer", "REORDER", "io", "weights", "sum",
+    "host"
+  };
+  fprintf (out, "%s (%d steps)\n", title, l->n);
+  for (int i = 0; i < l->n; i++) {
+    const step *s = &l->v[i];
+    const char *impl = "";
+    char fmt[32] = "";
+    if (s->pd) {
+      dnnl_primitive_desc_query (s->pd, dnnl_query_impl_info_str, 0, &impl);
+      const dnnl_memory_desc_t *dst = query_md (s->pd, dnnl_query_dst_md, 0);
+      if (!dst || !dst->ndims)
+        dst = query_md (s->pd, dnnl_query_diff_src_md, 0);
+      if (dst && dst->ndims)
+        md_name (dst, fmt, sizeof fmt);
+    }
+    fprintf (out, "  %-8s %3d %-14s %-28s %s\n", kinds[s->kind], s->node,
+        op_names[net->nodes[s->node].op], impl, fmt);
+  }
+}
+
+void
+wsinn_net_dump_plan (const wsinn_net * net, FILE * out)
+{
+  const wsinn_plan *p = net->plans[0];
+  if (!p) {
+    fprintf (out, "no plan\n");
+    return;
+  }
+  fprintf (out, "plan %dx%dx%d %s\n", p->n, p->h, p->w,
+      p->training ? "training" : "inference");
+  dump_list (net, p, &p->prep, "prepare", out);
+  dump_list (net, p, &p->fwd, "forward", out);
+  if (p->training)
+    dump_list (net, p, &p->bwd, "backward", out);
+}
