@@ -36,6 +36,8 @@ GST_DEBUG_CATEGORY_STATIC (gst_label_patch_debug);
 #define MAX_GEOJSON_BYTES (G_GINT64_CONSTANT (256) << 20)
 #define MAX_GEOJSON_VERTICES (G_GUINT64_CONSTANT (1) << 26)
 #define MAX_GEOJSON_DEPTH 8
+/* JSON nesting accepted before parsing: json-glib's parser recurses. */
+#define MAX_JSON_NESTING 64
 #define MAX_COORDINATE 1e12
 /* Mask and slide aspect ratios may differ by this much. */
 #define MAX_ASPECT_MISMATCH 0.01
@@ -782,6 +784,35 @@ read_feature (GeoJsonReader * r, WsiPolygonSet * set, JsonNode * node,
   return ok;
 }
 
+/* Deepest nesting of arrays/objects in @text (outside strings). */
+static guint
+json_nesting (const gchar * text, gsize len)
+{
+  guint depth = 0, deepest = 0;
+  gboolean in_string = FALSE, escaped = FALSE;
+  gsize i;
+
+  for (i = 0; i < len; i++) {
+    gchar ch = text[i];
+    if (in_string) {
+      if (escaped)
+        escaped = FALSE;
+      else if (ch == '\\')
+        escaped = TRUE;
+      else if (ch == '"')
+        in_string = FALSE;
+    } else if (ch == '"') {
+      in_string = TRUE;
+    } else if (ch == '[' || ch == '{') {
+      depth++;
+      deepest = MAX (deepest, depth);
+    } else if ((ch == ']' || ch == '}') && depth > 0) {
+      depth--;
+    }
+  }
+  return deepest;
+}
+
 static WsiPolygonSet *
 load_geojson (GstLabelPatch * self, const gchar * path, GError ** error)
 {
@@ -792,6 +823,8 @@ load_geojson (GstLabelPatch * self, const gchar * path, GError ** error)
   JsonArray *features = NULL;
   WsiPolygonSet *set;
   GError *err = NULL;
+  gchar *text = NULL;
+  gsize len = 0;
   guint i;
 
   if (g_stat (path, &st) != 0) {
@@ -807,14 +840,31 @@ load_geojson (GstLabelPatch * self, const gchar * path, GError ** error)
         MAX_GEOJSON_BYTES >> 20);
     return NULL;
   }
+  if (!g_file_get_contents (path, &text, &len, &err)) {
+    g_set_error (error, WSI_ANNOT_ERROR, LOAD_READ,
+        "cannot read GeoJSON '%s': %s", path, err->message);
+    g_error_free (err);
+    return NULL;
+  }
+  if (len > (gsize) MAX_GEOJSON_BYTES || json_nesting (text, len) >
+      MAX_JSON_NESTING) {
+    g_set_error (error, WSI_ANNOT_ERROR, LOAD_FORMAT,
+        "bad GeoJSON '%s': larger than %" G_GINT64_FORMAT " MiB or nested "
+        "deeper than %d levels", path, MAX_GEOJSON_BYTES >> 20,
+        MAX_JSON_NESTING);
+    g_free (text);
+    return NULL;
+  }
   parser = json_parser_new_immutable ();
-  if (!json_parser_load_from_mapped_file (parser, path, &err)) {
+  if (!json_parser_load_from_data (parser, text, len, &err)) {
     g_set_error (error, WSI_ANNOT_ERROR, LOAD_FORMAT,
         "bad GeoJSON '%s': %s", path, err->message);
     g_error_free (err);
     g_object_unref (parser);
+    g_free (text);
     return NULL;
   }
+  g_clear_pointer (&text, g_free);
   root = json_parser_get_root (parser);
   if (root && JSON_NODE_HOLDS_ARRAY (root)) {
     features = json_array_ref (json_node_get_array (root));

@@ -143,6 +143,8 @@ deep = {"type": "Polygon", "coordinates": [square]}
 for _ in range(12):
     deep = {"type": "GeometryCollection", "geometries": [deep]}
 cases.append(("GeometryCollection nested too deep", fc(deep), "nested too deep"))
+cases.append(("JSON nested a million deep", "[" * 1000000, "nested deeper than 64"))
+cases.append(("empty file", "", "expected a FeatureCollection"))
 for name, text, want in cases:
     write("bad-case.geojson", text, "w")
     expect_error(f"GeoJSON: {name}", gprops, gpath, want)

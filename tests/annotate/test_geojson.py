@@ -28,7 +28,8 @@ def star(cx, cy, r0, r1, n):
 
 
 def feature(geom, name=None):
-    props = {"objectType": "annotation"}
+    # brackets inside strings do not count as JSON nesting
+    props = {"objectType": "annotation", "note": "\\\"" + "[{" * 100}
     if name is not None:
         props["classification"] = {"name": name, "color": [255, 0, 0]}
     return {"type": "Feature", "id": str(rng.integers(1 << 30)), "geometry": geom,

@@ -21,6 +21,17 @@ now (void)
   return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
+static void
+print_load (const char *when)
+{
+  FILE *f = fopen ("/proc/loadavg", "r");
+  char buf[128] = "";
+  if (f && fgets (buf, sizeof buf, f))
+    printf ("load average %s: %s", when, buf);
+  if (f)
+    fclose (f);
+}
+
 static double
 cpu_ghz (void)
 {
@@ -99,6 +110,7 @@ main (int argc, char **argv)
   long cores = sysconf (_SC_NPROCESSORS_ONLN);
   double peak = THREADS * 2.0 * 8 * 2 * ghz;    /* 2 FMA units x 8 floats x 2 */
 
+  print_load ("before");
   row rows[4] = {
     {"conv3x3", "3x3 conv 64->64, 1x256x256 (NHWC in/out)"},
     {"conv3x3x8", "8 chained 3x3 convs 64->64, 1x256x256"},
@@ -151,6 +163,7 @@ main (int argc, char **argv)
       pclose (p);
   }
 
+  print_load ("after");
   printf ("machine: %ld cores online, %.2f GHz (/proc/cpuinfo), threads %d\n",
       cores, ghz, THREADS);
   printf ("FMA peak: %d cores x 2 FMA/cycle x 8 floats x 2 flops x %.2f GHz "

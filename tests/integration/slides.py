@@ -18,13 +18,13 @@ def synthetic_rgb(width, height, seed=0):
 
 
 def make_pyramid_tiff(path, width, height, seed=0, tile=256):
-    """Writes a pyramidal tiled TIFF (deflate) that OpenSlide reads as a
+    """Writes a pyramidal tiled TIFF (JPEG) that OpenSlide reads as a
     generic TIFF with several levels."""
     import skimage.io
     png = path + ".src.png"
     skimage.io.imsave(png, synthetic_rgb(width, height, seed), check_contrast=False)
     subprocess.run(["vips", "tiffsave", png, path, "--tile", "--pyramid",
-                    "--compression", "deflate", "--tile-width", str(tile),
+                    "--compression", "jpeg", "--tile-width", str(tile),
                     "--tile-height", str(tile)], check=True)
     os.unlink(png)
     return path
