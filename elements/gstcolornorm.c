@@ -151,6 +151,7 @@ struct _GstColorNorm
   WsiLabStats target_lab;
   WsiStainParams target_stain;
   gboolean keep_residual;
+  gboolean keep_background;
   GstColorNormFit fit_mode;
   guint fit_patches;
   gdouble fit_min_tissue;
@@ -192,6 +193,7 @@ enum
   PROP_TARGET_STAIN_MATRIX,
   PROP_TARGET_MAX_CONC,
   PROP_KEEP_RESIDUAL,
+  PROP_KEEP_BACKGROUND,
   PROP_FIT,
   PROP_FIT_PATCHES,
   PROP_FIT_MIN_TISSUE,
@@ -1067,6 +1069,7 @@ typedef struct
   WsiStainParams target_stain;
   gdouble min_tissue;
   gboolean keep_residual;
+  gboolean keep_background;
   gboolean augment;
   gdouble aug[12];              /* rgb scale, rgb shift, hed scale, hed shift */
 } Snapshot;
@@ -1085,6 +1088,7 @@ take_snapshot (GstColorNorm * self, Snapshot * s)
   s->target_stain = self->target_stain;
   s->min_tissue = self->fit_min_tissue;
   s->keep_residual = self->keep_residual;
+  s->keep_background = self->keep_background;
   s->augment = self->augment;
   if (s->augment) {
     for (c = 0; c < 3; c++)
@@ -1146,6 +1150,7 @@ prepare_stain (GstColorNorm * self, const Snapshot * s, GstVideoFrame * in,
     return STAIN_NONE;
   if (s->mode == MODE_REINHARD) {
     wsi_reinhard_map (&lab, &s->target_lab, rmap);
+    rmap->keep_background = s->keep_background;
     return STAIN_REINHARD;
   }
   return wsi_macenko_map (&stain, &s->target_stain, s->keep_residual,
@@ -1422,6 +1427,9 @@ gst_colornorm_set_property (GObject * object, guint prop_id,
     case PROP_KEEP_RESIDUAL:
       self->keep_residual = g_value_get_boolean (value);
       break;
+    case PROP_KEEP_BACKGROUND:
+      self->keep_background = g_value_get_boolean (value);
+      break;
     case PROP_FIT:
       self->fit_mode = g_value_get_enum (value);
       break;
@@ -1494,6 +1502,9 @@ gst_colornorm_get_property (GObject * object, guint prop_id, GValue * value,
       break;
     case PROP_KEEP_RESIDUAL:
       g_value_set_boolean (value, self->keep_residual);
+      break;
+    case PROP_KEEP_BACKGROUND:
+      g_value_set_boolean (value, self->keep_background);
       break;
     case PROP_FIT:
       g_value_set_enum (value, self->fit_mode);
@@ -1619,6 +1630,10 @@ gst_colornorm_class_init (GstColorNormClass * klass)
       "Keep residual", "Macenko: keep the part of each pixel's optical "
       "density that the two source stains do not explain (FALSE: rebuild "
       "pixels from H and E only, as in Macenko et al.)", TRUE, rw);
+  props[PROP_KEEP_BACKGROUND] = g_param_spec_boolean ("keep-background",
+      "Keep background", "Reinhard: leave near-white background unchanged "
+      "(all channels >= 243; blended up to a channel <= 219) instead of "
+      "tinting it with the tissue's colour map", TRUE, rw);
   props[PROP_FIT] = g_param_spec_enum ("fit", "Fit",
       "When to estimate the source stains (reinhard, macenko)",
       GST_TYPE_COLORNORM_FIT, FIT_FIRST_PATCHES, rw);
@@ -1702,6 +1717,7 @@ gst_colornorm_init (GstColorNorm * self)
   wsi_default_lab_target (&self->target_lab);
   wsi_default_stain_target (&self->target_stain);
   self->keep_residual = TRUE;
+  self->keep_background = TRUE;
   self->fit_mode = FIT_FIRST_PATCHES;
   self->fit_patches = 8;
   self->fit_min_tissue = 0.1;

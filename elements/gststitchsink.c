@@ -13,6 +13,8 @@
 
 #include "gstwsiseg.h"
 #include "gstwsitilemeta.h"
+#include "stitchblend.h"
+#include "stitchgeojson.h"
 #include "stitchio.h"
 #include "stitchoverlay.h"
 
@@ -28,10 +30,18 @@ GST_DEBUG_CATEGORY_STATIC (stitchsink_debug);
 #define MAX_REGION_WIDTH (1 << 20)
 /* PNG's limit on the image height. */
 #define MAX_REGION_HEIGHT G_MAXINT32
+/* Probability tensors: classes per pixel. */
+#define MAX_CLASSES 255
 
+#define TENSOR_CAPS "other/tensors, format=(string)static, " \
+    "num_tensors=(int)1, types=(string)float32"
+
+/* Same values as StitchBlendMode. */
 typedef enum
 {
-  GST_STITCH_SINK_BLEND_CROP,
+  GST_STITCH_SINK_BLEND_CROP = STITCH_BLEND_CROP,
+  GST_STITCH_SINK_BLEND_AVERAGE = STITCH_BLEND_AVERAGE,
+  GST_STITCH_SINK_BLEND_GAUSSIAN = STITCH_BLEND_GAUSSIAN,
 } GstStitchSinkBlend;
 
 #define GST_TYPE_STITCH_SINK_BLEND (gst_stitch_sink_blend_get_type ())
@@ -43,11 +53,43 @@ gst_stitch_sink_blend_get_type (void)
     {GST_STITCH_SINK_BLEND_CROP,
         "Keep the centre crop of each patch (overlap/2 trimmed per side)",
         "crop"},
+    {GST_STITCH_SINK_BLEND_AVERAGE,
+        "Probabilities: per-pixel mean of all patches covering the pixel",
+        "average"},
+    {GST_STITCH_SINK_BLEND_GAUSSIAN,
+        "Probabilities: mean weighted by a 2-D gaussian centred on each patch",
+        "gaussian"},
     {0, NULL, NULL}
   };
 
   if (g_once_init_enter (&type)) {
     GType t = g_enum_register_static ("GstStitchSinkBlend", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
+
+typedef enum
+{
+  GST_STITCH_SINK_OBJECT_ANNOTATION,
+  GST_STITCH_SINK_OBJECT_DETECTION,
+} GstStitchSinkObjectType;
+
+#define GST_TYPE_STITCH_SINK_OBJECT_TYPE (gst_stitch_sink_object_type_get_type ())
+static GType
+gst_stitch_sink_object_type_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {GST_STITCH_SINK_OBJECT_ANNOTATION, "QuPath annotations (regions)",
+        "annotation"},
+    {GST_STITCH_SINK_OBJECT_DETECTION,
+        "QuPath detections (many small objects, e.g. nuclei)", "detection"},
+    {0, NULL, NULL}
+  };
+
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstStitchSinkObjectType", values);
     g_once_init_leave (&type, t);
   }
   return type;
@@ -66,6 +108,12 @@ enum
   PROP_CLASS_NAMES,
   PROP_CLASS_COLORS,
   PROP_PROGRESS_INTERVAL,
+  PROP_SIGMA,
+  PROP_PROBABILITY_LOCATION,
+  PROP_PROBABILITY_CLASS,
+  PROP_GEOJSON_LOCATION,
+  PROP_GEOJSON_OBJECT_TYPE,
+  PROP_GEOJSON_MIN_AREA,
   PROP_MAX_BAND_ROWS,
   PROP_IMAGES_WRITTEN,
 };
@@ -76,6 +124,10 @@ enum
 #define DEFAULT_OVERLAY_MAX_SIZE 2048
 #define DEFAULT_OVERLAY_OPACITY 0.5
 #define DEFAULT_PROGRESS_INTERVAL 64
+#define DEFAULT_SIGMA 0.0
+#define DEFAULT_PROBABILITY_CLASS 1
+#define DEFAULT_GEOJSON_OBJECT_TYPE GST_STITCH_SINK_OBJECT_ANNOTATION
+#define DEFAULT_GEOJSON_MIN_AREA 4
 
 #define GST_TYPE_STITCH_SINK (gst_stitch_sink_get_type ())
 G_DECLARE_FINAL_TYPE (GstStitchSink, gst_stitch_sink, GST, STITCH_SINK,
@@ -96,12 +148,23 @@ struct _GstStitchSink
   gchar *class_names;
   gchar *class_colors;
   guint progress_interval;
+  gdouble sigma;
+  gchar *probability_location;
+  guint probability_class;
+  gchar *geojson_location;
+  GstStitchSinkObjectType geojson_object_type;
+  guint64 geojson_min_area;
   guint64 max_band_rows;        /* peak over the run, read-only */
   guint images_written;
 
-  /* negotiated format */
+  /* negotiated format; n_classes > 0: probability tensors */
+  gboolean negotiated;
   GstVideoInfo info;
+  gint frame_width, frame_height;
   gint channels, bytes_per_sample, bpp;
+  gint n_classes;
+  StitchBlendMode blend_mode;
+  gfloat *weight_x, *weight_y;  /* per patch column / row */
 
   /* style parsed at start */
   StitchOverlayStyle style;
@@ -114,12 +177,18 @@ struct _GstStitchSink
   gint64 region_x, region_y, region_w0, region_h0;
   gint level;
   gdouble downsample;
-  gint channels_img, bytes_per_sample_img;
+  gint channels_img, bytes_per_sample_img, n_classes_img;
   gint64 width, height;         /* level pixels; height 0: unknown */
+  gdouble mpp_x, mpp_y;
   gchar *out_location, *out_overlay_location;
-  StitchPng *png;
-  StitchSpool *spool;
+  gchar *out_prob_location, *out_geojson_location;
+  StitchPng *png, *prob_png;
+  StitchSpool *spool, *prob_spool;
   StitchOverlay *overlay;
+  StitchGeoJson *geojson;
+  guint8 *label_row, *prob_row;         /* resolved probability rows */
+  guint16 *label16_row;         /* labels for the GeoJSON tracer */
+  guint prob_class_img;
   gint grid_cols, grid_rows;
 
   /* band: rows [band_top, band_top + band_count) kept in memory */
@@ -146,7 +215,8 @@ GST_ELEMENT_REGISTER_DEFINE (stitchsink, "stitchsink", GST_RANK_NONE,
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
     GST_PAD_SINK,
     GST_PAD_ALWAYS,
-    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE ("{ GRAY8, GRAY16_LE, RGB }")));
+    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE ("{ GRAY8, GRAY16_LE, RGB }") "; "
+        TENSOR_CAPS));
 
 /* ---- location patterns ---- */
 
@@ -228,7 +298,10 @@ fill_background (GstStitchSink * self, guint8 * row)
   gint bg = self->background;
   gsize x;
 
-  if (self->channels_img == 3) {
+  if (self->n_classes_img > 0) {
+    /* probability sums and weights: nothing contributed yet */
+    memset (row, 0, self->row_bytes);
+  } else if (self->channels_img == 3) {
     guint32 c = bg < 0 ? 0xffffff : (guint32) bg;
     guint8 rgb[3] = { (c >> 16) & 0xff, (c >> 8) & 0xff, c & 0xff };
     if (rgb[0] == rgb[1] && rgb[1] == rgb[2]) {
@@ -290,15 +363,38 @@ band_extend (GstStitchSink * self, gint64 y_end)
   return TRUE;
 }
 
-/* One finished row: to the PNG (known height) or the spool (unknown). */
+/* One finished row: to the PNG (known height) or the spool (unknown), and
+ * to the GeoJSON tracer. Probability rows are resolved to labels first. */
 static gboolean
 emit_row (GstStitchSink * self, gint64 y, const guint8 * row, GError ** error)
 {
+  if (self->n_classes_img > 0) {
+    stitch_blend_resolve_row ((const gfloat *) row, self->width,
+        self->n_classes_img, (guint8) CLAMP (self->background, 0, 255),
+        self->label_row, self->prob_class_img,
+        self->prob_png ? self->prob_row : NULL);
+    row = self->label_row;
+  }
+  if (self->geojson) {
+    gint64 x;
+    if (self->bytes_per_sample_img == 2)
+      for (x = 0; x < self->width; x++)
+        self->label16_row[x] = row[2 * x] | (row[2 * x + 1] << 8);
+    else
+      for (x = 0; x < self->width; x++)
+        self->label16_row[x] = row[x];
+    if (!stitch_geojson_push_row (self->geojson, self->label16_row, error))
+      return FALSE;
+  }
   if (self->spool)
-    return stitch_spool_write_row (self->spool, row, error);
+    return stitch_spool_write_row (self->spool, row, error)
+        && (!self->prob_spool
+        || stitch_spool_write_row (self->prob_spool, self->prob_row, error));
   if (self->overlay)
     stitch_overlay_push_row (self->overlay, y, row);
-  return stitch_png_write_row (self->png, row, error);
+  return stitch_png_write_row (self->png, row, error)
+      && (!self->prob_png
+      || stitch_png_write_row (self->prob_png, self->prob_row, error));
 }
 
 /* Writes every row above @y_end (exclusive) and recycles its memory. */
@@ -333,11 +429,21 @@ image_reset (GstStitchSink * self)
 {
   stitch_png_abort (self->png);
   self->png = NULL;
+  stitch_png_abort (self->prob_png);
+  self->prob_png = NULL;
+  stitch_geojson_abort (self->geojson);
+  self->geojson = NULL;
   g_clear_pointer (&self->spool, stitch_spool_free);
+  g_clear_pointer (&self->prob_spool, stitch_spool_free);
   g_clear_pointer (&self->overlay, stitch_overlay_free);
   g_clear_pointer (&self->slide, g_free);
   g_clear_pointer (&self->out_location, g_free);
   g_clear_pointer (&self->out_overlay_location, g_free);
+  g_clear_pointer (&self->out_prob_location, g_free);
+  g_clear_pointer (&self->out_geojson_location, g_free);
+  g_clear_pointer (&self->label_row, g_free);
+  g_clear_pointer (&self->prob_row, g_free);
+  g_clear_pointer (&self->label16_row, g_free);
   band_clear (self);
   self->active = FALSE;
   self->band_top = 0;
@@ -364,29 +470,62 @@ post_progress (GstStitchSink * self)
       gst_message_new_element (GST_OBJECT (self), s));
 }
 
+/* Opens an output that goes along with the image: @pattern expanded like
+ * location. */
 static gboolean
-image_begin (GstStitchSink * self, const GstWsiTileMeta * m)
+expand_extra_location (GstStitchSink * self, const gchar * pattern,
+    const GstWsiTileMeta * m, gchar ** out)
 {
   GError *err = NULL;
-  gchar *location, *overlay_location;
 
-  GST_OBJECT_LOCK (self);
-  location = g_strdup (self->location);
-  overlay_location = g_strdup (self->overlay_location);
-  GST_OBJECT_UNLOCK (self);
-
-  self->out_location = expand_location (location, self->image_index, m->slide,
-      NULL, &err);
-  if (self->out_location && overlay_location)
-    self->out_overlay_location = expand_location (overlay_location,
-        self->image_index, m->slide, NULL, &err);
-  g_free (location);
-  g_free (overlay_location);
-  if (err) {
+  *out = NULL;
+  if (!pattern)
+    return TRUE;
+  *out = expand_location (pattern, self->image_index, m->slide, NULL, &err);
+  if (!*out) {
     GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", err->message), (NULL));
     g_error_free (err);
     return FALSE;
   }
+  return TRUE;
+}
+
+static gboolean
+image_begin (GstStitchSink * self, const GstWsiTileMeta * m)
+{
+  GError *err = NULL;
+  gchar *location, *overlay_location, *prob_location, *geojson_location;
+  const gchar *failed_location = NULL;
+  gboolean ok;
+  gint level;
+  guint max_size;
+  StitchGeoJsonParams gp = { 0 };
+
+  GST_OBJECT_LOCK (self);
+  location = g_strdup (self->location);
+  overlay_location = g_strdup (self->overlay_location);
+  prob_location = g_strdup (self->probability_location);
+  geojson_location = g_strdup (self->geojson_location);
+  level = self->compression_level;
+  max_size = self->overlay_max_size;
+  self->prob_class_img = self->probability_class;
+  gp.detection = self->geojson_object_type == GST_STITCH_SINK_OBJECT_DETECTION;
+  gp.min_area = self->geojson_min_area;
+  GST_OBJECT_UNLOCK (self);
+
+  ok = expand_extra_location (self, location, m, &self->out_location)
+      && expand_extra_location (self, overlay_location, m,
+      &self->out_overlay_location)
+      && expand_extra_location (self, prob_location, m,
+      &self->out_prob_location)
+      && expand_extra_location (self, geojson_location, m,
+      &self->out_geojson_location);
+  g_free (location);
+  g_free (overlay_location);
+  g_free (prob_location);
+  g_free (geojson_location);
+  if (!ok)
+    return FALSE;
 
   self->slide = g_strdup (m->slide ? m->slide : "");
   self->region_x = m->region_x;
@@ -395,10 +534,13 @@ image_begin (GstStitchSink * self, const GstWsiTileMeta * m)
   self->region_h0 = m->region_height;
   self->level = m->level;
   self->downsample = m->downsample;
+  self->mpp_x = m->mpp_x;
+  self->mpp_y = m->mpp_y;
   self->grid_cols = m->grid_cols;
   self->grid_rows = m->grid_rows;
   self->channels_img = self->channels;
   self->bytes_per_sample_img = self->bytes_per_sample;
+  self->n_classes_img = self->n_classes;
   gst_wsi_tile_meta_region_level_size (m, &self->width, &self->height);
   if (m->region_height <= 0)
     self->height = 0;
@@ -414,7 +556,15 @@ image_begin (GstStitchSink * self, const GstWsiTileMeta * m)
   }
   self->row_bytes = (gsize) self->width * self->bpp;
   self->bg_row = g_try_malloc (self->row_bytes);
-  if (!self->bg_row) {
+  if (self->n_classes_img > 0) {
+    self->label_row = g_try_malloc (self->width);
+    self->prob_row = g_try_malloc0 (self->width);
+  }
+  if (self->out_geojson_location)
+    self->label16_row = g_try_new (guint16, self->width);
+  if (!self->bg_row || (self->n_classes_img > 0 && (!self->label_row
+              || !self->prob_row))
+      || (self->out_geojson_location && !self->label16_row)) {
     GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
         ("Out of memory for a %" G_GSIZE_FORMAT " byte row", self->row_bytes),
         (NULL));
@@ -422,35 +572,54 @@ image_begin (GstStitchSink * self, const GstWsiTileMeta * m)
   }
   fill_background (self, self->bg_row);
 
+  /* output PNGs are labels (1 channel, 8 bit) for probability input */
+  failed_location = self->out_location;
   self->png = stitch_png_new (self->out_location, &err);
-  if (!self->png) {
+  if (self->png && self->out_prob_location) {
+    failed_location = self->out_prob_location;
+    self->prob_png = stitch_png_new (self->out_prob_location, &err);
+  }
+  if (!err && self->out_geojson_location) {
+    failed_location = self->out_geojson_location;
+    gp.region_x = self->region_x;
+    gp.region_y = self->region_y;
+    gp.downsample = self->downsample;
+    gp.mpp_x = self->mpp_x;
+    gp.mpp_y = self->mpp_y;
+    gp.style = &self->style;
+    self->geojson = stitch_geojson_new (self->out_geojson_location,
+        self->width, &gp, &err);
+  }
+  if (err) {
     GST_ELEMENT_ERROR (self, RESOURCE, OPEN_WRITE,
-        ("Could not open '%s' for writing.", self->out_location),
+        ("Could not open '%s' for writing.", failed_location),
         ("%s", err->message));
     g_error_free (err);
     return FALSE;
   }
   if (self->height > 0) {
-    gint level;
-    GST_OBJECT_LOCK (self);
-    level = self->compression_level;
-    GST_OBJECT_UNLOCK (self);
     if (!stitch_png_begin (self->png, (guint32) self->width,
             (guint32) self->height, self->channels_img,
-            8 * self->bytes_per_sample_img, level, &err))
+            8 * self->bytes_per_sample_img, level, &err)
+        || (self->prob_png && !stitch_png_begin (self->prob_png,
+                (guint32) self->width, (guint32) self->height, 1, 8, level,
+                &err)))
       goto write_failed;
-    if (self->out_overlay_location) {
-      guint max_size;
-      GST_OBJECT_LOCK (self);
-      max_size = self->overlay_max_size;
-      GST_OBJECT_UNLOCK (self);
+    if (self->out_overlay_location)
       self->overlay = stitch_overlay_new (self->width, self->height,
           self->channels_img, self->bytes_per_sample_img, max_size);
-    }
   } else {
-    self->spool = stitch_spool_new (self->out_location, self->row_bytes, &err);
+    self->spool = stitch_spool_new (self->out_location,
+        (gsize) self->width * self->channels_img * self->bytes_per_sample_img,
+        &err);
     if (!self->spool)
       goto write_failed;
+    if (self->prob_png) {
+      self->prob_spool = stitch_spool_new (self->out_prob_location,
+          (gsize) self->width, &err);
+      if (!self->prob_spool)
+        goto write_failed;
+    }
   }
   self->active = TRUE;
   GST_INFO_OBJECT (self, "image %u: %" G_GINT64_FORMAT " x %" G_GINT64_FORMAT
@@ -466,12 +635,13 @@ write_failed:
   return FALSE;
 }
 
-/* Writes the remaining rows, the PNG and the overlay; moves them into place. */
+/* Writes the remaining rows and every output; moves them into place. */
 static gboolean
 image_finish (GstStitchSink * self)
 {
   GError *err = NULL;
   StitchOverlaySource source;
+  const gchar *failed_location = NULL;
   guint max_size;
   gint level;
 
@@ -486,7 +656,7 @@ image_finish (GstStitchSink * self)
   } else {
     /* Unknown height: the image ends at the lowest row any tile reached. */
     gint64 height, y;
-    guint8 *row;
+    guint8 *row, *prob_row = NULL;
 
     if (!band_flush (self, self->band_top + self->band_count, &err))
       goto write_failed;
@@ -501,25 +671,39 @@ image_finish (GstStitchSink * self)
     if (!band_flush (self, height, &err))
       goto write_failed;
     if (!stitch_png_begin (self->png, (guint32) self->width, (guint32) height,
-            self->channels_img, 8 * self->bytes_per_sample_img, level, &err))
+            self->channels_img, 8 * self->bytes_per_sample_img, level, &err)
+        || (self->prob_png && !stitch_png_begin (self->prob_png,
+                (guint32) self->width, (guint32) height, 1, 8, level, &err)))
       goto write_failed;
     if (self->out_overlay_location)
       self->overlay = stitch_overlay_new (self->width, height,
           self->channels_img, self->bytes_per_sample_img, max_size);
-    if (!stitch_spool_rewind (self->spool, &err))
+    if (!stitch_spool_rewind (self->spool, &err)
+        || (self->prob_spool && !stitch_spool_rewind (self->prob_spool,
+                &err)))
       goto write_failed;
-    row = g_malloc (self->row_bytes);
+    row = g_malloc ((gsize) self->width * self->channels_img *
+        self->bytes_per_sample_img);
+    if (self->prob_spool)
+      prob_row = g_malloc (self->width);
     for (y = 0; y < height; y++) {
       if (!stitch_spool_read_row (self->spool, row, &err)
-          || !stitch_png_write_row (self->png, row, &err)) {
+          || !stitch_png_write_row (self->png, row, &err)
+          || (prob_row && (!stitch_spool_read_row (self->prob_spool, prob_row,
+                      &err)
+                  || !stitch_png_write_row (self->prob_png, prob_row,
+                      &err)))) {
         g_free (row);
+        g_free (prob_row);
         goto write_failed;
       }
       if (self->overlay)
         stitch_overlay_push_row (self->overlay, y, row);
     }
     g_free (row);
+    g_free (prob_row);
     g_clear_pointer (&self->spool, stitch_spool_free);
+    g_clear_pointer (&self->prob_spool, stitch_spool_free);
   }
 
   if (!stitch_png_commit (self->png, &err)) {
@@ -527,6 +711,24 @@ image_finish (GstStitchSink * self)
     goto write_failed;
   }
   self->png = NULL;
+
+  if (self->prob_png) {
+    gboolean ok = stitch_png_commit (self->prob_png, &err);
+    self->prob_png = NULL;
+    if (!ok) {
+      failed_location = self->out_prob_location;
+      goto write_failed;
+    }
+  }
+
+  if (self->geojson) {
+    gboolean ok = stitch_geojson_commit (self->geojson, &err);
+    self->geojson = NULL;
+    if (!ok) {
+      failed_location = self->out_geojson_location;
+      goto write_failed;
+    }
+  }
 
   if (self->overlay) {
     source.slide = self->slide;
@@ -558,7 +760,8 @@ image_finish (GstStitchSink * self)
 
 write_failed:
   GST_ELEMENT_ERROR (self, RESOURCE, WRITE,
-      ("Could not write '%s'.", self->out_location), ("%s", err->message));
+      ("Could not write '%s'.", failed_location ? failed_location :
+          self->out_location), ("%s", err->message));
   g_error_free (err);
   return FALSE;
 }
@@ -629,6 +832,48 @@ crop_span (gint size, gint overlap, gint pad, gint valid, gint64 pos,
   *k1 = MAX (a, b);
 }
 
+/* Adds tile columns [x0, x1) x rows [y0, y1) of a probability tensor at
+ * (px, py) into the band. */
+static gboolean
+render_probabilities (GstStitchSink * self, GstBuffer * buffer, gint64 px,
+    gint64 py, gint64 x0, gint64 x1, gint64 y0, gint64 y1)
+{
+  const gint nc = self->n_classes, w = self->frame_width;
+  const gsize need = (gsize) w * self->frame_height * nc * sizeof (gfloat);
+  const gsize stride = STITCH_BLEND_STRIDE (nc);
+  GstMapInfo map;
+  const gfloat *data;
+  gpointer copy = NULL;
+  gint64 y;
+
+  if (!gst_buffer_map (buffer, &map, GST_MAP_READ)) {
+    GST_ELEMENT_ERROR (self, RESOURCE, READ, ("Could not map buffer."),
+        (NULL));
+    return FALSE;
+  }
+  if (map.size < need) {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        ("Probability tensor holds %" G_GSIZE_FORMAT " bytes but dimensions "
+            "%d:%d:%d:1 need %" G_GSIZE_FORMAT ".", map.size, nc, w,
+            self->frame_height, need), (NULL));
+    gst_buffer_unmap (buffer, &map);
+    return FALSE;
+  }
+  data = (const gfloat *) map.data;
+  if (((guintptr) map.data) % G_ALIGNOF (gfloat))
+    data = copy = g_memdup2 (map.data, need);
+  for (y = y0; y < y1; y++) {
+    gfloat *dst = (gfloat *) self->band[py + y - self->band_top] +
+        (gsize) (px + x0) * stride;
+    stitch_blend_accumulate (self->blend_mode, dst,
+        data + ((gsize) y * w + x0) * nc, self->weight_x + x0,
+        self->weight_y[y], (gint) (x1 - x0), nc);
+  }
+  g_free (copy);
+  gst_buffer_unmap (buffer, &map);
+  return TRUE;
+}
+
 static GstFlowReturn
 gst_stitch_sink_render (GstBaseSink * sink, GstBuffer * buffer)
 {
@@ -647,7 +892,7 @@ gst_stitch_sink_render (GstBaseSink * sink, GstBuffer * buffer)
         ("buffer %" GST_PTR_FORMAT " carries no GstWsiTileMeta", buffer));
     return GST_FLOW_ERROR;
   }
-  if (GST_VIDEO_INFO_FORMAT (&self->info) == GST_VIDEO_FORMAT_UNKNOWN) {
+  if (!self->negotiated) {
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL),
         ("buffer before caps"));
     return GST_FLOW_NOT_NEGOTIATED;
@@ -655,14 +900,11 @@ gst_stitch_sink_render (GstBaseSink * sink, GstBuffer * buffer)
 
   /* A copy adjusted to the negotiated size (a videoscale keeps the meta). */
   m = *meta;
-  gst_wsi_tile_meta_fit_to_size (&m, GST_VIDEO_INFO_WIDTH (&self->info),
-      GST_VIDEO_INFO_HEIGHT (&self->info));
-  if (m.width != GST_VIDEO_INFO_WIDTH (&self->info)
-      || m.height != GST_VIDEO_INFO_HEIGHT (&self->info)) {
+  gst_wsi_tile_meta_fit_to_size (&m, self->frame_width, self->frame_height);
+  if (m.width != self->frame_width || m.height != self->frame_height) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT,
         ("Tile metadata says %dx%d but the frame is %dx%d.", m.width, m.height,
-            GST_VIDEO_INFO_WIDTH (&self->info),
-            GST_VIDEO_INFO_HEIGHT (&self->info)), (NULL));
+            self->frame_width, self->frame_height), (NULL));
     return GST_FLOW_ERROR;
   }
   if (!validate_meta (self, &m))
@@ -700,6 +942,12 @@ gst_stitch_sink_render (GstBaseSink * sink, GstBuffer * buffer)
             "is at level %d, downsample %g): one output has one level.",
             m.level, m.downsample, self->level, self->downsample), (NULL));
     return GST_FLOW_ERROR;
+  } else if (self->n_classes != self->n_classes_img) {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        ("Number of classes changed mid-image from %d to %d (0: labels or "
+            "RGB); one image takes one kind of input.", self->n_classes_img,
+            self->n_classes), (NULL));
+    return GST_FLOW_ERROR;
   } else if (self->channels != self->channels_img
       || self->bytes_per_sample != self->bytes_per_sample_img) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT,
@@ -734,10 +982,18 @@ gst_stitch_sink_render (GstBaseSink * sink, GstBuffer * buffer)
   first_row = m.row == 0;
   last_col = m.grid_cols > 0 && m.col == m.grid_cols - 1;
   last_row = m.grid_rows > 0 && m.row == m.grid_rows - 1;
-  crop_span (m.width, m.overlap, m.pad_left, m.valid_width, px, self->width,
-      first_col, last_col, &x0, &x1);
-  crop_span (m.height, m.overlap, m.pad_top, m.valid_height, py, self->height,
-      first_row, last_row, &y0, &y1);
+  if (self->blend_mode == STITCH_BLEND_CROP) {
+    crop_span (m.width, m.overlap, m.pad_left, m.valid_width, px, self->width,
+        first_col, last_col, &x0, &x1);
+    crop_span (m.height, m.overlap, m.pad_top, m.valid_height, py,
+        self->height, first_row, last_row, &y0, &y1);
+  } else {
+    /* blending keeps every valid pixel inside the region */
+    crop_span (m.width, 0, m.pad_left, m.valid_width, px, self->width,
+        TRUE, TRUE, &x0, &x1);
+    crop_span (m.height, 0, m.pad_top, m.valid_height, py, self->height,
+        TRUE, TRUE, &y0, &y1);
+  }
 
   if (py + y0 < self->band_top && y1 > y0) {
     if (!self->order_warned)
@@ -756,6 +1012,12 @@ gst_stitch_sink_render (GstBaseSink * sink, GstBuffer * buffer)
           ("Out of memory for the stitching band."), (NULL));
       return GST_FLOW_ERROR;
     }
+    if (self->n_classes > 0) {
+      if (!render_probabilities (self, buffer, px, py, x0, x1, y0, y1))
+        return GST_FLOW_ERROR;
+      self->extent = MAX (self->extent, py + y1);
+      goto done;
+    }
     if (!gst_video_frame_map (&frame, &self->info, buffer, GST_MAP_READ)) {
       GST_ELEMENT_ERROR (self, RESOURCE, READ, ("Could not map buffer."),
           (NULL));
@@ -771,6 +1033,7 @@ gst_stitch_sink_render (GstBaseSink * sink, GstBuffer * buffer)
     self->extent = MAX (self->extent, py + y1);
   }
 
+done:
   self->patches++;
   self->patches_since_message++;
   /* kept monotone: a serpentine producer walks columns backwards */
@@ -794,23 +1057,219 @@ gst_stitch_sink_render (GstBaseSink * sink, GstBuffer * buffer)
 
 /* ---- base sink ---- */
 
+/* Parses "C:W:H:1" (innermost first; a missing trailing 1 is accepted). */
+static gboolean
+parse_tensor_dims (const gchar * dims, gint * classes, gint * w, gint * h)
+{
+  gchar **parts;
+  guint n, i;
+  gint64 v[4] = { 1, 1, 1, 1 };
+  gboolean ok;
+
+  if (!dims)
+    return FALSE;
+  parts = g_strsplit (dims, ":", -1);
+  n = g_strv_length (parts);
+  ok = n >= 3 && n <= 4;
+  for (i = 0; ok && i < n; i++) {
+    gchar *end = NULL;
+    v[i] = g_ascii_strtoll (parts[i], &end, 10);
+    ok = end && end != parts[i] && *end == '\0' && v[i] > 0 && v[i] <= 65536;
+  }
+  g_strfreev (parts);
+  if (!ok || v[0] > MAX_CLASSES || v[3] != 1)
+    return FALSE;
+  *classes = (gint) v[0];
+  *w = (gint) v[1];
+  *h = (gint) v[2];
+  return TRUE;
+}
+
+/* The "classes" property ("name:#rrggbb,...") of the nearest upstream
+ * element that has one (segment-fcn), following single-input elements. */
+static gchar *
+upstream_classes (GstStitchSink * self)
+{
+  GstPad *pad = gst_object_ref (GST_BASE_SINK_PAD (self));
+  gchar *classes = NULL;
+  gint hops;
+
+  for (hops = 0; hops < 16 && pad && !classes; hops++) {
+    GstPad *peer = gst_pad_get_peer (pad);
+    GstElement *up;
+    GParamSpec *pspec;
+
+    gst_object_unref (pad);
+    pad = NULL;
+    if (!peer)
+      break;
+    up = gst_pad_get_parent_element (peer);
+    gst_object_unref (peer);
+    if (!up)
+      break;
+    pspec = g_object_class_find_property (G_OBJECT_GET_CLASS (up), "classes");
+    if (pspec && pspec->value_type == G_TYPE_STRING
+        && (pspec->flags & G_PARAM_READABLE)) {
+      g_object_get (up, "classes", &classes, NULL);
+    } else {
+      GST_OBJECT_LOCK (up);
+      if (up->numsinkpads == 1)
+        pad = gst_object_ref (up->sinkpads->data);
+      GST_OBJECT_UNLOCK (up);
+    }
+    gst_object_unref (up);
+  }
+  if (pad)
+    gst_object_unref (pad);
+  if (classes && !*classes)
+    g_clear_pointer (&classes, g_free);
+  return classes;
+}
+
+/* Class names and colours from upstream when the properties leave them
+ * unset (names and colours are taken independently). */
+static void
+style_from_upstream (GstStitchSink * self)
+{
+  gchar *classes, **items;
+  guint i, n;
+  gboolean want_names = self->style.n_names == 0;
+  gboolean want_colors = self->style.n_colors == 0;
+
+  if (!want_names && !want_colors)
+    return;
+  classes = upstream_classes (self);
+  if (!classes)
+    return;
+  items = g_strsplit (classes, ",", -1);
+  n = g_strv_length (items);
+  if (want_names) {
+    self->style.names = g_new0 (gchar *, n + 1);
+    self->style.n_names = n;
+  }
+  if (want_colors) {
+    self->style.colors = g_new0 (guint32, n);
+    self->style.n_colors = n;
+  }
+  for (i = 0; i < n; i++) {
+    gchar *colon = strrchr (items[i], ':');
+    guint32 color = stitch_overlay_class_color (NULL, i);
+    if (colon) {
+      gchar *end = NULL;
+      const gchar *hex = colon[1] == '#' ? colon + 2 : colon + 1;
+      guint64 c = g_ascii_strtoull (hex, &end, 16);
+      if (end && end != hex && *end == '\0' && c <= 0xffffff)
+        color = (guint32) c;
+      *colon = '\0';
+    }
+    if (want_names)
+      self->style.names[i] = g_strdup (g_strstrip (items[i]));
+    if (want_colors)
+      self->style.colors[i] = color;
+  }
+  GST_INFO_OBJECT (self, "class names/colours from upstream: %s", classes);
+  g_strfreev (items);
+  g_free (classes);
+}
+
 static gboolean
 gst_stitch_sink_set_caps (GstBaseSink * sink, GstCaps * caps)
 {
   GstStitchSink *self = GST_STITCH_SINK (sink);
-  GstVideoInfo info;
-  const GstVideoFormatInfo *finfo;
+  GstStructure *s = gst_caps_get_structure (caps, 0);
+  GstStitchSinkBlend blend;
+  gdouble sigma;
+  guint prob_class;
+  gboolean want_prob, want_geojson;
+  gint nc = 0, w = 0, h = 0;
 
-  if (!gst_video_info_from_caps (&info, caps)) {
-    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL),
-        ("invalid caps %" GST_PTR_FORMAT, caps));
-    return FALSE;
+  GST_OBJECT_LOCK (self);
+  blend = self->blend;
+  sigma = self->sigma;
+  prob_class = self->probability_class;
+  want_prob = self->probability_location != NULL;
+  want_geojson = self->geojson_location != NULL;
+  GST_OBJECT_UNLOCK (self);
+
+  if (gst_structure_has_name (s, "other/tensors")) {
+    const gchar *types = gst_structure_get_string (s, "types");
+    gint n = 0;
+    if (!gst_structure_get_int (s, "num_tensors", &n) || n != 1
+        || g_strcmp0 (types, "float32") != 0
+        || !parse_tensor_dims (gst_structure_get_string (s, "dimensions"),
+            &nc, &w, &h)) {
+      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+          ("stitchsink takes one float32 probability tensor with dimensions "
+              "C:W:H:1 (C classes interleaved per pixel, 1 <= C <= %d), as "
+              "segment-fcn output=probabilities emits; got dimensions '%s'.",
+              MAX_CLASSES, GST_STR_NULL (gst_structure_get_string (s,
+                      "dimensions"))), ("caps %" GST_PTR_FORMAT, caps));
+      return FALSE;
+    }
+    if (want_prob && (nc > 1 ? prob_class >= (guint) nc : prob_class > 1)) {
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+          ("probability-class=%u but the tensors have %d class%s.", prob_class,
+              nc, nc > 1 ? "es" : " (a one-class map: 0 or 1)"), (NULL));
+      return FALSE;
+    }
+    self->channels = 1;
+    self->bytes_per_sample = 1;
+    self->bpp = (gint) (STITCH_BLEND_STRIDE (nc) * sizeof (gfloat));
+    gst_video_info_init (&self->info);
+  } else {
+    GstVideoInfo info;
+    const GstVideoFormatInfo *finfo;
+
+    if (!gst_video_info_from_caps (&info, caps)) {
+      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL),
+          ("invalid caps %" GST_PTR_FORMAT, caps));
+      return FALSE;
+    }
+    finfo = info.finfo;
+    if (blend != GST_STITCH_SINK_BLEND_CROP) {
+      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+          ("blend=%s needs probability tensors (segment-fcn "
+              "output=probabilities); %s patches can only be cropped: use "
+              "blend=crop.", blend == GST_STITCH_SINK_BLEND_AVERAGE ?
+              "average" : "gaussian", gst_video_format_to_string
+              (GST_VIDEO_INFO_FORMAT (&info))), (NULL));
+      return FALSE;
+    }
+    if (want_prob) {
+      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+          ("probability-location needs probability tensors (segment-fcn "
+              "output=probabilities), not %s patches.",
+              gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (&info))),
+          (NULL));
+      return FALSE;
+    }
+    if (want_geojson && GST_VIDEO_INFO_FORMAT (&info) == GST_VIDEO_FORMAT_RGB) {
+      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+          ("geojson-location needs labels (GRAY8/GRAY16_LE) or probability "
+              "tensors, not RGB patches."), (NULL));
+      return FALSE;
+    }
+    self->info = info;
+    w = GST_VIDEO_INFO_WIDTH (&info);
+    h = GST_VIDEO_INFO_HEIGHT (&info);
+    self->channels = GST_VIDEO_FORMAT_INFO_N_COMPONENTS (finfo);
+    self->bytes_per_sample = GST_VIDEO_FORMAT_INFO_DEPTH (finfo, 0) > 8 ? 2 : 1;
+    self->bpp = self->channels * self->bytes_per_sample;
   }
-  finfo = info.finfo;
-  self->info = info;
-  self->channels = GST_VIDEO_FORMAT_INFO_N_COMPONENTS (finfo);
-  self->bytes_per_sample = GST_VIDEO_FORMAT_INFO_DEPTH (finfo, 0) > 8 ? 2 : 1;
-  self->bpp = self->channels * self->bytes_per_sample;
+
+  self->n_classes = nc;
+  self->frame_width = w;
+  self->frame_height = h;
+  self->blend_mode = (StitchBlendMode) blend;
+  g_free (self->weight_x);
+  g_free (self->weight_y);
+  self->weight_x = g_new (gfloat, w);
+  self->weight_y = g_new (gfloat, h);
+  stitch_blend_weights (self->blend_mode, w, sigma, self->weight_x);
+  stitch_blend_weights (self->blend_mode, h, sigma, self->weight_y);
+  if (self->channels == 1)
+    style_from_upstream (self);
+  self->negotiated = TRUE;
   return TRUE;
 }
 
@@ -827,12 +1286,15 @@ gst_stitch_sink_start (GstBaseSink * sink)
 {
   GstStitchSink *self = GST_STITCH_SINK (sink);
   GError *err = NULL;
-  gchar *location, *overlay_location, *names, *colors;
+  gchar *location, *overlay_location, *prob_location, *geojson_location;
+  gchar *names, *colors;
   gboolean ok = TRUE;
 
   GST_OBJECT_LOCK (self);
   location = g_strdup (self->location);
   overlay_location = g_strdup (self->overlay_location);
+  prob_location = g_strdup (self->probability_location);
+  geojson_location = g_strdup (self->geojson_location);
   names = g_strdup (self->class_names);
   colors = g_strdup (self->class_colors);
   self->style.opacity = self->overlay_opacity;
@@ -851,22 +1313,35 @@ gst_stitch_sink_start (GstBaseSink * sink)
     g_clear_error (&err);
     ok = FALSE;
   } else {
+    /* every extra output follows location's pattern */
+    const gchar *extra[3] = { overlay_location, prob_location,
+      geojson_location
+    };
+    const gchar *extra_names[3] = { "overlay-location",
+      "probability-location", "geojson-location"
+    };
     gchar *t = expand_location (location, 0, NULL, NULL, &err);
-    if (t && overlay_location) {
-      g_free (t);
-      t = expand_location (overlay_location, 0, NULL, NULL, &err);
-    }
+    guint i;
+
     g_free (t);
+    for (i = 0; i < G_N_ELEMENTS (extra) && !err; i++) {
+      if (!extra[i])
+        continue;
+      t = expand_location (extra[i], 0, NULL, NULL, &err);
+      g_free (t);
+      if (!err && location_has_pattern (location)
+          && !location_has_pattern (extra[i])) {
+        GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+            ("location '%s' is a pattern but %s '%s' is not: give both a "
+                "%%d or %%s.", location, extra_names[i], extra[i]), (NULL));
+        ok = FALSE;
+        break;
+      }
+    }
     if (err) {
       GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", err->message),
           (NULL));
       g_clear_error (&err);
-      ok = FALSE;
-    } else if (overlay_location && location_has_pattern (location)
-        && !location_has_pattern (overlay_location)) {
-      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
-          ("location '%s' is a pattern but overlay-location '%s' is not: "
-              "give both a %%d or %%s.", location, overlay_location), (NULL));
       ok = FALSE;
     }
   }
@@ -879,10 +1354,13 @@ gst_stitch_sink_start (GstBaseSink * sink)
   }
   g_free (location);
   g_free (overlay_location);
+  g_free (prob_location);
+  g_free (geojson_location);
   g_free (names);
   g_free (colors);
 
   gst_video_info_init (&self->info);
+  self->negotiated = FALSE;
   image_reset (self);
   self->image_index = 0;
   self->any_tile = FALSE;
@@ -982,6 +1460,30 @@ gst_stitch_sink_set_property (GObject * object, guint prop_id,
     case PROP_PROGRESS_INTERVAL:
       self->progress_interval = g_value_get_uint (value);
       break;
+    case PROP_SIGMA:
+      self->sigma = g_value_get_double (value);
+      break;
+    case PROP_PROBABILITY_LOCATION:
+      g_free (self->probability_location);
+      self->probability_location = g_value_dup_string (value);
+      if (self->probability_location && !*self->probability_location)
+        g_clear_pointer (&self->probability_location, g_free);
+      break;
+    case PROP_PROBABILITY_CLASS:
+      self->probability_class = g_value_get_uint (value);
+      break;
+    case PROP_GEOJSON_LOCATION:
+      g_free (self->geojson_location);
+      self->geojson_location = g_value_dup_string (value);
+      if (self->geojson_location && !*self->geojson_location)
+        g_clear_pointer (&self->geojson_location, g_free);
+      break;
+    case PROP_GEOJSON_OBJECT_TYPE:
+      self->geojson_object_type = g_value_get_enum (value);
+      break;
+    case PROP_GEOJSON_MIN_AREA:
+      self->geojson_min_area = g_value_get_uint64 (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -1027,6 +1529,24 @@ gst_stitch_sink_get_property (GObject * object, guint prop_id,
     case PROP_PROGRESS_INTERVAL:
       g_value_set_uint (value, self->progress_interval);
       break;
+    case PROP_SIGMA:
+      g_value_set_double (value, self->sigma);
+      break;
+    case PROP_PROBABILITY_LOCATION:
+      g_value_set_string (value, self->probability_location);
+      break;
+    case PROP_PROBABILITY_CLASS:
+      g_value_set_uint (value, self->probability_class);
+      break;
+    case PROP_GEOJSON_LOCATION:
+      g_value_set_string (value, self->geojson_location);
+      break;
+    case PROP_GEOJSON_OBJECT_TYPE:
+      g_value_set_enum (value, self->geojson_object_type);
+      break;
+    case PROP_GEOJSON_MIN_AREA:
+      g_value_set_uint64 (value, self->geojson_min_area);
+      break;
     case PROP_MAX_BAND_ROWS:
       g_value_set_uint64 (value, self->max_band_rows);
       break;
@@ -1051,6 +1571,10 @@ gst_stitch_sink_finalize (GObject * object)
   g_free (self->overlay_location);
   g_free (self->class_names);
   g_free (self->class_colors);
+  g_free (self->probability_location);
+  g_free (self->geojson_location);
+  g_free (self->weight_x);
+  g_free (self->weight_y);
   G_OBJECT_CLASS (gst_stitch_sink_parent_class)->finalize (object);
 }
 
@@ -1081,7 +1605,8 @@ gst_stitch_sink_class_init (GstStitchSinkClass * klass)
           "colour and a legend (same patterns as location)", NULL, rw));
   g_object_class_install_property (gobject_class, PROP_BLEND,
       g_param_spec_enum ("blend", "Blend",
-          "How overlapping patches are combined", GST_TYPE_STITCH_SINK_BLEND,
+          "How overlapping patches are combined (average and gaussian need "
+          "probability tensors)", GST_TYPE_STITCH_SINK_BLEND,
           DEFAULT_BLEND, rw));
   g_object_class_install_property (gobject_class, PROP_BACKGROUND,
       g_param_spec_int ("background", "Background",
@@ -1116,6 +1641,34 @@ gst_stitch_sink_class_init (GstStitchSinkClass * klass)
           "Post a stitchsink-progress message every this many patches (and "
           "whenever a band of rows is written); 0 = on bands only",
           0, G_MAXUINT, DEFAULT_PROGRESS_INTERVAL, rw));
+  g_object_class_install_property (gobject_class, PROP_SIGMA,
+      g_param_spec_double ("sigma", "Gaussian sigma",
+          "blend=gaussian: standard deviation of the patch weight in level "
+          "pixels; 0 = patch side / 8 (per axis)", 0.0, 65536.0,
+          DEFAULT_SIGMA, rw));
+  g_object_class_install_property (gobject_class, PROP_PROBABILITY_LOCATION,
+      g_param_spec_string ("probability-location", "Probability location",
+          "Optional GRAY8 PNG of the blended probability of "
+          "probability-class (0..255); probability input only (same "
+          "patterns as location)", NULL, rw));
+  g_object_class_install_property (gobject_class, PROP_PROBABILITY_CLASS,
+      g_param_spec_uint ("probability-class", "Probability class",
+          "Class whose probability probability-location shows (for a "
+          "one-class map: 1 the map, 0 its complement)", 0, MAX_CLASSES - 1,
+          DEFAULT_PROBABILITY_CLASS, rw));
+  g_object_class_install_property (gobject_class, PROP_GEOJSON_LOCATION,
+      g_param_spec_string ("geojson-location", "GeoJSON location",
+          "Optional GeoJSON FeatureCollection of the per-class regions of "
+          "the label image (QuPath convention, level-0 pixel coordinates; "
+          "same patterns as location)", NULL, rw));
+  g_object_class_install_property (gobject_class, PROP_GEOJSON_OBJECT_TYPE,
+      g_param_spec_enum ("geojson-object-type", "GeoJSON object type",
+          "QuPath objectType of the exported regions",
+          GST_TYPE_STITCH_SINK_OBJECT_TYPE, DEFAULT_GEOJSON_OBJECT_TYPE, rw));
+  g_object_class_install_property (gobject_class, PROP_GEOJSON_MIN_AREA,
+      g_param_spec_uint64 ("geojson-min-area", "GeoJSON minimum area",
+          "Regions smaller than this many level pixels are not exported",
+          0, G_MAXUINT64, DEFAULT_GEOJSON_MIN_AREA, rw));
   g_object_class_install_property (gobject_class, PROP_MAX_BAND_ROWS,
       g_param_spec_uint64 ("max-band-rows", "Peak band rows",
           "Most full-width rows held in memory at once since start",
@@ -1138,6 +1691,7 @@ gst_stitch_sink_class_init (GstStitchSinkClass * klass)
   basesink_class->event = GST_DEBUG_FUNCPTR (gst_stitch_sink_event);
 
   gst_type_mark_as_plugin_api (GST_TYPE_STITCH_SINK_BLEND, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_STITCH_SINK_OBJECT_TYPE, 0);
 }
 
 static void
@@ -1149,6 +1703,10 @@ gst_stitch_sink_init (GstStitchSink * self)
   self->overlay_max_size = DEFAULT_OVERLAY_MAX_SIZE;
   self->overlay_opacity = DEFAULT_OVERLAY_OPACITY;
   self->progress_interval = DEFAULT_PROGRESS_INTERVAL;
+  self->sigma = DEFAULT_SIGMA;
+  self->probability_class = DEFAULT_PROBABILITY_CLASS;
+  self->geojson_object_type = DEFAULT_GEOJSON_OBJECT_TYPE;
+  self->geojson_min_area = DEFAULT_GEOJSON_MIN_AREA;
   gst_video_info_init (&self->info);
   gst_base_sink_set_sync (GST_BASE_SINK (self), FALSE);
   /* no reason to keep the last patch alive */

@@ -18,6 +18,7 @@ plugin_init (GstPlugin * plugin)
   ok |= GST_ELEMENT_REGISTER (colornorm, plugin);
   ok |= GST_ELEMENT_REGISTER (labelpatch, plugin);
   ok |= GST_ELEMENT_REGISTER (segment_fcn, plugin);
+  ok |= GST_ELEMENT_REGISTER (segeval, plugin);
   return ok;
 }
 

@@ -28,6 +28,8 @@ static gfloat srgb_to_linear[256];
 static gfloat lab_f_tab[CURVE_N + 2];
 static gfloat srgb_tab[CURVE_N + 2];
 static gfloat od_of_u8[256];
+/* Reinhard background weight by the darkest channel value (see header). */
+static gfloat bg_weight[256];
 /* Rows pre-divided by the white point: lab_m . rgb_lin = XYZ / white. */
 static gfloat lab_m[3][3];
 /* XYZ (times white) back to linear RGB. */
@@ -67,6 +69,9 @@ wsi_color_init (void)
       srgb_to_linear[i] = (gfloat) (c > 0.04045 ?
           pow ((c + 0.055) / 1.055, 2.4) : c / 12.92);
       od_of_u8[i] = (gfloat) (-log ((i + 1) / WSI_OD_I0));
+      bg_weight[i] = (gfloat) CLAMP ((-log ((i + 1) / WSI_OD_I0) -
+              WSI_BACKGROUND_OD) / (WSI_TISSUE_OD - WSI_BACKGROUND_OD), 0.0,
+          1.0);
     }
     for (i = 0; i <= CURVE_N + 1; i++) {
       gdouble u = (gdouble) i / CURVE_N, t = MIN (u * u, 1.0);
@@ -539,6 +544,7 @@ wsi_reinhard_map (const WsiLabStats * src, const WsiLabStats * tgt,
     map->gain[c] = (gfloat) g;
     map->offset[c] = (gfloat) (tgt->mean[c] - src->mean[c] * g);
   }
+  map->keep_background = TRUE;
 }
 
 void
@@ -564,6 +570,12 @@ wsi_reinhard_row (const guint8 * in, gfloat * out, gint n,
     for (c = 0; c < 3; c++)
       out[c] = linear_to_srgb255 (rgb_m[c][0] * X + rgb_m[c][1] * Y +
           rgb_m[c][2] * Z);
+    if (map->keep_background) {
+      guint8 m = MIN (MIN (in[0], in[1]), in[2]);
+      gfloat w = bg_weight[m];
+      for (c = 0; c < 3; c++)
+        out[c] = in[c] + w * (out[c] - in[c]);
+    }
   }
 }
 

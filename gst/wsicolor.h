@@ -76,10 +76,17 @@ gboolean wsi_macenko_fit (const WsiStainAcc * acc, WsiStainParams * out);
 /* numpy-style percentile (linear interpolation); reorders @v. */
 gdouble wsi_percentile (gfloat * v, gsize n, gdouble p);
 
+/* Reinhard background: a pixel whose largest OD (darkest channel) is
+ * <= WSI_BACKGROUND_OD (all channels >= 243) keeps its colour, one with
+ * largest OD >= WSI_TISSUE_OD (some channel <= 219) is fully normalised,
+ * linear in that OD in between. */
+#define WSI_BACKGROUND_OD 0.05
+
 /* Reinhard: L*a*b*' = L*a*b* * gain + offset per channel. */
 typedef struct
 {
   gfloat gain[3], offset[3];
+  gboolean keep_background;
 } WsiReinhardMap;
 
 void wsi_reinhard_map (const WsiLabStats * src, const WsiLabStats * tgt,

@@ -195,6 +195,9 @@ load_params (WsiModel * m, WsiSafetensors * st, char *err, size_t errlen)
   if (used != wsi_safetensors_n_tensors (st)) {
     for (size_t i = 0; i < wsi_safetensors_n_tensors (st); i++) {
       const WsiTensor *t = wsi_safetensors_tensor (st, i);
+      /* optimiser state of a training checkpoint (docs/training.md) */
+      if (g_str_has_prefix (t->name, "__optim__."))
+        continue;
       if (!wsinn_net_find_param (m->net, t->name)) {
         snprintf (err, errlen, "unexpected tensor '%s' for arch %s", t->name,
             m->info.arch);
@@ -206,28 +209,78 @@ load_params (WsiModel * m, WsiSafetensors * st, char *err, size_t errlen)
   return 0;
 }
 
+/* Checks the metadata and builds the architecture spec from it. */
+static WsiSafetensors *
+open_with_spec (const char *path, wsinn_spec * spec, char *err, size_t errlen)
+{
+  WsiSafetensors *st = wsi_safetensors_open (path, err, errlen);
+
+  if (!st)
+    return NULL;
+  if (wsi_safetensors_check_model_metadata (st, err, errlen) != 0)
+    goto fail;
+  wsinn_spec_init (spec);
+  for (size_t i = 0; i < wsi_safetensors_n_metadata (st); i++) {
+    const char *key = wsi_safetensors_metadata_key (st, i);
+    if (is_info_key (key) || g_str_has_prefix (key, "train_"))
+      continue;
+    if (wsinn_spec_set (spec, key, wsi_safetensors_metadata (st, key), err,
+            errlen) != 0)
+      goto fail;
+  }
+  return st;
+fail:
+  wsi_safetensors_free (st);
+  return NULL;
+}
+
+static void
+info_clear (WsiModelInfo * info)
+{
+  g_strfreev (info->class_names);
+  g_free (info->class_colors);
+  memset (info, 0, sizeof *info);
+}
+
+int
+wsi_model_info_load (const char *path, WsiModelInfo * info, char *err,
+    size_t errlen)
+{
+  WsiModel tmp = { 0 };
+  wsinn_spec spec;
+  WsiSafetensors *st = open_with_spec (path, &spec, err, errlen);
+  int ret;
+
+  memset (info, 0, sizeof *info);
+  if (!st)
+    return -1;
+  ret = read_info (&tmp, st, &spec, err, errlen);
+  wsi_safetensors_free (st);
+  if (ret != 0) {
+    info_clear (&tmp.info);
+    return -1;
+  }
+  *info = tmp.info;
+  return 0;
+}
+
+void
+wsi_model_info_clear (WsiModelInfo * info)
+{
+  info_clear (info);
+}
+
 WsiModel *
 wsi_model_load (const char *path, int threads, char *err, size_t errlen)
 {
-  WsiSafetensors *st = wsi_safetensors_open (path, err, errlen);
   WsiModel *m;
   wsinn_spec spec;
+  WsiSafetensors *st = open_with_spec (path, &spec, err, errlen);
 
   if (!st)
     return NULL;
   m = g_new0 (WsiModel, 1);
   m->threads = threads;
-  if (wsi_safetensors_check_model_metadata (st, err, errlen) != 0)
-    goto fail;
-  wsinn_spec_init (&spec);
-  for (size_t i = 0; i < wsi_safetensors_n_metadata (st); i++) {
-    const char *key = wsi_safetensors_metadata_key (st, i);
-    if (is_info_key (key))
-      continue;
-    if (wsinn_spec_set (&spec, key, wsi_safetensors_metadata (st, key), err,
-            errlen) != 0)
-      goto fail;
-  }
   spec.output = WSINN_OUTPUT_PROBS;
   m->net = wsinn_net_new_from_spec (&spec, err, errlen);
   if (!m->net)
@@ -297,7 +350,6 @@ wsi_model_free (WsiModel * model)
     return;
   if (model->net)
     wsinn_net_free (model->net);
-  g_strfreev (model->info.class_names);
-  g_free (model->info.class_colors);
+  info_clear (&model->info);
   g_free (model);
 }

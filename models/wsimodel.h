@@ -49,6 +49,12 @@ void wsi_model_preprocess (const WsiModelInfo * info, const uint8_t * rgb,
 
 void wsi_model_free (WsiModel * model);
 
+/* Reads only the facts (metadata) of a model file or checkpoint, e.g. for
+ * training; free with wsi_model_info_clear(). Returns 0 on success. */
+int wsi_model_info_load (const char *path, WsiModelInfo * info, char *err,
+    size_t errlen);
+void wsi_model_info_clear (WsiModelInfo * info);
+
 #ifdef __cplusplus
 }
 #endif

@@ -19,7 +19,7 @@ for s in $SIZES; do
   out=$CACHE/stitched-$s.png
   log=$CACHE/time-$s.txt
   /usr/bin/time -f '%M %e' -o "$log" gst-launch-1.0 -q slidesrc location="$tif" level=0 \
-    tile-width=1024 tile-height=1024 ! patchify patch-size=512 overlap=64 ! \
+    tile-width=2048 tile-height=256 ! patchify patch-size=256 overlap=32 ! \
     stitchsink location="$out" compression-level=1
   read -r rss_kb wall < "$log"
   mp=$(( s * s / 1000000 ))

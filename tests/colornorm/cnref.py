@@ -27,8 +27,9 @@ def lab_stats(rgb):
     return lab.mean(axis=0), lab.std(axis=0)
 
 
-def reinhard(rgb, src_mean, src_std, tgt_mean, tgt_std):
-    """Float RGB in [0, 255]."""
+def reinhard(rgb, src_mean, src_std, tgt_mean, tgt_std, keep_background=True):
+    """Float RGB in [0, 255]. keep_background: blend back to the input by the
+    weight clip((max OD - 0.05) / (0.15 - 0.05), 0, 1)."""
     lab = skimage.color.rgb2lab(rgb)
     src_std = np.where(np.asarray(src_std) > 1e-3, src_std, np.asarray(tgt_std))
     lab = (lab - src_mean) / src_std * tgt_std + tgt_mean
@@ -44,7 +45,11 @@ def reinhard(rgb, src_mean, src_std, tgt_mean, tgt_std):
     lin = np.clip(xyz @ np.linalg.inv(m).T, 0.0, 1.0)
     srgb = np.where(lin > 0.0031308, 1.055 * np.power(lin, 1 / 2.4) - 0.055,
                     12.92 * lin)
-    return srgb * 255.0
+    out = srgb * 255.0
+    if keep_background:
+        w = np.clip((od(rgb).max(axis=-1) - 0.05) / 0.10, 0.0, 1.0)[..., None]
+        out = rgb + w * (out - rgb)
+    return out
 
 
 def macenko_fit(rgb, alpha=1.0, pmax=99.0):

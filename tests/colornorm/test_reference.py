@@ -69,6 +69,14 @@ c.check(err11 <= 2 * TENSOR_TOL, "reinhard tensor-scale=rescale11", f"max err {e
 c.check(verr <= 0.5 + 0.02, "reinhard video output = rounded reference",
         f"max err {verr:.3f} grey levels")
 
+# keep-background=false: plain Reinhard on every pixel
+out, _ = cnrun.run(P[:2], f"mode=reinhard fit=per-patch keep-background=false {tprops}", tmp=tmp)
+err = max(np.abs(out[i] - cnref.reinhard(p, *cnref.lab_stats(p), tm, ts,
+                                         keep_background=False) / 255).max()
+          for i, p in enumerate(P[:2]))
+c.check(err <= TENSOR_TOL, "reinhard keep-background=false = plain reference",
+        f"max err {err * 255:.4f} grey levels")
+
 # --- Macenko, per patch -------------------------------------------------
 he_t = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]])
 he_t /= np.linalg.norm(he_t, axis=1, keepdims=True)
@@ -109,6 +117,10 @@ err = max(np.abs(out[i] - cnref.reinhard(q, sm, ss, tm, ts) / 255).max()
           for i, q in enumerate(seq))
 c.check(err <= TENSOR_TOL, "reinhard fit-once: every patch (incl. held ones) uses it",
         f"max err {err * 255:.4f} grey levels")
+white = np.all(bg >= 243, axis=-1)
+c.check(white.sum() > 1000 and np.abs(out[0][white] * 255 - bg[white]).max() < 0.01,
+        "reinhard keeps near-white background (all channels >= 243) unchanged",
+        f"{white.sum()} pixels")
 
 out, pr = cnrun.run(seq, f"mode=macenko fit=first-patches fit-patches=3 {mprops}", tmp=tmp)
 fit = cnref.macenko_fit(first3)

@@ -9,6 +9,7 @@ non-trivial BatchNorm statistics is exported as a model file; wsinn-infer
 - batch: a batch of 3 gives the same output as 3 runs of batch 1.
 usage: test_parity.py WSINN_INFER [filter]"""
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -132,6 +133,7 @@ def main():
                 f"worst {worst_name} {worst:.2e}")
         e = rel_err(np.asarray(g["input"]), nhwc(xt.grad))
         c.check(e < 5e-3, f"{name}: input gradient", f"{e:.2e}")
+    shutil.rmtree(tmp, ignore_errors=True)
     if c.count == 0:
         print("no configuration matched the filter")
         sys.exit(1)

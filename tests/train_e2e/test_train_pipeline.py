@@ -1,0 +1,125 @@
+"""Training inside the pipeline: a PNG dataset (generated: bright discs on
+textured background, with 0/255 masks) goes through slidesrc ! patchify !
+tee; one branch colornorm ! seg.sink, the other labelpatch ! seg.annotation;
+segment-fcn mode=train backpropagates. Shown: the loss falls, checkpoints are
+written, a resumed run continues the step count and its loss curve, the
+trained model segments held-out images, and bad annotation input gives
+errors naming the file and patch."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+
+import wsitest
+
+c = wsitest.Checks()
+tmp = wsitest.tmpdir()
+REF = os.path.join(wsitest.SOURCE_ROOT, "models", "reference")
+rng = np.random.default_rng(0)
+
+
+def write_png(path, arr):
+    import skimage.io
+    skimage.io.imsave(path, arr, check_contrast=False)
+
+
+def make_dataset(folder, n, size=96):
+    os.makedirs(os.path.join(folder, "images"))
+    os.makedirs(os.path.join(folder, "masks"))
+    for i in range(n):
+        img = rng.normal(120, 25, (size, size, 3))
+        mask = np.zeros((size, size), np.uint8)
+        yy, xx = np.mgrid[0:size, 0:size]
+        for _ in range(3):
+            cy, cx, r = rng.integers(12, size - 12), rng.integers(12, size - 12), rng.integers(6, 12)
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+            mask[disc] = 255
+            img[disc] = rng.normal([200, 90, 180], 20, (disc.sum(), 3))
+        write_png(os.path.join(folder, "images", f"img{i:02d}.png"), np.clip(img, 0, 255).astype(np.uint8))
+        write_png(os.path.join(folder, "masks", f"img{i:02d}.png"), mask)
+    return folder
+
+
+data = make_dataset(os.path.join(tmp, "train"), 8)
+held = make_dataset(os.path.join(tmp, "held"), 2)
+init = os.path.join(tmp, "init.safetensors")
+r = subprocess.run([sys.executable, os.path.join(REF, "export_model.py"), init, "--arch", "unet",
+                    "--depth", "2", "--base-width", "8", "--classes", "background,disc",
+                    "--seed", "3"], capture_output=True, text=True)
+if r.returncode != 0:
+    wsitest.skip(f"cannot export the initial model (PyTorch?): {r.stderr[-300:]}")
+
+ckpt = os.path.join(tmp, "ckpt.safetensors")
+
+
+def train(model, loops, extra="", masks=None, images=None):
+    masks = masks or os.path.join(data, "masks", "{name}.png")
+    images = images or os.path.join(data, "images", "*.png")
+    p = wsitest.gst_launch(
+        f"slidesrc location='{images}' loop={loops} shuffle=true seed=1 tile-width=96 tile-height=96 ! "
+        f"patchify patch-size=48 overlap=0 augment-flip=true seed=2 ! tee name=t "
+        f"t. ! queue ! colornorm mode=rescale01 ! seg.sink "
+        f"t. ! queue ! labelpatch masks={masks} binary=true ! seg.annotation "
+        f"segment-fcn name=seg mode=train model={model} checkpoint={ckpt} batch-size=8 "
+        f"optimizer=adam learning-rate=0.01 checkpoint-interval=10 {extra} ! fakesink",
+        messages=True, timeout=600)
+    steps = [(int(m.group(1)), float(m.group(2))) for m in re.finditer(
+        r"segment-fcn-train, step=\(gint64\)(\d+), epoch=\(int\)\d+, loss=\(double\)([\d.e+-]+)", p.stdout)]
+    epochs = re.findall(r"segment-fcn-epoch, epoch=\(int\)(\d+)", p.stdout)
+    return p, steps, epochs
+
+
+p, steps, epochs = train(init, 6)
+ok = c.check(p.returncode == 0 and steps, "train run completes", p.stderr[-800:])
+if ok:
+    first = np.mean([l for _, l in steps[:3]])
+    last = np.mean([l for _, l in steps[-3:]])
+    c.check(last < 0.6 * first, "loss falls", f"first {first:.3f} -> last {last:.3f} over {len(steps)} steps")
+    c.check(len(epochs) >= 5, "an epoch message per dataset pass", f"{len(epochs)} epochs")
+    c.check(os.path.exists(ckpt), "checkpoint written")
+    c.check(not [f for f in os.listdir(tmp) if "partial" in f or f.startswith(".ckpt")],
+            "no temporary files left")
+
+    # resume: the step count continues and the loss stays at its level
+    p2, steps2, _ = train(ckpt, 1, "resume=true")
+    if c.check(p2.returncode == 0 and steps2, "resumed run completes", p2.stderr[-500:]):
+        c.check(steps2[0][0] == steps[-1][0] + 1, "resume continues the step count",
+                f"{steps[-1][0]} -> {steps2[0][0]}")
+        c.check(np.mean([l for _, l in steps2]) < 0.8 * first, "resumed loss continues the curve",
+                f"{np.mean([l for _, l in steps2]):.3f} vs first {first:.3f}")
+
+    # the checkpoint is a model file: segment held-out images with it
+    out = os.path.join(tmp, "pred.png")
+    img = os.path.join(held, "images", "img00.png")
+    p3 = wsitest.gst_launch(f"slidesrc location={img} tile-width=96 tile-height=96 ! "
+                            f"patchify patch-size=48 overlap=0 ! colornorm mode=rescale01 ! "
+                            f"segment-fcn model={ckpt} ! stitchsink location={out}")
+    if c.check(p3.returncode == 0, "trained checkpoint runs in inference", p3.stderr[-500:]):
+        pred = wsitest.read_png(out) > 0
+        gt = wsitest.read_png(os.path.join(held, "masks", "img00.png")) > 0
+        dice = 2 * (pred & gt).sum() / max(1, pred.sum() + gt.sum())
+        c.check(dice > 0.6, "held-out Dice of the trained model", f"{dice:.3f}")
+
+# bad annotation input
+bad = wsitest.tmpdir()
+p, _, _ = train(init, 1, masks=os.path.join(bad, "{name}.png"))
+c.check(p.returncode != 0 and "img0" in p.stderr, "missing mask: error names the file", p.stderr.strip()[-300:])
+three = os.path.join(bad, "three")
+os.makedirs(three)
+for i in range(8):
+    write_png(os.path.join(three, f"img{i:02d}.png"), np.full((96, 96), 3, np.uint8))
+p = wsitest.gst_launch(
+    f"slidesrc location='{data}/images/*.png' tile-width=96 tile-height=96 ! patchify patch-size=48 ! tee name=t "
+    f"t. ! queue ! colornorm mode=rescale01 ! seg.sink "
+    f"t. ! queue ! labelpatch masks={three}/{{name}}.png ! seg.annotation "
+    f"segment-fcn name=seg mode=train model={init} batch-size=2 ! fakesink")
+c.check(p.returncode != 0 and "beyond the model's 2 classes" in p.stderr and "img0" in p.stderr,
+        "label beyond the classes: error names the patch", p.stderr.strip()[-300:])
+p = wsitest.gst_launch(f"videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=48,height=48 ! "
+                       f"segment-fcn mode=train model={init} ! fakesink")
+c.check(p.returncode != 0 and "annotation pad" in p.stderr, "train without annotation pad: error",
+        p.stderr.strip()[-300:])
+c.finish()
