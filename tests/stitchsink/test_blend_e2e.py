@@ -44,8 +44,9 @@ def run_case(seed, mixed):
     out = {k: os.path.join(tmp, f"{seed}-{v}") for k, v in
            (("mask", "mask.png"), ("ov", "ov.png"), ("gj", "g.json"), ("prob", "p.png"),
             ("crop", "crop.png"), ("labels", "labels.png"))}
+    # threads=1: OpenMP threads crawl when the test machine is oversubscribed
     head = (f"slidesrc location={slide} region=0,0,{N},{N} ! patchify patch-size=128 "
-            f"overlap=32 ! segment-fcn model={model} threads=2")
+            f"overlap=32 ! segment-fcn model={model} threads=1")
     proc = wsitest.gst_launch(
         f"{head} output=probabilities ! stitchsink blend=gaussian location={out['mask']} "
         f"overlay-location={out['ov']} geojson-location={out['gj']} "
@@ -98,7 +99,9 @@ def run_case(seed, mixed):
     if not mixed:
         return
 
-    # crop on probabilities == segment-fcn labels stitched with crop
+    # crop on probabilities == segment-fcn labels stitched with crop (on a
+    # quarter of the region, to keep the test short)
+    head = head.replace(f"region=0,0,{N},{N}", f"region=0,0,{N // 2},{N // 2}")
     proc = wsitest.gst_launch(f"{head} output=probabilities ! stitchsink blend=crop "
                               f"location={out['crop']}", timeout=240)
     proc2 = wsitest.gst_launch(f"{head} output=labels ! stitchsink location={out['labels']}",
@@ -109,8 +112,6 @@ def run_case(seed, mixed):
         a, b = wsitest.read_png(out["crop"]), wsitest.read_png(out["labels"])
         ck.check(np.array_equal(a, b),
                  f"seed {seed}: blend=crop on probabilities equals the labels path")
-        print(f"seed {seed}: gaussian and crop labels differ on "
-              f"{int(np.sum(a != mask))} of {N * N} pixels")
 
 
 # the model (seed 1: all foreground on this slide), then a seed

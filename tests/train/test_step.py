@@ -14,8 +14,8 @@ weights changes a BatchNorm bias gradient by 1.6 % in PyTorch itself).
 Adam's first steps move every weight by ~lr * sign(grad): a weight whose
 gradient is at the engine's float noise (|g| ~ 1e-6 of its tensor's largest,
 ~1e-7 absolute, as in DeepLab's dilated layer4 on 4x4 maps) can move either
-way. For deeplabv3 the Adam cases therefore use eps 1e-5, which bounds the
-update error by lr * |dg| / eps ~ 1e-5; unet and fcn8s use PyTorch's 1e-8.
+way. For fcn8s and deeplabv3 the Adam cases therefore use eps 1e-5, which
+bounds the update error by lr * |dg| / eps ~ 1e-5; unet uses PyTorch's 1e-8.
 usage: test_step.py WSITRAIN_TOOL ARCH   (ARCH: unet | fcn8s | deeplabv3)"""
 import os
 import subprocess
@@ -43,11 +43,12 @@ HYPER = {
                       output_stride=16, aspp_width=16),
 }[ARCH]
 N_CLASSES, N, H, W = 3, 2, 64, 64
-# DeepLab's ASPP sees 4x4 maps here (32 values per channel in the batch): one
-# ReLU kink flipped by 1e-7 weight differences after step 1 moves a gradient
-# of step 2 by several %, so DeepLab is compared after one step.
-STEPS = 1 if ARCH == "deeplabv3" else 2
-ADAM_EPS = 1e-5 if ARCH == "deeplabv3" else 1e-8
+# The deep stages of FCN-8s and DeepLab see 2x2..4x4 maps here (8..32 values
+# per channel in the batch): one ReLU kink flipped by 1e-7 weight differences
+# after step 1 moves a gradient of step 2 by several %, so they are compared
+# after one step; U-Net (16x16 at the bottom) after two.
+STEPS = 2 if ARCH == "unet" else 1
+ADAM_EPS = 1e-8 if ARCH == "unet" else 1e-5
 WEIGHTS = [0.5, 1.0, 2.0]
 
 CASES = [
@@ -114,7 +115,7 @@ def main():
             out = os.path.join(tmp, f"out{steps}.safetensors")
             args = [TOOL, "train", path, xin, yin, N, H, W, out, "--steps", steps,
                     "--loss", loss_kind, "--weights", ",".join(map(str, WEIGHTS)),
-                    "--threads", 2] + opts
+                    "--threads", 1] + opts
             p = subprocess.run([str(a) for a in args], capture_output=True, text=True,
                                timeout=120)
             if p.returncode != 0:

@@ -1,0 +1,69 @@
+#!/usr/bin/python3
+"""Prepares the shipped models' training data from ../shared/data: resamples
+images (area averaging) and label maps (nearest neighbour) to the microns per
+pixel the model is trained at, and splits off a held-back validation part.
+
+  prepare_data.py nuclei OUT   # MoNuSeg images with instance maps, 0.25 -> 0.5 um/px
+  prepare_data.py glands OUT   # GlaS images with gland masks, kept at 20x (~0.62 um/px)
+
+Writes OUT/{train,val}/{images,labels}/NAME.png (same NAME in both)."""
+import os
+import sys
+
+import numpy as np
+import skimage.io
+import skimage.transform
+
+SHARED = os.environ.get("WSISEG_SHARED_DATA",
+                        os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
+
+
+def resample(img, factor, labels):
+    if factor == 1:
+        return img
+    if labels:  # nearest neighbour keeps instance ids
+        return img[factor // 2::factor, factor // 2::factor]
+    h, w = img.shape[0] // factor * factor, img.shape[1] // factor * factor
+    x = img[:h, :w].astype(np.float64).reshape(h // factor, factor, w // factor, factor, -1)
+    return np.rint(x.mean(axis=(1, 3))).astype(np.uint8).squeeze()
+
+
+def write(out, split, name, img, lab):
+    for sub, arr in (("images", img), ("labels", lab)):
+        d = os.path.join(out, split, sub)
+        os.makedirs(d, exist_ok=True)
+        skimage.io.imsave(os.path.join(d, name + ".png"), arr, check_contrast=False)
+
+
+def nuclei(out):
+    root = os.path.join(SHARED, "nuclei", "monuseg-train")
+    names = sorted(f[:-9] for f in os.listdir(os.path.join(root, "instances")) if f.endswith("_inst.png"))
+    val = set(names[::6])  # every sixth image held back: 3 of 13
+    for n in names:
+        img = skimage.io.imread(os.path.join(root, "images", n + ".png"))[..., :3]
+        inst = skimage.io.imread(os.path.join(root, "instances", n + "_inst.png"))
+        write(out, "val" if n in val else "train", n, resample(img, 2, False),
+              resample(inst, 2, True).astype(np.uint16))
+    return len(names) - len(val), len(val)
+
+
+def glands(out):
+    root = os.path.join(SHARED, "glands", "glas-train")
+    names = sorted(f[:-4] for f in os.listdir(os.path.join(root, "images")) if f.endswith(".png"))
+    val = set(names[::5])  # every fifth image held back: 17 of 85
+    for n in names:
+        img = skimage.io.imread(os.path.join(root, "images", n + ".png"))[..., :3]
+        mask = skimage.io.imread(os.path.join(root, "masks", n + ".png"))
+        if mask.ndim == 3:
+            mask = mask[..., 0]
+        write(out, "val" if n in val else "train", n, img, (mask > 0).astype(np.uint8))
+    return len(names) - len(val), len(val)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] not in ("nuclei", "glands"):
+        sys.exit(__doc__)
+    if not os.path.isdir(SHARED):
+        sys.exit(f"needs the real data folder {SHARED}")
+    ntrain, nval = {"nuclei": nuclei, "glands": glands}[sys.argv[1]](sys.argv[2])
+    print(f"{sys.argv[1]}: {ntrain} training and {nval} validation images in {sys.argv[2]}")

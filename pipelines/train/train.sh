@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Trains a shipped model with segment-fcn mode=train, resuming from its
+# checkpoint across sessions. Usage: pipelines/train/train.sh nuclei|glands [max-steps]
+# Needs ../shared/data (prepared into out/train-NAME by prepare_data.py).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+NAME=$1
+MAX_STEPS=${2:-6000}
+DATA=$ROOT/out/train-$NAME
+WORK=${WSISEG_TRAIN_DIR:-$ROOT/models/training/$NAME}
+PLUGIN=${WSISEG_PLUGIN_DIR:-$ROOT/build/gst}
+export GST_PLUGIN_PATH=$PLUGIN OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+mkdir -p "$WORK"
+
+[ -d "$DATA/train" ] || /usr/bin/python3 pipelines/train/prepare_data.py "$NAME" "$DATA"
+
+case $NAME in
+  nuclei)  # 0.5 um/px, U-Net, background / nucleus / nucleus boundary
+    ARCH=(--arch unet --depth 4 --base-width 16 --classes background,nucleus,boundary
+          --colors 000000,00c800,ffd700 --mpp 0.5 --patch-size 128)
+    PATCH=128; OVERLAP=48; LABELS="labelpatch masks=$DATA/train/labels/{name}.png instance-mode=boundary"
+    TRAIN="loss=ce+dice class-weights=1,1,3 optimizer=adam learning-rate=0.001" ;;
+  glands)  # GlaS at 20x, U-Net, background / gland
+    ARCH=(--arch unet --depth 4 --base-width 16 --classes background,gland
+          --colors 000000,00a0ff --mpp 0.62 --patch-size 256)
+    PATCH=256; OVERLAP=64; LABELS="labelpatch masks=$DATA/train/labels/{name}.png"
+    TRAIN="loss=ce+dice optimizer=adam learning-rate=0.001" ;;
+  *) echo "usage: $0 nuclei|glands [max-steps]"; exit 2 ;;
+esac
+
+CKPT=$WORK/checkpoint.safetensors
+if [ ! -f "$CKPT" ]; then
+  /usr/bin/python3 models/reference/export_model.py "$WORK/init.safetensors" "${ARCH[@]}" \
+    --seed 1 --preprocess rescale01 --description "gst-wsiseg $NAME model"
+  MODEL="model=$WORK/init.safetensors"
+else
+  MODEL="model=$CKPT resume=true"
+fi
+
+step_of() {  # step recorded in a checkpoint's metadata
+  /usr/bin/python3 -c "import sys,json,struct
+f=open(sys.argv[1],'rb'); n=struct.unpack('<Q',f.read(8))[0]; h=json.loads(f.read(n))
+print(h.get('__metadata__',{}).get('train_step','0'))" "$1" 2>/dev/null || echo 0
+}
+
+while :; do
+  step=0; [ -f "$CKPT" ] && step=$(step_of "$CKPT")
+  echo "$(date -u +%FT%TZ) $NAME: step $step of $MAX_STEPS" | tee -a "$WORK/train.log"
+  [ "$step" -ge "$MAX_STEPS" ] && break
+  gst-launch-1.0 -m slidesrc location="$DATA/train/images/*.png" shuffle=true loop=5 seed=$((step + 1)) \
+      tile-width=512 tile-height=512 ! \
+    patchify patch-size=$PATCH overlap=$OVERLAP augment-flip=true augment-rotate=true seed=$((step + 7)) ! \
+    tee name=t \
+    t. ! queue ! colornorm mode=rescale01 augment=true seed=$((step + 3)) ! seg.sink \
+    t. ! queue ! $LABELS ! seg.annotation \
+    segment-fcn name=seg mode=train $MODEL checkpoint="$CKPT" checkpoint-interval=50 \
+      batch-size=8 $TRAIN ! fakesink \
+    | grep --line-buffered -E "segment-fcn-(epoch|checkpoint)" >> "$WORK/train.log"
+  MODEL="model=$CKPT resume=true"
+done
