@@ -9,15 +9,13 @@
 #include "gstwsiseg.h"
 #include "gstwsitilemeta.h"
 #include "wsicolor.h"
+#include "wsipng.h"
 
 #include <gst/base/gstbasetransform.h>
 #include <gst/video/video.h>
 #include <openslide.h>
-#include <png.h>
 
-#include <errno.h>
 #include <math.h>
-#include <stdio.h>
 #include <string.h>
 
 GST_DEBUG_CATEGORY_STATIC (colornorm_debug);
@@ -30,6 +28,8 @@ GST_DEBUG_CATEGORY_STATIC (colornorm_debug);
 #define THUMB_PIXELS 4000000.0
 /* Largest target PNG accepted. */
 #define MAX_PNG_PIXELS (100 * 1000 * 1000)
+/* PNG targets and overviews: alpha ignored, 16-bit truncated to 8. */
+#define TARGET_PNG_FLAGS (WSI_PNG_RGB_DROP_ALPHA | WSI_PNG_RGB_TRUNCATE_16)
 
 typedef enum
 {
@@ -350,115 +350,6 @@ accumulate_frame (GstVideoFrame * frame, GstBuffer * buf, WsiStainAcc * acc,
 
 /* --- reading images (target PNG, slide thumbnail) ------------------------ */
 
-typedef struct
-{
-  GError **error;
-} PngErr;
-
-static void
-png_error_cb (png_structp png, png_const_charp msg)
-{
-  PngErr *e = png_get_error_ptr (png);
-
-  if (e->error && !*e->error)
-    g_set_error (e->error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
-        "%s", msg);
-  png_longjmp (png, 1);
-}
-
-static void
-png_warning_cb (png_structp png, png_const_charp msg)
-{
-}
-
-/* Reads any PNG as 8-bit RGB (alpha dropped); NULL and @error on failure. */
-static guint8 *
-read_png_rgb (const gchar * path, gint * width, gint * height, GError ** error)
-{
-  FILE *fp;
-  guint8 sig[8];
-  png_structp png = NULL;
-  png_infop info = NULL;
-  PngErr err = { error };
-  guint8 *volatile pixels = NULL;
-  png_bytep *volatile rows = NULL;
-  png_uint_32 w, h, y;
-
-  fp = fopen (path, "rb");
-  if (!fp) {
-    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
-        "cannot open '%s': %s", path, g_strerror (errno));
-    return NULL;
-  }
-  if (fread (sig, 1, 8, fp) != 8 || png_sig_cmp (sig, 0, 8) != 0) {
-    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
-        "'%s' is not a PNG file", path);
-    fclose (fp);
-    return NULL;
-  }
-  png = png_create_read_struct (PNG_LIBPNG_VER_STRING, &err, png_error_cb,
-      png_warning_cb);
-  info = png ? png_create_info_struct (png) : NULL;
-  if (!info) {
-    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
-        "out of memory reading '%s'", path);
-    goto fail;
-  }
-  if (setjmp (png_jmpbuf (png)))
-    goto fail;
-  png_init_io (png, fp);
-  png_set_sig_bytes (png, 8);
-  png_set_user_limits (png, MAX_SIZE * 2, MAX_SIZE * 2);
-  png_read_info (png, info);
-  w = png_get_image_width (png, info);
-  h = png_get_image_height (png, info);
-  if (w == 0 || h == 0 || (guint64) w * h > MAX_PNG_PIXELS) {
-    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
-        "'%s': %ux%u pixels is outside 1..%d pixels", path, w, h,
-        MAX_PNG_PIXELS);
-    goto fail;
-  }
-  png_set_expand (png);
-  png_set_strip_16 (png);
-  png_set_gray_to_rgb (png);
-  png_set_strip_alpha (png);
-  png_set_interlace_handling (png);
-  png_read_update_info (png, info);
-  if (png_get_rowbytes (png, info) != (gsize) w * 3) {
-    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
-        "'%s': unsupported PNG layout", path);
-    goto fail;
-  }
-  pixels = g_try_malloc ((gsize) w * h * 3);
-  rows = g_try_new (png_bytep, h);
-  if (!pixels || !rows) {
-    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
-        "out of memory for '%s' (%ux%u)", path, w, h);
-    goto fail;
-  }
-  for (y = 0; y < h; y++)
-    rows[y] = pixels + (gsize) y * w * 3;
-  png_read_image (png, rows);
-  png_read_end (png, NULL);
-  png_destroy_read_struct (&png, &info, NULL);
-  g_free (rows);
-  fclose (fp);
-  *width = w;
-  *height = h;
-  return pixels;
-
-fail:
-  if (png)
-    png_destroy_read_struct (&png, info ? &info : NULL, NULL);
-  g_free (rows);
-  g_free (pixels);
-  fclose (fp);
-  if (error && !*error)
-    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
-        "cannot decode '%s'", path);
-  return NULL;
-}
-
 /* Reads a slide's smallest level (or a PNG), subsampled to about
  * THUMB_PIXELS, as RGB; transparent pixels become white. */
 static guint8 *
@@ -477,7 +368,8 @@ read_slide_overview (const gchar * path, gint * width, gint * height,
     guint8 *png;
     if (osr)
       openslide_close (osr);
-    png = read_png_rgb (path, width, height, NULL);
+    png = wsi_png_read_rgb8 (path, width, height, MAX_PNG_PIXELS,
+        TARGET_PNG_FLAGS, NULL);
     if (!png)
       g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
           "'%s' is neither a slide OpenSlide can open nor a PNG", path);
@@ -587,7 +479,8 @@ load_target (GstColorNorm * self)
     g_free (path);
     return TRUE;
   }
-  rgb = read_png_rgb (path, &w, &h, &error);
+  rgb = wsi_png_read_rgb8 (path, &w, &h, MAX_PNG_PIXELS, TARGET_PNG_FLAGS,
+      &error);
   if (!rgb) {
     GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
         ("Cannot read the stain target image \"%s\".", path),

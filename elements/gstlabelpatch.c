@@ -14,16 +14,14 @@
 #include <gst/video/gstvideofilter.h>
 #include <json-glib/json-glib.h>
 #include <glib/gstdio.h>
-#include <png.h>
 #include <errno.h>
 #include <math.h>
-#include <setjmp.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "gstwsiseg.h"
 #include "gstwsitilemeta.h"
 #include "wsiannot.h"
+#include "wsipng.h"
 
 GST_DEBUG_CATEGORY_STATIC (gst_label_patch_debug);
 #define GST_CAT_DEFAULT gst_label_patch_debug
@@ -31,8 +29,7 @@ GST_DEBUG_CATEGORY_STATIC (gst_label_patch_debug);
 #define WSI_AUGMENT_META_NAME "WsiAugmentMeta"
 
 /* Limits on untrusted annotation files. */
-#define MAX_MASK_SIDE (1 << 20)
-#define MAX_MASK_PIXELS (G_GUINT64_CONSTANT (1) << 31)
+#define MAX_MASK_PIXELS ((gsize) 1 << 31)
 #define MAX_GEOJSON_BYTES (G_GINT64_CONSTANT (256) << 20)
 #define MAX_GEOJSON_VERTICES (G_GUINT64_CONSTANT (1) << 26)
 #define MAX_GEOJSON_DEPTH 8
@@ -364,131 +361,30 @@ gst_label_patch_stop (GstBaseTransform * trans)
 
 /* ---- PNG label images ---- */
 
-typedef struct
-{
-  jmp_buf jmp;
-  gchar message[256];
-} PngErrorState;
-
-static void
-png_error_cb (png_structp png, png_const_charp msg)
-{
-  PngErrorState *st = png_get_error_ptr (png);
-
-  g_strlcpy (st->message, msg, sizeof (st->message));
-  longjmp (st->jmp, 1);
-}
-
-static void
-png_warning_cb (png_structp png, png_const_charp msg)
-{
-  GST_DEBUG ("libpng: %s", msg);
-}
-
-/* Reads a grayscale or indexed PNG into @img (8 or 16 bit, native order).
- * Indexed PNGs give their palette indices, not colours. */
+/* Reads a PNG label image (wsi_png_read_labels); errors become LOAD_*. */
 static gboolean
 load_png (const gchar * path, WsiLabelImage * img, GError ** error)
 {
-  PngErrorState st;
-  png_structp png = NULL;
-  png_infop info = NULL;
-  FILE *volatile fp = NULL;
-  guint8 *volatile data = NULL;
-  png_bytep *volatile rows = NULL;
-  guint8 sig[8];
-  png_uint_32 w, h, y;
-  gint depth, color, bpp;
+  GError *err = NULL;
+  gint code;
 
-  fp = g_fopen (path, "rb");
-  if (!fp) {
-    gint e = errno;
-    g_set_error (error, WSI_ANNOT_ERROR,
-        e == ENOENT ? LOAD_NOT_FOUND : LOAD_READ, "cannot open mask '%s': %s",
-        path, g_strerror (e));
-    return FALSE;
+  if (wsi_png_read_labels (path, img, MAX_MASK_PIXELS, &err))
+    return TRUE;
+  switch (err->code) {
+    case WSI_PNG_ERROR_NOT_FOUND:
+      code = LOAD_NOT_FOUND;
+      break;
+    case WSI_PNG_ERROR_OPEN:
+    case WSI_PNG_ERROR_NO_MEMORY:
+      code = LOAD_READ;
+      break;
+    default:
+      code = LOAD_FORMAT;
+      break;
   }
-  if (fread (sig, 1, 8, fp) != 8 || png_sig_cmp (sig, 0, 8)) {
-    fclose (fp);
-    g_set_error (error, WSI_ANNOT_ERROR, LOAD_FORMAT,
-        "mask '%s' is not a PNG file", path);
-    return FALSE;
-  }
-  st.message[0] = '\0';
-  png = png_create_read_struct (PNG_LIBPNG_VER_STRING, &st, png_error_cb,
-      png_warning_cb);
-  if (png)
-    info = png_create_info_struct (png);
-  if (!png || !info) {
-    png_destroy_read_struct (png ? &png : NULL, NULL, NULL);
-    fclose (fp);
-    g_set_error (error, WSI_ANNOT_ERROR, LOAD_READ,
-        "out of memory reading '%s'", path);
-    return FALSE;
-  }
-  if (setjmp (st.jmp)) {
-    png_destroy_read_struct (&png, &info, NULL);
-    fclose (fp);
-    g_free (rows);
-    g_free (data);
-    g_set_error (error, WSI_ANNOT_ERROR, LOAD_FORMAT,
-        "corrupt or truncated PNG '%s': %s", path, st.message);
-    return FALSE;
-  }
-  png_set_user_limits (png, MAX_MASK_SIDE, MAX_MASK_SIDE);
-  png_set_chunk_malloc_max (png, 16 << 20);
-  png_init_io (png, fp);
-  png_set_sig_bytes (png, 8);
-  png_read_info (png, info);
-  w = png_get_image_width (png, info);
-  h = png_get_image_height (png, info);
-  depth = png_get_bit_depth (png, info);
-  color = png_get_color_type (png, info);
-  if (color != PNG_COLOR_TYPE_GRAY && color != PNG_COLOR_TYPE_GRAY_ALPHA
-      && color != PNG_COLOR_TYPE_PALETTE) {
-    png_destroy_read_struct (&png, &info, NULL);
-    fclose (fp);
-    g_set_error (error, WSI_ANNOT_ERROR, LOAD_FORMAT,
-        "mask '%s' is a colour PNG; labelpatch needs a grayscale or indexed "
-        "(palette) PNG holding class indices or instance ids", path);
-    return FALSE;
-  }
-  if ((guint64) w * h > MAX_MASK_PIXELS) {
-    png_destroy_read_struct (&png, &info, NULL);
-    fclose (fp);
-    g_set_error (error, WSI_ANNOT_ERROR, LOAD_FORMAT,
-        "mask '%s' is %ux%u, more than the %" G_GUINT64_FORMAT
-        " pixels labelpatch decodes", path, w, h, MAX_MASK_PIXELS);
-    return FALSE;
-  }
-  if (depth < 8)
-    png_set_packing (png);      /* one byte per index, values kept */
-  if (color == PNG_COLOR_TYPE_GRAY_ALPHA)
-    png_set_strip_alpha (png);
-  if (depth == 16 && G_BYTE_ORDER == G_LITTLE_ENDIAN)
-    png_set_swap (png);
-  png_set_interlace_handling (png);
-  png_read_update_info (png, info);
-  bpp = depth == 16 ? 2 : 1;
-  if (png_get_rowbytes (png, info) != (gsize) w * bpp)
-    png_error (png, "unexpected row size");
-  data = g_try_malloc ((gsize) w * h * bpp);
-  rows = g_try_new (png_bytep, h);
-  if (!data || !rows)
-    png_error (png, "out of memory");
-  for (y = 0; y < h; y++)
-    rows[y] = data + (gsize) y * w * bpp;
-  png_read_image (png, rows);
-  png_read_end (png, NULL);
-  png_destroy_read_struct (&png, &info, NULL);
-  fclose (fp);
-  g_free (rows);
-
-  img->width = w;
-  img->height = h;
-  img->bytes_per_pixel = bpp;
-  img->data = data;
-  return TRUE;
+  g_set_error_literal (error, WSI_ANNOT_ERROR, code, err->message);
+  g_error_free (err);
+  return FALSE;
 }
 
 static guint16 *

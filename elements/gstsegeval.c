@@ -928,6 +928,20 @@ gst_seg_eval_stop (GstAggregator * agg)
   return TRUE;
 }
 
+/* A flushing seek: patches held from before it will never find partners. */
+static GstFlowReturn
+gst_seg_eval_flush (GstAggregator * agg)
+{
+  GstSegEval *self = GST_SEG_EVAL (agg);
+  gint side;
+  Pending *p;
+
+  for (side = 0; side < 2; side++)
+    while ((p = g_queue_pop_head (&self->pending[side])))
+      pending_free (p);
+  return GST_FLOW_OK;
+}
+
 static void
 gst_seg_eval_finalize (GObject * object)
 {
@@ -1043,6 +1057,7 @@ gst_seg_eval_class_init (GstSegEvalClass * klass)
   agg_class->update_src_caps = GST_DEBUG_FUNCPTR (gst_seg_eval_update_src_caps);
   agg_class->start = GST_DEBUG_FUNCPTR (gst_seg_eval_start);
   agg_class->stop = GST_DEBUG_FUNCPTR (gst_seg_eval_stop);
+  agg_class->flush = GST_DEBUG_FUNCPTR (gst_seg_eval_flush);
 
   gst_type_mark_as_plugin_api (GST_TYPE_SEG_EVAL_SLIDE_MATCH, 0);
 }

@@ -9,12 +9,12 @@
 
 #include "gstwsiseg.h"
 #include "gstwsitilemeta.h"
+#include "wsipng.h"
 
 #include <glib/gstdio.h>
 #include <gst/base/gstpushsrc.h>
 #include <gst/video/video.h>
 #include <openslide.h>
-#include <png.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -25,7 +25,6 @@ static gboolean have_ssse3;
 #include <errno.h>
 #include <glob.h>
 #include <math.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -50,8 +49,8 @@ GST_DEBUG_CATEGORY_STATIC (gst_slidesrc_debug);
  * environment variable WSISEG_SLIDESRC_BAND_LIMIT (bytes) overrides it
  * (tests use it to exercise the chunk path). */
 #define MAX_BAND_BYTES ((gsize) 256 * 1024 * 1024)
-/* Largest PNG we decode (RGB bytes). */
-#define MAX_PNG_BYTES ((guint64) 1 << 32)
+/* Largest PNG we decode (pixels). */
+#define MAX_PNG_PIXELS ((gsize) 1 << 30)
 
 typedef enum
 {
@@ -590,135 +589,6 @@ gst_slidesrc_close_item (GstSlideSrc * self)
 }
 
 static gboolean
-is_png_file (const gchar * path)
-{
-  guint8 sig[8];
-  gboolean png = FALSE;
-  FILE *f = fopen (path, "rb");
-
-  if (f) {
-    png = fread (sig, 1, 8, f) == 8 && png_sig_cmp (sig, 0, 8) == 0;
-    fclose (f);
-  }
-  return png;
-}
-
-typedef struct
-{
-  jmp_buf jmp;
-  gchar msg[256];
-} PngErr;
-
-static void
-png_error_cb (png_structp png, png_const_charp msg)
-{
-  PngErr *e = png_get_error_ptr (png);
-
-  g_strlcpy (e->msg, msg, sizeof (e->msg));
-  longjmp (e->jmp, 1);
-}
-
-static void
-png_warning_cb (png_structp png, png_const_charp msg)
-{
-  GST_DEBUG ("libpng warning: %s", msg);
-}
-
-/* Decodes a PNG of any bit depth and colour type into RGB8; alpha is
- * composited on white. Returns NULL with @err_msg on failure. */
-static guint8 *
-decode_png (const gchar * path, gint64 * width, gint64 * height,
-    gchar ** err_msg)
-{
-  FILE *f;
-  png_structp png;
-  png_infop info;
-  PngErr e = { 0 };
-  guint8 *volatile rgba = NULL;
-  png_bytep *volatile rows = NULL;
-  guint8 *rgb = NULL;
-  png_uint_32 w, h;
-  gsize stride;
-
-  f = fopen (path, "rb");
-  if (!f) {
-    *err_msg = g_strdup (g_strerror (errno));
-    return NULL;
-  }
-  png = png_create_read_struct (PNG_LIBPNG_VER_STRING, &e, png_error_cb,
-      png_warning_cb);
-  info = png ? png_create_info_struct (png) : NULL;
-  if (!png || !info) {
-    png_destroy_read_struct (&png, NULL, NULL);
-    fclose (f);
-    *err_msg = g_strdup ("libpng: out of memory");
-    return NULL;
-  }
-  if (setjmp (e.jmp)) {
-    png_destroy_read_struct (&png, &info, NULL);
-    fclose (f);
-    g_free (rgba);
-    g_free (rows);
-    *err_msg = g_strdup_printf ("libpng: %s", e.msg);
-    return NULL;
-  }
-  png_init_io (png, f);
-  png_read_info (png, info);
-  w = png_get_image_width (png, info);
-  h = png_get_image_height (png, info);
-  if (w == 0 || h == 0 || (guint64) w * h * 4 > MAX_PNG_BYTES)
-    png_error (png, "image size out of range");
-
-  png_set_expand (png);         /* palette, gray < 8 bit, tRNS */
-  png_set_scale_16 (png);       /* 16 -> 8 bit, rounded */
-  png_set_gray_to_rgb (png);
-  png_set_add_alpha (png, 0xff, PNG_FILLER_AFTER);
-  png_set_interlace_handling (png);
-  png_read_update_info (png, info);
-  if (png_get_rowbytes (png, info) != (gsize) w * 4)
-    png_error (png, "unexpected row size after conversion");
-
-  stride = (gsize) w * 4;
-  rgba = g_try_malloc ((gsize) h * stride);
-  rows = g_try_new (png_bytep, h);
-  if (!rgba || !rows)
-    png_error (png, "out of memory");
-  for (png_uint_32 y = 0; y < h; y++)
-    rows[y] = rgba + y * stride;
-  png_read_image (png, rows);
-  png_read_end (png, NULL);
-  png_destroy_read_struct (&png, &info, NULL);
-  fclose (f);
-  g_free (rows);
-
-  rgb = g_try_malloc ((gsize) w * h * 3);
-  if (!rgb) {
-    g_free (rgba);
-    *err_msg = g_strdup ("out of memory");
-    return NULL;
-  }
-  for (gsize i = 0; i < (gsize) w * h; i++) {
-    const guint8 *s = rgba + i * 4;
-    guint8 *d = rgb + i * 3;
-    guint a = s[3];
-
-    if (a == 255) {
-      d[0] = s[0];
-      d[1] = s[1];
-      d[2] = s[2];
-    } else {
-      gdouble af = a / 255.0;
-      for (gint c = 0; c < 3; c++)
-        d[c] = (guint8) rint (s[c] * af + 255.0 * (1.0 - af));
-    }
-  }
-  g_free (rgba);
-  *width = w;
-  *height = h;
-  return rgb;
-}
-
-static gboolean
 parse_region (const gchar * s, gint64 v[4])
 {
   gchar **parts = g_strsplit (s, ",", -1);
@@ -869,16 +739,20 @@ gst_slidesrc_open_item (GstSlideSrc * self, guint index)
     return FALSE;
   }
 
-  if (is_png_file (path)) {
-    gchar *msg = NULL;
+  if (wsi_png_is_png (path)) {
+    GError *error = NULL;
+    gint w, h;
 
-    self->png_rgb = decode_png (path, &self->slide_w, &self->slide_h, &msg);
+    self->png_rgb = wsi_png_read_rgb8 (path, &w, &h, MAX_PNG_PIXELS,
+        WSI_PNG_RGB_DEFAULT, &error);
     if (!self->png_rgb) {
       GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
-          ("Could not decode PNG \"%s\": %s.", path, msg), (NULL));
-      g_free (msg);
+          ("Could not decode PNG: %s.", error->message), (NULL));
+      g_error_free (error);
       return FALSE;
     }
+    self->slide_w = w;
+    self->slide_h = h;
     nlevels = 1;
     self->ds = 1.0;
     self->mpp_x = self->mpp_y = 0.0;

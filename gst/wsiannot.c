@@ -97,14 +97,6 @@ wsi_annot_expand_pattern (const gchar * pattern, const gchar * slide,
 
 /* ---- label lookup ---- */
 
-void
-wsi_label_image_clear (WsiLabelImage * img)
-{
-  g_clear_pointer (&img->data, g_free);
-  img->width = img->height = 0;
-  img->bytes_per_pixel = 0;
-}
-
 static inline gboolean
 in_valid (const WsiPatchGeom * g, gint i, gint j)
 {

@@ -5,6 +5,8 @@
 
 #include <glib.h>
 
+#include "wsipng.h"             /* WsiLabelImage */
+
 G_BEGIN_DECLS
 
 #define WSI_ANNOT_ERROR (wsi_annot_error_quark ())
@@ -19,17 +21,6 @@ GQuark wsi_annot_error_quark (void);
  * With @slide NULL it only validates @pattern (returns "" on success). */
 gchar *wsi_annot_expand_pattern (const gchar * pattern, const gchar * slide,
     GError ** error);
-
-/* A decoded label image: row-major, stride width * bytes_per_pixel, native
- * byte order for 16-bit. */
-typedef struct
-{
-  gint width, height;
-  guint bytes_per_pixel;        /* 1 or 2 */
-  gpointer data;
-} WsiLabelImage;
-
-void wsi_label_image_clear (WsiLabelImage * img);
 
 /* Where a patch sits, in level-0 pixels: pixel (i, j) of the patch has its
  * centre at (x + (i + 0.5) * downsample, y + (j + 0.5) * downsample). Pixels

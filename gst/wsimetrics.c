@@ -346,7 +346,8 @@ wsi_instance_count (const guint32 * gt, const guint32 * pred, gsize n,
     }
   }
   /* merge runs of the same pair */
-  qsort (runs->data, runs->len, sizeof (PairCount), pair_cmp);
+  if (runs->len > 1)
+    qsort (runs->data, runs->len, sizeof (PairCount), pair_cmp);
   pairs = (PairCount *) runs->data;
   for (i = 0; i < runs->len; i++) {
     if (np && pairs[np - 1].key == pairs[i].key)

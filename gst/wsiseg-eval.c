@@ -1,141 +1,11 @@
 /* wsiseg-eval: compares a predicted label PNG with a ground-truth label PNG
  * and prints the segeval JSON report (docs/segeval.md). */
 #include "wsimetrics.h"
+#include "wsipng.h"
 
-#include <png.h>
-#include <setjmp.h>
 #include <stdio.h>
-#include <string.h>
-#include <errno.h>
 
-#define MAX_SIDE (1 << 20)
-#define MAX_PIXELS (G_GUINT64_CONSTANT (1) << 31)
-
-typedef struct
-{
-  gint width, height;
-  guint bpp;
-  guint8 *data;
-} LabelImage;
-
-typedef struct
-{
-  jmp_buf jmp;
-  gchar msg[256];
-} PngErr;
-
-static void
-on_png_error (png_structp png, png_const_charp msg)
-{
-  PngErr *e = png_get_error_ptr (png);
-
-  g_strlcpy (e->msg, msg, sizeof (e->msg));
-  longjmp (e->jmp, 1);
-}
-
-static void
-on_png_warning (png_structp png, png_const_charp msg)
-{
-}
-
-/* Grayscale (1..16 bit, alpha dropped) or indexed PNG: 8-bit values and
- * palette indices are labels, 16-bit values instance ids. */
-static gboolean
-load_labels (const gchar * path, LabelImage * img, GError ** error)
-{
-  PngErr err = { 0 };
-  png_structp png = NULL;
-  png_infop info = NULL;
-  png_bytep *volatile rows = NULL;
-  guint8 *volatile data = NULL;
-  png_uint_32 w, h, y;
-  int depth, ctype;
-  guint8 sig[8];
-  FILE *fp;
-
-  fp = fopen (path, "rb");
-  if (!fp) {
-    g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errno),
-        "cannot open '%s': %s", path, g_strerror (errno));
-    return FALSE;
-  }
-  if (fread (sig, 1, 8, fp) != 8 || png_sig_cmp (sig, 0, 8)) {
-    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-        "'%s' is not a PNG file", path);
-    fclose (fp);
-    return FALSE;
-  }
-  png = png_create_read_struct (PNG_LIBPNG_VER_STRING, &err, on_png_error,
-      on_png_warning);
-  if (png)
-    info = png_create_info_struct (png);
-  if (!png || !info) {
-    png_destroy_read_struct (png ? &png : NULL, NULL, NULL);
-    fclose (fp);
-    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_NOMEM, "out of memory");
-    return FALSE;
-  }
-  if (setjmp (err.jmp)) {
-    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-        "corrupt or truncated PNG '%s': %s", path, err.msg);
-    goto fail;
-  }
-  png_set_user_limits (png, MAX_SIDE, MAX_SIDE);
-  png_set_chunk_malloc_max (png, 16 << 20);
-  png_init_io (png, fp);
-  png_set_sig_bytes (png, 8);
-  png_read_info (png, info);
-  png_get_IHDR (png, info, &w, &h, &depth, &ctype, NULL, NULL, NULL);
-  if (ctype & PNG_COLOR_MASK_COLOR && ctype != PNG_COLOR_TYPE_PALETTE) {
-    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-        "'%s' is a colour PNG; label images must be grayscale (class "
-        "indices or 16-bit instance ids) or indexed", path);
-    goto fail;
-  }
-  if ((guint64) w * h > MAX_PIXELS) {
-    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-        "'%s' is too large (%ux%u)", path, w, h);
-    goto fail;
-  }
-  if (depth < 8)
-    png_set_packing (png);      /* one byte per value, not rescaled */
-  if (ctype & PNG_COLOR_MASK_ALPHA)
-    png_set_strip_alpha (png);
-  if (depth == 16 && G_BYTE_ORDER == G_LITTLE_ENDIAN)
-    png_set_swap (png);
-  png_read_update_info (png, info);
-  img->bpp = depth == 16 ? 2 : 1;
-  if (png_get_rowbytes (png, info) != (gsize) w * img->bpp) {
-    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-        "unexpected row size in '%s'", path);
-    goto fail;
-  }
-  data = g_try_malloc ((gsize) w * h * img->bpp);
-  rows = g_try_new (png_bytep, h);
-  if (!data || !rows) {
-    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_NOMEM,
-        "out of memory decoding '%s'", path);
-    goto fail;
-  }
-  for (y = 0; y < h; y++)
-    rows[y] = data + (gsize) y * w * img->bpp;
-  png_read_image (png, rows);
-  png_read_end (png, NULL);
-  png_destroy_read_struct (&png, &info, NULL);
-  fclose (fp);
-  g_free (rows);
-  img->width = w;
-  img->height = h;
-  img->data = data;
-  return TRUE;
-
-fail:
-  png_destroy_read_struct (&png, &info, NULL);
-  fclose (fp);
-  g_free (rows);
-  g_free (data);
-  return FALSE;
-}
+#define MAX_PIXELS ((gsize) 1 << 31)
 
 int
 main (int argc, char **argv)
@@ -162,7 +32,7 @@ main (int argc, char **argv)
   };
   GOptionContext *ctx;
   GError *error = NULL;
-  LabelImage pred = { 0 }, gt = { 0 };
+  WsiLabelImage pred = { 0 }, gt = { 0 };
   WsiLabelView pv, gv;
   WsiConfusion cm;
   WsiReportInfo info = { 0 };
@@ -198,8 +68,8 @@ main (int argc, char **argv)
     return 2;
   }
 
-  if (!load_labels (argv[1], &pred, &error)
-      || !load_labels (argv[2], &gt, &error)) {
+  if (!wsi_png_read_labels (argv[1], &pred, MAX_PIXELS, &error)
+      || !wsi_png_read_labels (argv[2], &gt, MAX_PIXELS, &error)) {
     g_printerr ("wsiseg-eval: %s\n", error->message);
     g_clear_error (&error);
     status = 1;
@@ -213,7 +83,7 @@ main (int argc, char **argv)
   }
 
   if (!ignore_str)
-    ignore = gt.bpp == 1 ? 255 : 65535;
+    ignore = gt.bytes_per_pixel == 1 ? 255 : 65535;
   else if (g_ascii_strcasecmp (ignore_str, "none") == 0)
     ignore = -1;
   else {
@@ -229,9 +99,9 @@ main (int argc, char **argv)
   }
 
   pv = (WsiLabelView) {
-  pred.data, (gsize) pred.width * pred.bpp, pred.bpp};
+  pred.data, (gsize) pred.width * pred.bytes_per_pixel, pred.bytes_per_pixel};
   gv = (WsiLabelView) {
-  gt.data, (gsize) gt.width * gt.bpp, gt.bpp};
+  gt.data, (gsize) gt.width * gt.bytes_per_pixel, gt.bytes_per_pixel};
   wsi_confusion_init (&cm);
   wsi_confusion_add (&cm, &pv, &gv, gt.width, gt.height, ignore);
 
@@ -253,8 +123,8 @@ main (int argc, char **argv)
         instance_class, connectivity, pi);
     wsi_instances_from_labels (&gv, valid, gt.width, gt.height,
         instance_class, connectivity, gi);
-    info.instance_source = pred.bpp == gt.bpp ?
-        (gt.bpp == 2 ? "instance-map" : "components") : "mixed";
+    info.instance_source = pred.bytes_per_pixel == gt.bytes_per_pixel ?
+        (gt.bytes_per_pixel == 2 ? "instance-map" : "components") : "mixed";
     res.image = argv[2];
     wsi_instance_count (gi, pi, n, G_MAXUINT32 - 1, &res.counts);
     g_free (gi);
@@ -276,8 +146,8 @@ main (int argc, char **argv)
   g_free (json);
 
 done:
-  g_free (pred.data);
-  g_free (gt.data);
+  wsi_label_image_clear (&pred);
+  wsi_label_image_clear (&gt);
   g_free (ignore_str);
   g_free (output);
   return status;

@@ -63,6 +63,7 @@ struct _wsinn_plan
   int n_nodes;
   nstate *ns;
   step_list prep, fwd, bwd;
+  step_list din;                /* steps that only produce the input gradient */
   step in_step, out_step, dout_step, din_step;
   int has_din;
   dnnl_memory_t user_in, user_out, user_dout, user_din;
@@ -129,6 +130,7 @@ wsinn_plan_free (wsinn_plan * p)
   free (p->prep.v);
   free (p->fwd.v);
   free (p->bwd.v);
+  free (p->din.v);
   free (p->ns);
   free (p);
 }
@@ -843,7 +845,16 @@ typedef struct
   dnnl_memory_t dst;
   int t;
   int via_scratch;
+  step_list *list;              /* where the layer step and the sum go */
 } contrib;
+
+/* Backward steps whose only result is the gradient of the net input run
+ * only when the caller asks for that gradient (training never needs it). */
+static step_list *
+bwd_list (wsinn_plan * p, int t)
+{
+  return t == p->in_node ? &p->din : &p->bwd;
+}
 
 static int
 grad_mem (wsinn_plan * p, int t)
@@ -864,6 +875,7 @@ begin_contrib (wsinn_plan * p, int t, char *written, contrib * c)
 {
   c->t = t;
   c->via_scratch = written[t];
+  c->list = bwd_list (p, t);
   if (!grad_mem (p, t))
     return 0;
   if (!written[t]) {
@@ -899,11 +911,48 @@ finish_contrib (wsinn_plan * p, contrib * c, int node)
   dnnl_primitive_t prim = make_prim (p, pd, node);
   if (!prim)
     return 0;
-  step *st = add_step (&p->bwd, STEP_SUM, node, prim, pd);
+  step *st = add_step (c->list, STEP_SUM, node, prim, pd);
   arg (st, DNNL_ARG_MULTIPLE_SRC, p->ns[c->t].diff);
   arg (st, DNNL_ARG_MULTIPLE_SRC + 1, c->dst);
   arg (st, DNNL_ARG_DST, p->ns[c->t].diff);
   return 1;
+}
+
+static int
+is_ref (const_dnnl_primitive_desc_t pd)
+{
+  const char *impl = "ref";
+  dnnl_primitive_desc_query (pd, dnnl_query_impl_info_str, 0, &impl);
+  return !strncmp (impl, "ref", 3);
+}
+
+/* A (de)convolution data-gradient primitive descriptor, NULL if none. */
+static dnnl_primitive_desc_t
+bwd_data_pd (wsinn_plan * p, int deconv, const dnnl_memory_desc_t * dsrc,
+    const dnnl_memory_desc_t * wts, const dnnl_memory_desc_t * ddst,
+    const dnnl_dims_t strides, const dnnl_dims_t dil, const dnnl_dims_t pl,
+    const dnnl_dims_t pr, const_dnnl_primitive_desc_t hint)
+{
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_status_t st;
+  if (deconv) {
+    dnnl_deconvolution_desc_t d;
+    st = dnnl_dilated_deconvolution_backward_data_desc_init (&d,
+        dnnl_deconvolution_direct, dsrc, wts, ddst, strides, dil, pl, pr);
+    if (st == dnnl_success)
+      st = dnnl_primitive_desc_create (&pd, &d, NULL, p->engine, hint);
+  } else {
+    dnnl_convolution_desc_t d;
+    st = dnnl_dilated_convolution_backward_data_desc_init (&d,
+        dnnl_convolution_direct, dsrc, wts, ddst, strides, dil, pl, pr);
+    if (st == dnnl_success)
+      st = dnnl_primitive_desc_create (&pd, &d, NULL, p->engine, hint);
+  }
+  if (st != dnnl_success)
+    return NULL;
+  GROW (p->pds, p->n_pds, p->cap_pds);
+  p->pds[p->n_pds++] = pd;
+  return pd;
 }
 
 static int
@@ -962,26 +1011,28 @@ bwd_conv (wsinn_net * net, wsinn_plan * p, int i, char *written)
   if (dw != gplain && !add_reorder (p, &p->bwd, STEP_WEIGHTS, dw, gplain, i))
     return 0;
 
-  /* data gradient, in the layout of the input */
+  /* data gradient, in the layout of the input (or in the layout a jit
+   * implementation wants, then reordered: e.g. 3 input channels) */
   contrib c;
   if (!begin_contrib (p, t, written, &c))
     return 0;
-  if (deconv) {
-    dnnl_deconvolution_desc_t d;
-    if (!ok (p, dnnl_dilated_deconvolution_backward_data_desc_init (&d,
-                dnnl_deconvolution_direct, &in->md, &wany, &s->md, strides,
-                dil, pl, pr), i, "deconvolution data-gradient descriptor"))
-      return 0;
-    pd = make_pd (p, &d, NULL, s->fwd_pd, i, "deconvolution data gradient");
-  } else {
-    dnnl_convolution_desc_t d;
-    if (!ok (p, dnnl_dilated_convolution_backward_data_desc_init (&d,
-                dnnl_convolution_direct, &in->md, &wany, &s->md, strides, dil,
-                pl, pr), i, "convolution data-gradient descriptor"))
-      return 0;
-    pd = make_pd (p, &d, NULL, s->fwd_pd, i, "convolution data gradient");
+  step_list *list = c.list;
+  pd = bwd_data_pd (p, deconv, &in->md, &wany, &s->md, strides, dil, pl, pr,
+      s->fwd_pd);
+  if (!pd || is_ref (pd)) {
+    dnnl_memory_desc_t dany;
+    md_any (&dany, in->n, in->c, in->h, in->w);
+    dnnl_primitive_desc_t alt = bwd_data_pd (p, deconv, &dany, &wany, &s->md,
+        strides, dil, pl, pr, s->fwd_pd);
+    if (alt && (!pd || !is_ref (alt)))
+      pd = alt;
   }
-  prim = pd ? make_prim (p, pd, i) : NULL;
+  if (!pd) {
+    plan_fail (p, "oneDNN: %s data gradient failed for layer %d",
+        deconv ? "deconvolution" : "convolution", i);
+    return 0;
+  }
+  prim = make_prim (p, pd, i);
   if (!prim)
     return 0;
   const dnnl_memory_desc_t *wmd = query_md (pd, dnnl_query_weights_md, 0);
@@ -991,14 +1042,22 @@ bwd_conv (wsinn_net * net, wsinn_plan * p, int i, char *written)
       wb = s->w_prim;
     else {
       wb = alloc_mem (p, wmd);
-      if (!wb || !add_reorder (p, &p->prep, STEP_WEIGHTS, s->w_plain, wb, i))
+      if (!wb || !add_reorder (p, list == &p->din ? list : &p->prep,
+              STEP_WEIGHTS, s->w_plain, wb, i))
         return 0;
     }
   }
-  st = add_step (&p->bwd, STEP_LAYER, i, prim, pd);
+  const dnnl_memory_desc_t *dsrc = query_md (pd, dnnl_query_diff_src_md, 0);
+  dnnl_memory_t out = c.dst;
+  int convert = !md_equal (dsrc, &in->md);
+  if (convert && !(out = alloc_mem (p, dsrc)))
+    return 0;
+  st = add_step (list, STEP_LAYER, i, prim, pd);
   arg (st, DNNL_ARG_DIFF_DST, s->diff);
   arg (st, DNNL_ARG_WEIGHTS, wb);
-  arg (st, DNNL_ARG_DIFF_SRC, c.dst);
+  arg (st, DNNL_ARG_DIFF_SRC, out);
+  if (convert && !add_reorder (p, list, STEP_REORDER, out, c.dst, i))
+    return 0;
   return finish_contrib (p, &c, i);
 }
 
@@ -1066,7 +1125,10 @@ bwd_simple (wsinn_net * net, wsinn_plan * p, int i, char *written)
   int convert = !md_equal (dsrc, &in->md);
   if (convert)
     out = alloc_mem (p, dsrc);
-  step *st = add_step (&p->bwd, STEP_LAYER, i, prim, pd);
+  if (n->op == OP_BN)            /* also computes parameter gradients */
+    c.list = &p->bwd;
+  step_list *list = c.list;
+  step *st = add_step (list, STEP_LAYER, i, prim, pd);
   arg (st, DNNL_ARG_DIFF_DST, s->diff);
   arg (st, DNNL_ARG_DIFF_SRC, out);
   switch (n->op) {
@@ -1097,7 +1159,7 @@ bwd_simple (wsinn_net * net, wsinn_plan * p, int i, char *written)
     default:
       break;
   }
-  if (convert && !add_reorder (p, &p->bwd, STEP_REORDER, out, c.dst, i))
+  if (convert && !add_reorder (p, list, STEP_REORDER, out, c.dst, i))
     return 0;
   return finish_contrib (p, &c, i);
 }
@@ -1128,7 +1190,7 @@ bwd_split (wsinn_net * net, wsinn_plan * p, int i, char *written)
     }
     contrib c;
     if (!begin_contrib (p, t, written, &c)
-        || !add_reorder (p, &p->bwd, STEP_LAYER, src, c.dst, i)
+        || !add_reorder (p, bwd_list (p, t), STEP_LAYER, src, c.dst, i)
         || !finish_contrib (p, &c, i))
       return 0;
   }
@@ -1582,7 +1644,8 @@ wsinn_net_backward (wsinn_net * net, const float *diff_output,
   if (diff_input) {
     if (p->has_din) {
       dnnl_memory_set_data_handle (p->user_din, diff_input);
-      if (run_steps (net, p, &p->din_step, 1, err, errlen) < 0)
+      if (run_steps (net, p, p->din.v, p->din.n, err, errlen) < 0
+          || run_steps (net, p, &p->din_step, 1, err, errlen) < 0)
         return -1;
     } else {
       memset (diff_input, 0, (size_t) p->n * p->h * p->w
@@ -1686,5 +1749,8 @@ wsinn_net_dump_plan (const wsinn_net * net, FILE * out)
   dump_list (net, p, &p->prep, "prepare", out);
   dump_list (net, p, &p->fwd, "forward", out);
   if (p->training)
+  {
     dump_list (net, p, &p->bwd, "backward", out);
+    dump_list (net, p, &p->din, "input gradient (on request)", out);
+  }
 }

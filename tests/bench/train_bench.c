@@ -2,7 +2,8 @@
  * 32, batch 8, 256x256, 2 classes, cross-entropy, SGD momentum 0.9: forward,
  * loss, backward, update) beside PyTorch on the same step in the same run
  * (train_bench.py, 2 threads). Results: docs/benchmarks.md, "training".
- * usage: train_bench SOURCE_ROOT [STEPS]   (run by hand) */
+ * usage: train_bench SOURCE_ROOT [STEPS] [BASE_WIDTH BATCH SIDE] [notorch]
+ * (run by hand; the defaults are 3 steps, 32, 8, 256) */
 #include "wsitrain.h"
 
 #include <stdio.h>
@@ -10,8 +11,6 @@
 #include <string.h>
 #include <time.h>
 
-#define B 8
-#define S 256
 
 static double
 now (void)
@@ -37,8 +36,14 @@ main (int argc, char **argv)
 {
   const char *root = argc > 1 ? argv[1] : ".";
   int steps = argc > 2 ? atoi (argv[2]) : 3;
-  static const char *const meta[] = { "arch", "unet", "depth", "4",
-    "base_width", "32", "n_classes", "2", NULL
+  int base = argc > 5 ? atoi (argv[3]) : 32;
+  int B = argc > 5 ? atoi (argv[4]) : 8;
+  int S = argc > 5 ? atoi (argv[5]) : 256;
+  int torch = !(argc > 6 && !strcmp (argv[6], "notorch"));
+  char base_str[16];
+  snprintf (base_str, sizeof base_str, "%d", base > 0 ? base : 32);
+  const char *const meta[] = { "arch", "unet", "depth", "4",
+    "base_width", base_str, "n_classes", "2", NULL
   };
   char err[512], cmd[1024];
   WsiTrainConfig cfg;
@@ -46,6 +51,10 @@ main (int argc, char **argv)
 
   if (steps < 1)
     steps = 1;
+  if (B < 1 || S < 16 || S % 16) {
+    fprintf (stderr, "bad batch %d or side %d (a multiple of 16)\n", B, S);
+    return 1;
+  }
   wsi_train_config_init (&cfg);
   cfg.lr = 0.01;
   cfg.momentum = 0.9;
@@ -83,8 +92,8 @@ main (int argc, char **argv)
   wsi_trainer_free (t);
 
   snprintf (cmd, sizeof cmd, "/usr/bin/python3 '%s/tests/bench/train_bench.py' "
-      "'%s' %d", root, root, steps);
-  FILE *p = popen (cmd, "r");
+      "'%s' %d %d %d %d", root, root, steps, base, B, S);
+  FILE *p = torch ? popen (cmd, "r") : NULL;
   double ref = 0;
   char fmt[32] = "?";
   if (!p || fscanf (p, "%lf %31s", &ref, fmt) != 2)
@@ -92,7 +101,8 @@ main (int argc, char **argv)
   if (p)
     pclose (p);
   print_load ("after");
-  printf ("\nU-Net d4 b32, batch 8, 256x256, SGD step (best of %d)\n", steps);
+  printf ("\nU-Net d4 b%d, batch %d, %dx%d, SGD step (best of %d)\n", base,
+      B, S, S, steps);
   printf ("%-22s %10s %10s\n", "", "s/step", "steps/s");
   printf ("%-22s %10.3f %10.3f\n", "wsitrain (oneDNN)", best, 1 / best);
   if (ref > 0) {

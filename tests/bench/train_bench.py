@@ -1,7 +1,8 @@
 """PyTorch figures for tests/bench/train_bench: the same training step
 (U-Net depth 4 base 32, batch 8, 256x256, 2 classes, cross-entropy, SGD
 momentum 0.9), 2 threads, train mode, best of NCHW and channels_last.
-usage: train_bench.py SOURCE_ROOT STEPS  -> "seconds_per_step format\""""
+usage: train_bench.py SOURCE_ROOT STEPS [BASE BATCH SIDE]
+  -> "seconds_per_step format\""""
 import os
 import sys
 import time
@@ -14,13 +15,14 @@ import wsinn_ref  # noqa: E402
 
 torch.set_num_threads(2)
 steps = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+base, batch, side = (int(a) for a in sys.argv[3:6]) if len(sys.argv) > 5 else (32, 8, 256)
 torch.manual_seed(0)
-x = torch.randn(8, 3, 256, 256)
-y = torch.randint(0, 2, (8, 256, 256))
+x = torch.randn(batch, 3, side, side)
+y = torch.randint(0, 2, (batch, side, side))
 best = {}
 for fmt in ("nchw", "channels_last"):
     mf = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
-    model = wsinn_ref.UNet(2, 4, 32).to(memory_format=mf).train()
+    model = wsinn_ref.UNet(2, 4, base).to(memory_format=mf).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     xf = x.to(memory_format=mf)
     times = []

@@ -210,9 +210,24 @@ def compare(got, want, path="", tol=1e-7):
 
 
 def write_png(path, arr):
-    """8-bit or 16-bit grayscale PNG (scikit-image / imageio)."""
-    import skimage.io
-    skimage.io.imsave(path, arr, check_contrast=False)
+    """Grayscale PNG of exactly the array's depth (uint8: 8-bit, uint16:
+    16-bit, whatever the values; imageio would store small 16-bit values
+    as 8-bit), or RGB for an H x W x 3 uint8 array."""
+    import struct
+    import zlib
+    arr = np.ascontiguousarray(arr)
+    depth = 16 if arr.dtype == np.uint16 else 8
+    ctype = 2 if arr.ndim == 3 else 0
+    rows = arr.astype(">u2") if depth == 16 else arr.astype(np.uint8)
+    raw = b"".join(b"\0" + rows[y].tobytes() for y in range(arr.shape[0]))
+
+    def chunk(tag, data):
+        return (struct.pack(">I", len(data)) + tag + data
+                + struct.pack(">I", zlib.crc32(tag + data) & 0xffffffff))
+    ihdr = struct.pack(">IIBBBBB", arr.shape[1], arr.shape[0], depth, ctype, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def eval_tool():
@@ -227,6 +242,6 @@ def run_tool(*args):
 
 def run_tool_json(*args):
     proc = run_tool(*args)
-    if proc.returncode != 0:
+    if proc.returncode != 0 or "runtime error:" in proc.stderr or "Sanitizer" in proc.stderr:
         raise RuntimeError(f"wsiseg-eval failed: {proc.stderr}")
     return json.loads(proc.stdout)

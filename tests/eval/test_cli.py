@@ -142,6 +142,16 @@ check_report("16-bit instance maps vs reference", got, want)
 checks.check(got["instance"]["source"] == "instance-map" and got["pixel"]["num_classes"] == 2,
              "16-bit maps: instance-map source, foreground/background pixel classes")
 
+small = np.zeros((30, 30), np.uint16)
+small[2:10, 2:10] = 1
+small[10:18, 2:10] = 2          # touches object 1
+sp = save("small16.png", small)
+checks.check(np.array_equal(wsitest.read_png(sp), small) and wsitest.read_png(sp).dtype == np.uint16,
+             "test PNG writer: 16-bit file with small ids reads back identical (skimage)")
+im = segref.run_tool_json(sp, sp, "--instances")["instance"]["images"][0]
+checks.check(im["gt_objects"] == 2 and im["tp"] == 2 and im["aji"] == 1,
+             "16-bit map with small ids: two touching objects stay two", str(im))
+
 # 7. JSON to a file (atomic write), identical to stdout
 out = os.path.join(tmp, "report.json")
 proc = segref.run_tool(pp, gp, "--instances", "-o", out)
