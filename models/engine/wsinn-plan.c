@@ -55,6 +55,9 @@ typedef struct
   dnnl_primitive_desc_t fwd_pd;
   dnnl_memory_t w_plain, w_prim, b_mem, mean, var, ws;
   dnnl_memory_t diff;           /* training: gradient of the output */
+  int bn_relu;                  /* training: ReLU fused into the BatchNorm */
+  int bn_kernel;                /* training BatchNorm by the C kernels */
+  dnnl_memory_t bn_dsrc;        /* where the BatchNorm kernel writes d input */
 } nstate;
 
 struct _wsinn_plan
@@ -82,6 +85,8 @@ struct _wsinn_plan
   void *scratch;
   size_t scratch_size;
   size_t act_bytes;
+  double *bn_tmp;               /* BatchNorm kernels: partial sums */
+  size_t bn_tmp_n;
   int in_node;
   dnnl_engine_t engine;
   char *err;
@@ -127,6 +132,7 @@ wsinn_plan_free (wsinn_plan * p)
   free (p->mems);
   free (p->scratch_mems);
   free (p->scratch);
+  free (p->bn_tmp);
   free (p->prep.v);
   free (p->fwd.v);
   free (p->bwd.v);
@@ -406,6 +412,235 @@ host_bn_running (wsinn_net * net, wsinn_plan * p, int node)
   }
 }
 
+/* Training BatchNorm on nChw8c activations ([n][c/8][h*w][8]) by C kernels:
+ * oneDNN's jit version synchronises its threads several times per call,
+ * which costs far more than the arithmetic when the cores are shared.
+ * Work items are (image, channel block) pairs; each pass is one OpenMP
+ * loop without inner barriers. Statistics: sums of (x - shift), shift = a
+ * sample of the channel, accumulated in float per chunk, in double over
+ * chunks. The optional ReLU is applied on output (forward) and as the mask
+ * y > 0 on the incoming gradient (backward), as PyTorch's ReLU. */
+
+typedef float v8f __attribute__ ((vector_size (32)));
+typedef int32_t v8i __attribute__ ((vector_size (32)));
+
+#define BN_CHUNK 256
+
+__attribute__ ((target_clones ("avx2", "default")))
+static void
+bn_sums_item (const float *x, int64_t hw, const float *shift_, double *out)
+{
+  v8f shift;
+  memcpy (&shift, shift_, sizeof shift);
+  double s[8] = { 0 }, q[8] = { 0 };
+  for (int64_t i0 = 0; i0 < hw; i0 += BN_CHUNK) {
+    int64_t i1 = i0 + BN_CHUNK < hw ? i0 + BN_CHUNK : hw;
+    v8f a = { 0 }, a2 = { 0 };
+    for (int64_t i = i0; i < i1; i++) {
+      v8f v;
+      memcpy (&v, x + 8 * i, sizeof v);
+      v -= shift;
+      a += v;
+      a2 += v * v;
+    }
+    for (int k = 0; k < 8; k++) {
+      s[k] += a[k];
+      q[k] += a2[k];
+    }
+  }
+  for (int k = 0; k < 8; k++) {
+    out[k] = s[k];
+    out[8 + k] = q[k];
+  }
+}
+
+__attribute__ ((target_clones ("avx2", "default")))
+static void
+bn_norm_item (const float *x, float *y, int64_t hw, const float *sc_,
+    const float *sh_, int relu)
+{
+  v8f sc, sh;
+  memcpy (&sc, sc_, sizeof sc);
+  memcpy (&sh, sh_, sizeof sh);
+  const v8f zero = { 0 };
+  for (int64_t i = 0; i < hw; i++) {
+    v8f v;
+    memcpy (&v, x + 8 * i, sizeof v);
+    v = v * sc + sh;
+    if (relu)
+      v = (v8f) ((v8i) v & (v > zero));
+    memcpy (y + 8 * i, &v, sizeof v);
+  }
+}
+
+/* Backward pass 1: masks dy in place (ReLU), sums dy and dy * (x - mean). */
+__attribute__ ((target_clones ("avx2", "default")))
+static void
+bn_bwd_sums_item (const float *x, const float *y, float *dy, int64_t hw,
+    const float *mean_, int relu, double *out)
+{
+  v8f mean;
+  memcpy (&mean, mean_, sizeof mean);
+  const v8f zero = { 0 };
+  double s[8] = { 0 }, q[8] = { 0 };
+  for (int64_t i0 = 0; i0 < hw; i0 += BN_CHUNK) {
+    int64_t i1 = i0 + BN_CHUNK < hw ? i0 + BN_CHUNK : hw;
+    v8f a = { 0 }, a2 = { 0 };
+    for (int64_t i = i0; i < i1; i++) {
+      v8f g, v;
+      memcpy (&g, dy + 8 * i, sizeof g);
+      if (relu) {
+        v8f o;
+        memcpy (&o, y + 8 * i, sizeof o);
+        g = (v8f) ((v8i) g & (o > zero));
+        memcpy (dy + 8 * i, &g, sizeof g);
+      }
+      memcpy (&v, x + 8 * i, sizeof v);
+      a += g;
+      a2 += g * (v - mean);
+    }
+    for (int k = 0; k < 8; k++) {
+      s[k] += a[k];
+      q[k] += a2[k];
+    }
+  }
+  for (int k = 0; k < 8; k++) {
+    out[k] = s[k];
+    out[8 + k] = q[k];
+  }
+}
+
+/* Backward pass 2: dx = A * dy + B * x + C per channel. */
+__attribute__ ((target_clones ("avx2", "default")))
+static void
+bn_bwd_dx_item (const float *x, const float *dy, float *dx, int64_t hw,
+    const float *ka_, const float *kb_, const float *kc_)
+{
+  v8f ka, kb, kc;
+  memcpy (&ka, ka_, sizeof ka);
+  memcpy (&kb, kb_, sizeof kb);
+  memcpy (&kc, kc_, sizeof kc);
+  for (int64_t i = 0; i < hw; i++) {
+    v8f v, g;
+    memcpy (&v, x + 8 * i, sizeof v);
+    memcpy (&g, dy + 8 * i, sizeof g);
+    v = ka * g + kb * v + kc;
+    memcpy (dx + 8 * i, &v, sizeof v);
+  }
+}
+
+static float *
+mem_ptr (dnnl_memory_t m)
+{
+  void *h = NULL;
+  dnnl_memory_get_data_handle (m, &h);
+  return h;
+}
+
+static void
+host_bn_kernel_fwd (wsinn_net * net, wsinn_plan * p, int node)
+{
+  wsinn_node *n = &net->nodes[node];
+  nstate *s = &p->ns[node];
+  const float *x = mem_ptr (s->in_mem[0]);
+  float *y = mem_ptr (s->mem), *mean = mem_ptr (s->mean),
+      *var = mem_ptr (s->var);
+  const float *gamma = net->params[n->p[0]].data;
+  const float *beta = net->params[n->p[1]].data;
+  const int64_t nb = s->n, cb = (s->c + 7) / 8, hw = s->h * s->w;
+  const int64_t items = nb * cb;
+  const double count = (double) nb * hw;
+  double *part = p->bn_tmp;
+  v8f *shift = (v8f *) (part + 16 * items), *sc = shift + cb, *sh = sc + cb;
+  const int relu = s->bn_relu;
+
+  for (int64_t b = 0; b < cb; b++)
+    memcpy (&shift[b], x + b * hw * 8, sizeof (v8f));
+#pragma omp parallel for schedule(static)
+  for (int64_t it = 0; it < items; it++)
+    bn_sums_item (x + it * hw * 8, hw, (float *) &shift[it % cb],
+        part + 16 * it);
+  for (int64_t b = 0; b < cb; b++)
+    for (int k = 0; k < 8; k++) {
+      int64_t c = b * 8 + k;
+      double sum = 0, sq = 0;
+      for (int64_t i = 0; i < nb; i++) {
+        sum += part[16 * (i * cb + b) + k];
+        sq += part[16 * (i * cb + b) + 8 + k];
+      }
+      double d = sum / count, v = sq / count - d * d;
+      if (v < 0)
+        v = 0;
+      if (c < s->c) {
+        mean[c] = (float) (shift[b][k] + d);
+        var[c] = (float) v;
+        float scale = gamma[c] / sqrtf ((float) v + n->eps);
+        sc[b][k] = scale;
+        sh[b][k] = beta[c] - mean[c] * scale;
+      } else {
+        sc[b][k] = sh[b][k] = 0;
+      }
+    }
+#pragma omp parallel for schedule(static)
+  for (int64_t it = 0; it < items; it++)
+    bn_norm_item (x + it * hw * 8, y + it * hw * 8, hw,
+        (float *) &sc[it % cb], (float *) &sh[it % cb], relu);
+  host_bn_running (net, p, node);
+}
+
+static void
+host_bn_kernel_bwd (wsinn_net * net, wsinn_plan * p, int node)
+{
+  wsinn_node *n = &net->nodes[node];
+  nstate *s = &p->ns[node];
+  const float *x = mem_ptr (s->in_mem[0]), *y = mem_ptr (s->mem);
+  const float *mean = mem_ptr (s->mean), *var = mem_ptr (s->var);
+  float *dy = mem_ptr (s->diff), *dx = mem_ptr (s->bn_dsrc);
+  const float *gamma = net->params[n->p[0]].data;
+  float *dgamma = net->params[n->p[0]].grad, *dbeta = net->params[n->p[1]].grad;
+  const int64_t nb = s->n, cb = (s->c + 7) / 8, hw = s->h * s->w;
+  const int64_t items = nb * cb;
+  const double count = (double) nb * hw;
+  double *part = p->bn_tmp;
+  v8f *vm = (v8f *) (part + 16 * items), *ka = vm + cb, *kb = ka + cb,
+      *kc = kb + cb;
+  const int relu = s->bn_relu;
+
+  for (int64_t b = 0; b < cb; b++)
+    for (int k = 0; k < 8; k++)
+      vm[b][k] = b * 8 + k < s->c ? mean[b * 8 + k] : 0;
+#pragma omp parallel for schedule(static)
+  for (int64_t it = 0; it < items; it++)
+    bn_bwd_sums_item (x + it * hw * 8, y + it * hw * 8, dy + it * hw * 8, hw,
+        (float *) &vm[it % cb], relu, part + 16 * it);
+  for (int64_t b = 0; b < cb; b++)
+    for (int k = 0; k < 8; k++) {
+      int64_t c = b * 8 + k;
+      double sdy = 0, sdyx = 0;
+      for (int64_t i = 0; i < nb; i++) {
+        sdy += part[16 * (i * cb + b) + k];
+        sdyx += part[16 * (i * cb + b) + 8 + k];
+      }
+      if (c >= s->c) {
+        ka[b][k] = kb[b][k] = kc[b][k] = 0;
+        continue;
+      }
+      double rstd = 1.0 / sqrt ((double) var[c] + n->eps);
+      double dg = sdyx * rstd;  /* sum dy * xhat */
+      dgamma[c] = (float) dg;
+      dbeta[c] = (float) sdy;
+      double a = gamma[c] * rstd, q = a * rstd * dg / count;
+      ka[b][k] = (float) a;
+      kb[b][k] = (float) -q;
+      kc[b][k] = (float) (q * mean[c] - a * sdy / count);
+    }
+#pragma omp parallel for schedule(static)
+  for (int64_t it = 0; it < items; it++)
+    bn_bwd_dx_item (x + it * hw * 8, dy + it * hw * 8, dx + it * hw * 8, hw,
+        (float *) &ka[it % cb], (float *) &kb[it % cb],
+        (float *) &kc[it % cb]);
+}
+
 /* ------------------------------------------------------------- forward */
 
 static dnnl_alg_kind_t
@@ -589,10 +824,31 @@ plan_bn (wsinn_net * net, wsinn_plan * p, int i)
   wsinn_node *n = &net->nodes[i];
   nstate *s = &p->ns[i];
   const dnnl_memory_desc_t *md = input_md (p, n->in[0]);
+  dnnl_memory_desc_t vec, blocked;
+  md_vec (&vec, n->c);
+  md_tag (&blocked, s->n, s->c, s->h, s->w, dnnl_nChw8c);
+  if (p->training && md_equal (md, &blocked) && !getenv ("WSINN_NO_BN_KERNEL")) {
+    s->bn_kernel = 1;
+    s->in_mem[0] = input_as (p, n->in[0], md, i);
+    if (!s->in_mem[0] || !set_output (p, i, md))
+      return 0;
+    s->mean = alloc_mem (p, &vec);
+    s->var = alloc_mem (p, &vec);
+    if (!s->mean || !s->var)
+      return 0;
+    int64_t cb = (s->c + 7) / 8;
+    size_t need = (size_t) (16 * s->n * cb + 16 * cb);
+    if (need > p->bn_tmp_n)
+      p->bn_tmp_n = need;
+    add_step (&p->fwd, STEP_LAYER, i, NULL, NULL)->host = host_bn_kernel_fwd;
+    return 1;
+  }
   dnnl_batch_normalization_desc_t d;
   unsigned flags = dnnl_use_scale | dnnl_use_shift;
   if (!p->training)
     flags |= dnnl_use_global_stats;
+  if (s->bn_relu)
+    flags |= dnnl_fuse_norm_relu;
   if (!ok (p, dnnl_batch_normalization_forward_desc_init (&d,
               p->training ? dnnl_forward_training : dnnl_forward_inference,
               md, n->eps, flags), i, "batch norm descriptor"))
@@ -607,8 +863,6 @@ plan_bn (wsinn_net * net, wsinn_plan * p, int i)
   if (!s->in_mem[0] || !set_output (p, i, query_md (pd, dnnl_query_dst_md,
               0)))
     return 0;
-  dnnl_memory_desc_t vec;
-  md_vec (&vec, n->c);
   dnnl_memory_t scale = user_mem (p, &vec, net->params[n->p[0]].data);
   dnnl_memory_t shift = user_mem (p, &vec, net->params[n->p[1]].data);
   if (p->training) {
@@ -625,6 +879,12 @@ plan_bn (wsinn_net * net, wsinn_plan * p, int i)
   arg (st, DNNL_ARG_VARIANCE, s->var);
   arg (st, DNNL_ARG_SCALE, scale);
   arg (st, DNNL_ARG_SHIFT, shift);
+  if (s->bn_relu) {
+    s->ws = alloc_mem (p, query_md (pd, dnnl_query_workspace_md, 0));
+    if (!s->ws)
+      return 0;
+    arg (st, DNNL_ARG_WORKSPACE, s->ws);
+  }
   if (p->training)
     add_step (&p->fwd, STEP_HOST, i, NULL, NULL)->host = host_bn_running;
   return 1;
@@ -1083,6 +1343,15 @@ bwd_simple (wsinn_net * net, wsinn_plan * p, int i, char *written)
   dnnl_dims_t k, str, pl, dil = { 0, 0 };
   dnnl_alg_kind_t alg;
 
+  if (s->bn_kernel) {
+    contrib c;
+    if (!begin_contrib (p, t, written, &c))
+      return 0;
+    c.list = &p->bwd;           /* also computes parameter gradients */
+    s->bn_dsrc = c.dst;
+    add_step (&p->bwd, STEP_LAYER, i, NULL, NULL)->host = host_bn_kernel_bwd;
+    return finish_contrib (p, &c, i);
+  }
   switch (n->op) {
     case OP_ACT:
       alg = act_alg (n->act, &alpha);
@@ -1102,7 +1371,8 @@ bwd_simple (wsinn_net * net, wsinn_plan * p, int i, char *written)
     case OP_BN:
       stt = dnnl_batch_normalization_backward_desc_init (&d.bn, dnnl_backward,
           &s->md, mem_md (s->in_mem[0]), n->eps,
-          dnnl_use_scale | dnnl_use_shift);
+          dnnl_use_scale | dnnl_use_shift
+          | (s->bn_relu ? dnnl_fuse_norm_relu : 0));
       break;
     case OP_SOFTMAX:
       stt = dnnl_softmax_backward_desc_init (&d.sm, &s->md, &s->md, 1);
@@ -1151,6 +1421,8 @@ bwd_simple (wsinn_net * net, wsinn_plan * p, int i, char *written)
               net->params[n->p[0]].grad));
       arg (st, DNNL_ARG_DIFF_SHIFT, user_mem (p, &vec,
               net->params[n->p[1]].grad));
+      if (s->bn_relu)
+        arg (st, DNNL_ARG_WORKSPACE, s->ws);
       break;
     }
     case OP_SOFTMAX:
@@ -1296,6 +1568,15 @@ plan_fusions (wsinn_net * net, wsinn_plan * p)
     if (p->ns[i].alias >= 0)
       continue;
     int last = i;
+    if (p->training) {          /* every output is kept: only BN + ReLU */
+      int j = n->op == OP_BN ? sole_consumer (net, i) : -1;
+      if (j >= 0 && net->nodes[j].op == OP_ACT
+          && net->nodes[j].act == WSINN_ACT_RELU) {
+        p->ns[i].bn_relu = 1;
+        p->ns[j].alias = i;
+      }
+      continue;
+    }
     if (n->op == OP_CONV) {
       int j = sole_consumer (net, i);
       if (j >= 0 && net->nodes[j].op == OP_BN) {
@@ -1334,8 +1615,7 @@ plan_build (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
   p->engine = net->engine;
   if (!p->ns || !infer_shapes (net, p))
     goto fail;
-  if (!p->training)
-    plan_fusions (net, p);
+  plan_fusions (net, p);
 
   /* the user's NHWC input and output */
   int in_node = -1;
@@ -1405,6 +1685,14 @@ plan_build (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
     }
   if (!make_reorder (p, &p->out_step, so->mem, p->user_out, net->output))
     goto fail;
+  if (p->bn_tmp_n) {
+    p->bn_tmp = aligned_alloc (64, (p->bn_tmp_n * sizeof (double) + 63)
+        / 64 * 64);
+    if (!p->bn_tmp) {
+      plan_fail (p, "out of memory");
+      goto fail;
+    }
+  }
 
   if (p->training) {
     char *written = calloc ((size_t) net->n_nodes, 1);
@@ -1426,6 +1714,12 @@ plan_build (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
       int good = 1;
       if (!written[i] || nd->op == OP_INPUT)
         continue;               /* no gradient reaches this layer */
+      if (p->ns[i].alias >= 0) {        /* ReLU fused into a BatchNorm */
+        int o = p->ns[i].alias;
+        p->ns[o].diff = p->ns[i].diff;
+        written[o] = 1;
+        continue;
+      }
       switch (nd->op) {
         case OP_CONV:
         case OP_DECONV:
@@ -1479,7 +1773,7 @@ run_steps (wsinn_net * net, wsinn_plan * p, step * v, int n, char *err,
     size_t errlen)
 {
   for (int i = 0; i < n; i++) {
-    if (v[i].kind == STEP_HOST) {
+    if (v[i].host) {
       dnnl_stream_wait (net->stream);
       v[i].host (net, p, v[i].node);
       continue;
@@ -1723,7 +2017,10 @@ dump_list (const wsinn_net * net, const wsinn_plan * p, const step_list * l,
     const step *s = &l->v[i];
     const char *impl = "";
     char fmt[32] = "";
-    if (s->pd) {
+    if (!s->pd && s->kind == STEP_LAYER) {  /* a C kernel */
+      impl = "wsinn:c";
+      md_name (&p->ns[s->node].md, fmt, sizeof fmt);
+    } else if (s->pd) {
       dnnl_primitive_desc_query (s->pd, dnnl_query_impl_info_str, 0, &impl);
       const dnnl_memory_desc_t *dst = query_md (s->pd, dnnl_query_dst_md, 0);
       if (!dst || !dst->ndims)

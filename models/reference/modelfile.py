@@ -165,7 +165,8 @@ def load_model(path, strict=True):
         elif not np.all(np.isfinite(tensors[k])):
             problems.append(f"tensor {k}: NaN or Inf values")
     for k in tensors:
-        if k not in want:
+        # a training checkpoint's optimiser state is not part of the model
+        if k not in want and not k.startswith("__optim__."):
             problems.append(f"unexpected tensor {k}")
     if problems and strict:
         raise ValueError(f"{path}: " + "; ".join(problems))
