@@ -1,0 +1,100 @@
+#!/usr/bin/python3
+"""Evaluates a shipped model on its held-back validation images with the
+project's own pipeline (slidesrc ! patchify ! colornorm ! segment-fcn !
+stitchsink) and metrics tool (wsiseg-eval), and prints the figures for the
+model card as JSON.
+
+  evaluate.py nuclei MODEL [build-dir]   # pixel Dice (nucleus vs background), AJI, PQ, F1
+  evaluate.py glands MODEL [build-dir]   # pixel Dice, object F1, object Dice
+
+nuclei: a pixel is nucleus when its class is nucleus or boundary; instances are
+the connected components (4-connectivity) of the nucleus-interior class, each
+grown by up to 2 pixels into predicted nucleus pixels (skimage expand_labels),
+then compared with the annotated instance maps."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import skimage.io
+import skimage.measure
+import skimage.segmentation
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def png16(path, arr):
+    skimage.io.imsave(path, arr.astype(np.uint16), check_contrast=False)
+
+
+def predict(model, image, out, build, patch, overlap):
+    env = dict(os.environ, GST_PLUGIN_PATH=os.path.join(build, "gst"))
+    cmd = (f"gst-launch-1.0 -q slidesrc location={image} tile-width=512 tile-height=512 ! "
+           f"patchify patch-size={patch} overlap={overlap} ! colornorm mode=rescale01 ! "
+           f"segment-fcn model={model} output=probabilities batch-size=4 ! "
+           f"stitchsink blend=gaussian location={out}")
+    subprocess.run(cmd, shell=True, check=True, env=env)
+    return skimage.io.imread(out)
+
+
+def wsiseg_eval(build, pred, gt, *args):
+    r = subprocess.run([os.path.join(build, "gst", "wsiseg-eval"), *args, pred, gt],
+                       check=True, capture_output=True, text=True)
+    return json.loads(r.stdout)
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    task, model = sys.argv[1], os.path.abspath(sys.argv[2])
+    build = os.path.abspath(sys.argv[3] if len(sys.argv) > 3 else os.path.join(ROOT, "build"))
+    data = os.path.join(ROOT, "out", f"train-{task}", "val")
+    tmp = tempfile.mkdtemp(prefix=f"wsiseg-eval-{task}-")
+    names = sorted(f[:-4] for f in os.listdir(os.path.join(data, "images")))
+    per_image, totals = [], {}
+    for n in names:
+        img = os.path.join(data, "images", n + ".png")
+        gt = skimage.io.imread(os.path.join(data, "labels", n + ".png"))
+        pred = predict(model, img, os.path.join(tmp, n + ".png"), build,
+                       128 if task == "nuclei" else 256, 32 if task == "nuclei" else 64)
+        if task == "nuclei":
+            fg = pred > 0
+            inst = skimage.measure.label(pred == 1, connectivity=1)
+            inst = skimage.segmentation.expand_labels(inst, 2) * fg
+            png16(os.path.join(tmp, n + "-pred-inst.png"), inst)
+            skimage.io.imsave(os.path.join(tmp, n + "-pred-fg.png"), fg.astype(np.uint8), check_contrast=False)
+            skimage.io.imsave(os.path.join(tmp, n + "-gt-fg.png"), (gt > 0).astype(np.uint8), check_contrast=False)
+            pix = wsiseg_eval(build, os.path.join(tmp, n + "-pred-fg.png"), os.path.join(tmp, n + "-gt-fg.png"))
+            ins = wsiseg_eval(build, os.path.join(tmp, n + "-pred-inst.png"),
+                              os.path.join(data, "labels", n + ".png"), "--instances")
+        else:
+            gtp = os.path.join(data, "labels", n + ".png")
+            pix = ins = wsiseg_eval(build, os.path.join(tmp, n + ".png"), gtp, "--instances",
+                                    "--num-classes", "2")
+        im = ins["instance"]["images"][0]
+        row = {"image": n, "dice": pix["pixel"]["classes"][1]["dice"], "f1": im["f1"],
+               "pq": im["pq"], "aji": im["aji"], "object_dice": im["object_dice"],
+               "gt_objects": im["gt_objects"], "pred_objects": im["pred_objects"]}
+        per_image.append(row)
+        for k in ("tp", "fp", "fn", "iou_sum", "aji_intersection", "aji_union"):
+            totals[k] = totals.get(k, 0) + im[k]
+        totals["dice_tp"] = totals.get("dice_tp", 0) + pix["pixel"]["classes"][1]["tp"]
+        totals["dice_fp"] = totals.get("dice_fp", 0) + pix["pixel"]["classes"][1]["fp"]
+        totals["dice_fn"] = totals.get("dice_fn", 0) + pix["pixel"]["classes"][1]["fn"]
+    t = totals
+    agg = {
+        "pixel_dice": 2 * t["dice_tp"] / max(1, 2 * t["dice_tp"] + t["dice_fp"] + t["dice_fn"]),
+        "object_f1": 2 * t["tp"] / max(1, 2 * t["tp"] + t["fp"] + t["fn"]),
+        "pq": t["iou_sum"] / max(1e-9, t["tp"] + 0.5 * t["fp"] + 0.5 * t["fn"]),
+        "aji": t["aji_intersection"] / max(1, t["aji_union"]),
+    }
+    mean = {k: float(np.mean([r[k] for r in per_image if r[k] is not None]))
+            for k in ("dice", "f1", "pq", "aji", "object_dice")}
+    print(json.dumps({"task": task, "model": model, "validation_images": len(names),
+                      "aggregate": agg, "mean_over_images": mean, "per_image": per_image}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
