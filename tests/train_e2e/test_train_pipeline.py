@@ -103,6 +103,22 @@ if ok:
         dice = 2 * (pred & gt).sum() / max(1, pred.sum() + gt.sum())
         c.check(dice > 0.6, "held-out Dice of the trained model", f"{dice:.3f}")
 
+# autoencoder pretraining on unlabelled patches, then transfer of its encoder
+pre = os.path.join(tmp, "pretrain.safetensors")
+p = wsitest.gst_launch(
+    f"slidesrc location='{data}/images/*.png' loop=2 tile-width=96 tile-height=96 ! "
+    f"patchify patch-size=48 ! colornorm mode=rescale01 ! "
+    f"segment-fcn mode=pretrain model={init} checkpoint={pre} batch-size=8 optimizer=adam "
+    f"learning-rate=0.005 ! fakesink", messages=True)
+losses = [float(x) for x in re.findall(r"segment-fcn-train, step=\(gint64\)\d+, epoch=\(int\)\d+, "
+                                       r"loss=\(double\)([\d.e+-]+)", p.stdout)]
+if c.check(p.returncode == 0 and len(losses) >= 4, "pretraining runs", p.stderr[-500:]):
+    c.check(losses[-1] < losses[0], "reconstruction loss falls", f"{losses[0]:.4f} -> {losses[-1]:.4f}")
+    p, steps3, _ = train(init, 1, f"init-from={pre} init-from-prefix=down.,bottom. freeze=down. freeze-steps=2")
+    m = re.search(r"segment-fcn-init-from, .*copied=\(int\)(\d+), shape-mismatch=\(int\)(\d+)", p.stdout)
+    c.check(p.returncode == 0 and m and int(m.group(1)) > 0 and int(m.group(2)) == 0,
+            "init-from copies the pretrained encoder", m.group(0)[:200] if m else p.stderr[-300:])
+
 # bad annotation input
 bad = wsitest.tmpdir()
 p, _, _ = train(init, 1, masks=os.path.join(bad, "{name}.png"))
