@@ -469,8 +469,7 @@ wsinn_net_init_params (wsinn_net * net, uint64_t seed)
 void
 wsinn_net_set_training (wsinn_net * net, int training)
 {
-  if (!!training != net->training) {
-    net->training = !!training;
-    drop_plans (net);
-  }
+  /* plans are per mode (get_plan matches it), so alternating training
+   * steps and evaluation keeps both */
+  net->training = !!training;
 }

@@ -1,8 +1,8 @@
-/* wsinn: execution plans. A plan is the set of oneDNN primitives and
- * memories for one input shape (n, h, w) and one mode (inference or
- * training), built once and reused. Activations keep the layout the
- * primitives choose (format "any"); only the user's NHWC input and output
- * are reordered. */
+/* wsinn: execution plans. A plan is the set of oneDNN primitives, C
+ * kernels and memories for one input shape (n, h, w) and one mode
+ * (inference or training), built once and reused. Activations keep the
+ * layout the primitives choose (format "any"); only the user's NHWC input
+ * and output are reordered. Design: docs/engine.md. */
 #include "wsinn-private.h"
 
 #include <math.h>
@@ -24,6 +24,7 @@ typedef enum
 } step_kind;
 
 typedef struct _step step;
+typedef struct _wconv_list wconv_list;
 typedef void (*host_fn) (wsinn_net * net, wsinn_plan * plan, int node);
 
 struct _step
@@ -58,7 +59,24 @@ typedef struct
   int bn_relu;                  /* training: ReLU fused into the BatchNorm */
   int bn_kernel;                /* training BatchNorm by the C kernels */
   dnnl_memory_t bn_dsrc;        /* where the BatchNorm kernel writes d input */
+  dnnl_memory_t mid;            /* deconv as 1x1 conv: before the shuffle */
 } nstate;
+
+/* A weight layout change done in C (see wconv_run). */
+typedef struct wconv_
+{
+  dnnl_memory_t src, dst;
+  int64_t dims[4];
+  int64_t *tab;                 /* src tables for dims 0..3, then dst */
+  int64_t *t_src[4], *t_dst[4];
+} wconv;
+
+struct _wconv_list
+{
+  wconv *v;
+  int n, cap;
+  int64_t rows;
+};
 
 struct _wsinn_plan
 {
@@ -67,6 +85,7 @@ struct _wsinn_plan
   nstate *ns;
   step_list prep, fwd, bwd;
   step_list din;                /* steps that only produce the input gradient */
+  wconv_list wprep, wgrad;      /* batched weight / gradient layout changes */
   step in_step, out_step, dout_step, din_step;
   int has_din;
   dnnl_memory_t user_in, user_out, user_dout, user_din;
@@ -85,9 +104,24 @@ struct _wsinn_plan
   void *scratch;
   size_t scratch_size;
   size_t act_bytes;
+  /* inference: activation buffers shared by layers whose lifetimes
+   * (producing step .. last reading step) do not overlap */
+  struct act_entry
+  {
+    dnnl_memory_t mem;
+    size_t size;
+    int start, end;
+  } *acts;
+  int n_acts, cap_acts;
+  int *last_use;
+  void **slots;
+  int n_slots;
   double *bn_tmp;               /* BatchNorm kernels: partial sums */
   size_t bn_tmp_n;
   int in_node;
+  dnnl_primitive_attr_t attr;   /* while building: user scratchpad mode */
+  void *scratchpad;             /* one oneDNN scratchpad shared by all steps */
+  size_t scratchpad_size;
   dnnl_engine_t engine;
   char *err;
   size_t errlen;
@@ -133,6 +167,20 @@ wsinn_plan_free (wsinn_plan * p)
   free (p->scratch_mems);
   free (p->scratch);
   free (p->bn_tmp);
+  free (p->acts);
+  free (p->last_use);
+  for (int i = 0; i < p->n_slots; i++)
+    free (p->slots[i]);
+  free (p->slots);
+  free (p->scratchpad);
+  if (p->attr)
+    dnnl_primitive_attr_destroy (p->attr);
+  for (int i = 0; i < p->wprep.n; i++)
+    free (p->wprep.v[i].tab);
+  for (int i = 0; i < p->wgrad.n; i++)
+    free (p->wgrad.v[i].tab);
+  free (p->wprep.v);
+  free (p->wgrad.v);
   free (p->prep.v);
   free (p->fwd.v);
   free (p->bwd.v);
@@ -201,8 +249,8 @@ make_pd (wsinn_plan * p, const void *op_desc, const_dnnl_primitive_attr_t attr,
     const_dnnl_primitive_desc_t hint, int node, const char *what)
 {
   dnnl_primitive_desc_t pd = NULL;
-  if (!ok (p, dnnl_primitive_desc_create (&pd, op_desc, attr, p->engine,
-              hint), node, what))
+  if (!ok (p, dnnl_primitive_desc_create (&pd, op_desc, attr ? attr : p->attr,
+              p->engine, hint), node, what))
     return NULL;
   GROW (p->pds, p->n_pds, p->cap_pds);
   p->pds[p->n_pds++] = pd;
@@ -263,7 +311,7 @@ make_reorder (wsinn_plan * p, step * s, dnnl_memory_t src, dnnl_memory_t dst,
 {
   dnnl_primitive_desc_t pd = NULL;
   if (!ok (p, dnnl_reorder_primitive_desc_create (&pd, mem_md (src),
-              p->engine, mem_md (dst), p->engine, NULL), node, "reorder"))
+              p->engine, mem_md (dst), p->engine, p->attr), node, "reorder"))
     return 0;
   GROW (p->pds, p->n_pds, p->cap_pds);
   p->pds[p->n_pds++] = pd;
@@ -318,6 +366,117 @@ md_vec (dnnl_memory_desc_t * md, int64_t c)
   dnnl_memory_desc_init_by_tag (md, 1, d, dnnl_f32, dnnl_x);
 }
 
+/* An activation memory alive from step @start to step @end (node
+ * indexes). Training keeps every activation for backward; inference
+ * places it in a shared buffer once the plan is built (assign_buffers). */
+static dnnl_memory_t
+act_mem (wsinn_plan * p, const dnnl_memory_desc_t * md, int start, int end)
+{
+  if (p->training) {
+    dnnl_memory_t m = alloc_mem (p, md);
+    if (m)
+      p->act_bytes += dnnl_memory_desc_get_size (md);
+    return m;
+  }
+  dnnl_memory_t m = new_mem (p, md, NULL);
+  if (!m)
+    return NULL;
+  GROW (p->acts, p->n_acts, p->cap_acts);
+  struct act_entry *e = &p->acts[p->n_acts++];
+  e->mem = m;
+  e->size = dnnl_memory_desc_get_size (md);
+  e->start = start;
+  e->end = end;
+  return m;
+}
+
+static int
+owner_of (wsinn_plan * p, int node)
+{
+  return p->ns[node].alias >= 0 ? p->ns[node].alias : node;
+}
+
+/* Last step (node index) that reads each node's output. */
+static int
+compute_last_use (wsinn_net * net, wsinn_plan * p)
+{
+  p->last_use = malloc ((size_t) net->n_nodes * sizeof *p->last_use);
+  if (!p->last_use)
+    return 0;
+  for (int i = 0; i < net->n_nodes; i++)
+    p->last_use[i] = i;
+  for (int j = 0; j < net->n_nodes; j++) {
+    wsinn_node *n = &net->nodes[j];
+    if (p->ns[j].alias >= 0)
+      continue;
+    int n_data = n->op == OP_RESIZE ? 1 : n->n_in;
+    for (int k = 0; k < n_data; k++) {
+      int o = owner_of (p, n->in[k]);
+      if (p->last_use[o] < j)
+        p->last_use[o] = j;
+    }
+  }
+  p->last_use[owner_of (p, net->output)] = net->n_nodes;
+  return 1;
+}
+
+/* Greedy interval packing: each activation takes a free buffer (best fit,
+ * else the largest free one, grown) or a new one. */
+static int
+assign_buffers (wsinn_plan * p)
+{
+  int n = p->n_acts;
+  size_t *size = calloc ((size_t) n + 1, sizeof *size);
+  int *busy_until = calloc ((size_t) n + 1, sizeof *busy_until);
+  int *slot_of = calloc ((size_t) n + 1, sizeof *slot_of);
+  int n_slots = 0, good = size && busy_until && slot_of;
+  for (int a = 1; a < n; a++)   /* stable sort by first step */
+    for (int b = a; b > 0 && p->acts[b - 1].start > p->acts[b].start; b--) {
+      struct act_entry t = p->acts[b];
+      p->acts[b] = p->acts[b - 1];
+      p->acts[b - 1] = t;
+    }
+  for (int a = 0; good && a < n; a++) {
+    struct act_entry *e = &p->acts[a];
+    int best = -1;
+    for (int k = 0; k < n_slots; k++) {
+      if (busy_until[k] >= e->start)
+        continue;
+      if (best < 0)
+        best = k;
+      else if (size[k] >= e->size) {
+        if (size[best] < e->size || size[k] < size[best])
+          best = k;
+      } else if (size[best] < e->size && size[k] > size[best])
+        best = k;
+    }
+    if (best < 0)
+      best = n_slots++;
+    if (size[best] < e->size)
+      size[best] = e->size;
+    busy_until[best] = e->end;
+    slot_of[a] = best;
+  }
+  if (good) {
+    p->slots = calloc ((size_t) n_slots + 1, sizeof *p->slots);
+    good = p->slots != NULL;
+  }
+  for (int k = 0; good && k < n_slots; k++) {
+    p->slots[k] = aligned_alloc (64, (size[k] + 63) / 64 * 64);
+    good = p->slots[k] != NULL;
+    p->n_slots = k + 1;
+    p->act_bytes += size[k];
+  }
+  for (int a = 0; good && a < n; a++)
+    dnnl_memory_set_data_handle (p->acts[a].mem, p->slots[slot_of[a]]);
+  if (!good)
+    plan_fail (p, "out of memory for activations");
+  free (size);
+  free (busy_until);
+  free (slot_of);
+  return good;
+}
+
 /* The memory of node @src as a primitive wanting @want reads it: the
  * node's own memory, or a reordered copy (counted as an inner reorder).
  * An input whose layout is not decided yet takes @want. */
@@ -327,19 +486,17 @@ input_as (wsinn_plan * p, int src, const dnnl_memory_desc_t * want, int node)
   nstate *s = &p->ns[src];
   if (!s->mem) {                /* the net input: layout chosen by its first reader */
     s->md = *want;
-    s->mem = alloc_mem (p, want);
+    s->mem = act_mem (p, want, -1, p->last_use[src]);
     if (!s->mem)
       return NULL;
-    p->act_bytes += dnnl_memory_desc_get_size (want);
     return make_reorder (p, &p->in_step, p->user_in, s->mem, src) ? s->mem :
         NULL;
   }
   if (md_equal (&s->md, want))
     return s->mem;
-  dnnl_memory_t m = alloc_mem (p, want);
+  dnnl_memory_t m = act_mem (p, want, node, node);
   if (!m || !add_reorder (p, &p->fwd, STEP_REORDER, s->mem, m, node))
     return NULL;
-  p->act_bytes += dnnl_memory_desc_get_size (want);
   return m;
 }
 
@@ -361,12 +518,11 @@ set_output (wsinn_plan * p, int node, const dnnl_memory_desc_t * md)
 {
   nstate *s = &p->ns[node];
   s->md = *md;
-  s->mem = alloc_mem (p, md);
+  s->mem = act_mem (p, md, node, p->last_use[node]);
   if (!s->mem) {
     plan_fail (p, "out of memory for the output of layer %d", node);
     return 0;
   }
-  p->act_bytes += dnnl_memory_desc_get_size (md);
   return 1;
 }
 
@@ -641,6 +797,125 @@ host_bn_kernel_bwd (wsinn_net * net, wsinn_plan * p, int node)
         (float *) &kc[it % cb]);
 }
 
+/* ----------------------------------------------- weight layout changes */
+
+/* Parameters change layout (PyTorch order -> a primitive's blocked layout
+ * before the forward, weight gradients back after the backward) in C, all
+ * tensors of a plan in one parallel loop: in training this runs every
+ * step, and one loop costs less than a oneDNN reorder per tensor. The
+ * offset of element (a, b, c, d) in a blocked layout is a sum of one table
+ * entry per dimension. */
+
+static int
+offset_tables (const dnnl_memory_desc_t * md, int64_t * tab[4])
+{
+  if (md->format_kind != dnnl_blocked || md->ndims != 4)
+    return 0;
+  const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+  for (int d = 0; d < 4; d++)
+    for (int64_t x = 0; x < md->dims[d]; x++) {
+      int64_t pos = x, off = 0, bs = 1;
+      for (int k = b->inner_nblks - 1; k >= 0; k--) {
+        if (b->inner_idxs[k] == d) {
+          off += pos % b->inner_blks[k] * bs;
+          pos /= b->inner_blks[k];
+        }
+        bs *= b->inner_blks[k];
+      }
+      tab[d][x] = off + pos * b->strides[d] + (d == 0 ? md->offset0 : 0);
+    }
+  return 1;
+}
+
+/* Adds src -> dst to @list (both 4-D, same dims); 0 if a layout is not
+ * a plain blocked one (then the caller uses a oneDNN reorder). */
+static int
+wconv_add (wsinn_plan * p, wconv_list * list, dnnl_memory_t src,
+    dnnl_memory_t dst)
+{
+  const dnnl_memory_desc_t *ms = mem_md (src), *md = mem_md (dst);
+  size_t n = 0;
+  for (int d = 0; d < 4 && ms->ndims == 4; d++)
+    n += (size_t) ms->dims[d];
+  int64_t *tab = n ? malloc (2 * n * sizeof *tab) : NULL;
+  if (!tab)
+    return 0;
+  wconv c = { src, dst, {0}, tab, {0}, {0} };
+  size_t o = 0;
+  for (int d = 0; d < 4; d++) {
+    c.dims[d] = ms->dims[d];
+    c.t_src[d] = tab + o;
+    c.t_dst[d] = tab + n + o;
+    o += (size_t) ms->dims[d];
+  }
+  if (!offset_tables (ms, c.t_src) || !offset_tables (md, c.t_dst)) {
+    free (tab);
+    return 0;
+  }
+  /* the blocked side's padding stays zero: only real elements are written */
+  void *h = NULL;
+  dnnl_memory_get_data_handle (dst, &h);
+  if (h)
+    memset (h, 0, dnnl_memory_desc_get_size (md));
+  GROW (list->v, list->n, list->cap);
+  list->v[list->n++] = c;
+  list->rows += c.dims[0];
+  (void) p;
+  return 1;
+}
+
+static void
+wconv_run (wconv_list * list)
+{
+  int64_t rows = list->rows;
+#pragma omp parallel for schedule(dynamic, 4)
+  for (int64_t r = 0; r < rows; r++) {
+    int64_t a = r;
+    int k = 0;
+    while (a >= list->v[k].dims[0])
+      a -= list->v[k++].dims[0];
+    const wconv *c = &list->v[k];
+    const float *src = mem_ptr (c->src);
+    float *dst = mem_ptr (c->dst);
+    for (int64_t b = 0; b < c->dims[1]; b++) {
+      int64_t sb = c->t_src[0][a] + c->t_src[1][b];
+      int64_t db = c->t_dst[0][a] + c->t_dst[1][b];
+      for (int64_t y = 0; y < c->dims[2]; y++) {
+        int64_t sy = sb + c->t_src[2][y], dy = db + c->t_dst[2][y];
+        for (int64_t x = 0; x < c->dims[3]; x++)
+          dst[dy + c->t_dst[3][x]] = src[sy + c->t_src[3][x]];
+      }
+    }
+  }
+}
+
+static void
+host_wconv_prep (wsinn_net * net, wsinn_plan * p, int node)
+{
+  (void) net;
+  (void) node;
+  wconv_run (&p->wprep);
+}
+
+static void
+host_wconv_grad (wsinn_net * net, wsinn_plan * p, int node)
+{
+  (void) net;
+  (void) node;
+  wconv_run (&p->wgrad);
+}
+
+/* A weight layout change: batched in @list when possible, else a oneDNN
+ * reorder step in @steps. */
+static int
+weight_reorder (wsinn_plan * p, wconv_list * list, step_list * steps,
+    dnnl_memory_t src, dnnl_memory_t dst, int node)
+{
+  if (wconv_add (p, list, src, dst))
+    return 1;
+  return add_reorder (p, steps, STEP_WEIGHTS, src, dst, node);
+}
+
 /* ------------------------------------------------------------- forward */
 
 static dnnl_alg_kind_t
@@ -668,6 +943,7 @@ relu_attr (void)
   dnnl_primitive_attr_t attr = NULL;
   dnnl_post_ops_t po = NULL;
   dnnl_primitive_attr_create (&attr);
+  dnnl_primitive_attr_set_scratchpad_mode (attr, dnnl_scratchpad_mode_user);
   dnnl_post_ops_create (&po);
   dnnl_post_ops_append_eltwise (po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
   dnnl_primitive_attr_set_post_ops (attr, po);
@@ -690,13 +966,15 @@ conv_pd (wsinn_plan * p, int deconv, dnnl_prop_kind_t prop,
     st = dnnl_dilated_deconvolution_forward_desc_init (&d, prop,
         dnnl_deconvolution_direct, src, wts, bias, dst, strides, dil, pl, pr);
     if (st == dnnl_success)
-      st = dnnl_primitive_desc_create (&pd, &d, attr, p->engine, NULL);
+      st = dnnl_primitive_desc_create (&pd, &d, attr ? attr : p->attr,
+          p->engine, NULL);
   } else {
     dnnl_convolution_desc_t d;
     st = dnnl_dilated_convolution_forward_desc_init (&d, prop,
         dnnl_convolution_direct, src, wts, bias, dst, strides, dil, pl, pr);
     if (st == dnnl_success)
-      st = dnnl_primitive_desc_create (&pd, &d, attr, p->engine, NULL);
+      st = dnnl_primitive_desc_create (&pd, &d, attr ? attr : p->attr,
+          p->engine, NULL);
   }
   if (st != dnnl_success)
     return NULL;
@@ -706,12 +984,123 @@ conv_pd (wsinn_plan * p, int deconv, dnnl_prop_kind_t prop,
 }
 
 static int
+is_ref (const_dnnl_primitive_desc_t pd)
+{
+  const char *impl = "ref";
+  dnnl_primitive_desc_query (pd, dnnl_query_impl_info_str, 0, &impl);
+  return !strncmp (impl, "ref", 3);
+}
+
+/* Inference: a 2x2 stride-2 transposed convolution (U-Net upsampling) runs
+ * as a 1x1 convolution to 4 x cout channels (one group of cout per pixel of
+ * each output 2x2 cell) and a pixel shuffle that adds the bias: oneDNN's
+ * 1x1 kernel is several times faster than its strided deconvolution. */
+__attribute__ ((target_clones ("avx2", "default")))
+static void
+shuffle_row (const float *mid, float *out, int64_t w, int64_t group_stride,
+    const float *bias8)
+{
+  v8f bv;
+  memcpy (&bv, bias8, sizeof bv);
+  for (int dy = 0; dy < 2; dy++)
+    for (int dx = 0; dx < 2; dx++) {
+      const float *m = mid + (dy * 2 + dx) * group_stride;
+      float *o = out + dy * 2 * w * 8 + dx * 8;
+      for (int64_t x = 0; x < w; x++) {
+        v8f v;
+        memcpy (&v, m + 8 * x, sizeof v);
+        v += bv;
+        memcpy (o + 16 * x, &v, sizeof v);
+      }
+    }
+}
+
+static void
+host_deconv_shuffle (wsinn_net * net, wsinn_plan * p, int node)
+{
+  wsinn_node *n = &net->nodes[node];
+  nstate *s = &p->ns[node];
+  const float *mid = mem_ptr (s->mid);
+  float *out = mem_ptr (s->mem);
+  const float *bias = n->has_bias ? net->params[n->p[1]].data : NULL;
+  const int64_t cb = s->c / 8, h = s->h / 2, w = s->w / 2;
+  const int64_t rows = s->n * cb * h;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    int64_t img = r / (cb * h), b = r / h % cb, y = r % h;
+    float b8[8] = { 0 };
+    if (bias)
+      memcpy (b8, bias + 8 * b, sizeof b8);
+    shuffle_row (mid + (((img * 4 * cb + b) * h + y) * w) * 8,
+        out + (((img * cb + b) * 2 * h + 2 * y) * 2 * w) * 8, w,
+        cb * h * w * 8, b8);
+  }
+}
+
+/* 1 if planned this way, 0 on error, -1 if not applicable. */
+static int
+plan_deconv_1x1 (wsinn_net * net, wsinn_plan * p, int i)
+{
+  wsinn_node *n = &net->nodes[i];
+  nstate *s = &p->ns[i], *in = &p->ns[n->in[0]];
+  dnnl_memory_desc_t blk, wts, mid, wfake, out, bias;
+  if (p->training || n->op != OP_DECONV || n->k != 2 || n->stride != 2
+      || n->pad || n->output_pad || n->dilation != 1 || n->c % 8 || !in->mem
+      || s->post_relu)
+    return -1;
+  md_tag (&blk, in->n, in->c, in->h, in->w, dnnl_nChw8c);
+  if (!md_equal (&in->md, &blk))
+    return -1;
+  dnnl_dims_t wd = { 4 * n->c, in->c, 1, 1 }, one = { 1, 1 }, zero = { 0, 0 };
+  dnnl_memory_desc_init_by_tag (&wts, 4, wd, dnnl_f32, dnnl_format_tag_any);
+  dnnl_memory_desc_init_by_tag (&wfake, 4, wd, dnnl_f32, dnnl_oihw);
+  md_tag (&mid, in->n, 4 * n->c, in->h, in->w, dnnl_nChw8c);
+  md_tag (&out, s->n, s->c, s->h, s->w, dnnl_nChw8c);
+  dnnl_primitive_desc_t pd = conv_pd (p, 0, dnnl_forward_inference, &in->md,
+      &wts, NULL, &mid, one, zero, zero, zero, NULL);
+  if (!pd || is_ref (pd))
+    return -1;
+  dnnl_primitive_t prim = make_prim (p, pd, i);
+  if (!prim)
+    return 0;
+  s->fwd_pd = pd;
+  s->in_mem[0] = in->mem;
+  s->mid = act_mem (p, &mid, i, i);
+  if (!s->mid || !set_output (p, i, &out))
+    return 0;
+  s->w_plain = user_mem (p, &wfake, net->params[n->p[0]].data);
+  s->w_prim = alloc_mem (p, query_md (pd, dnnl_query_weights_md, 0));
+  if (!s->w_plain || !s->w_prim || !wconv_add (p, &p->wprep, s->w_plain,
+          s->w_prim)) {
+    plan_fail (p, "out of memory for layer %d", i);
+    return 0;
+  }
+  /* PyTorch [cin][cout][2][2]: row g * cout + o of the 1x1 weights is
+   * (o, g = 2 * dy + dx) of every input channel */
+  wconv *c = &p->wprep.v[p->wprep.n - 1];
+  for (int64_t r = 0; r < 4 * n->c; r++)
+    c->t_src[0][r] = r % n->c * 4 + r / n->c;
+  for (int64_t k = 0; k < in->c; k++)
+    c->t_src[1][k] = k * n->c * 4;
+  md_vec (&bias, n->c);
+  step *st = add_step (&p->fwd, STEP_LAYER, i, prim, pd);
+  arg (st, DNNL_ARG_SRC, s->in_mem[0]);
+  arg (st, DNNL_ARG_WEIGHTS, s->w_prim);
+  arg (st, DNNL_ARG_DST, s->mid);
+  add_step (&p->fwd, STEP_HOST, i, NULL, NULL)->host = host_deconv_shuffle;
+  return 1;
+}
+
+static int
 plan_conv (wsinn_net * net, wsinn_plan * p, int i)
 {
   wsinn_node *n = &net->nodes[i];
   nstate *s = &p->ns[i];
   nstate *in = &p->ns[n->in[0]];
   int deconv = n->op == OP_DECONV;
+  int r = plan_deconv_1x1 (net, p, i);
+  if (r >= 0)
+    return r;
   dnnl_prop_kind_t prop = p->training ? dnnl_forward_training :
       dnnl_forward_inference;
   dnnl_memory_desc_t src, wts, bias, dst, wplain;
@@ -802,7 +1191,7 @@ plan_conv (wsinn_net * net, wsinn_plan * p, int i)
     s->w_prim = s->w_plain;
   } else {
     s->w_prim = alloc_mem (p, wmd);
-    if (!s->w_prim || !add_reorder (p, &p->prep, STEP_WEIGHTS, s->w_plain,
+    if (!s->w_prim || !weight_reorder (p, &p->wprep, &p->prep, s->w_plain,
             s->w_prim, i))
       return 0;
   }
@@ -827,7 +1216,8 @@ plan_bn (wsinn_net * net, wsinn_plan * p, int i)
   dnnl_memory_desc_t vec, blocked;
   md_vec (&vec, n->c);
   md_tag (&blocked, s->n, s->c, s->h, s->w, dnnl_nChw8c);
-  if (p->training && md_equal (md, &blocked) && !getenv ("WSINN_NO_BN_KERNEL")) {
+  if (p->training && md_equal (md, &blocked)
+      && !getenv ("WSINN_NO_BN_KERNEL")) {
     s->bn_kernel = 1;
     s->in_mem[0] = input_as (p, n->in[0], md, i);
     if (!s->in_mem[0] || !set_output (p, i, md))
@@ -1017,7 +1407,7 @@ plan_concat (wsinn_net * net, wsinn_plan * p, int i)
   md_any (&dst, s->n, s->c, s->h, s->w);
   dnnl_primitive_desc_t pd = NULL;
   if (!ok (p, dnnl_concat_primitive_desc_create (&pd, &dst, n->n_in, 1, srcs,
-              NULL, p->engine), i, "concat"))
+              p->attr, p->engine), i, "concat"))
     return 0;
   GROW (p->pds, p->n_pds, p->cap_pds);
   p->pds[p->n_pds++] = pd;
@@ -1163,8 +1553,8 @@ finish_contrib (wsinn_plan * p, contrib * c, int node)
   dnnl_memory_desc_t srcs[2] = { *md, *md };
   float scales[2] = { 1.0f, 1.0f };
   dnnl_primitive_desc_t pd = NULL;
-  if (!ok (p, dnnl_sum_primitive_desc_create (&pd, md, 2, scales, srcs, NULL,
-              p->engine), node, "gradient sum"))
+  if (!ok (p, dnnl_sum_primitive_desc_create (&pd, md, 2, scales, srcs,
+              p->attr, p->engine), node, "gradient sum"))
     return 0;
   GROW (p->pds, p->n_pds, p->cap_pds);
   p->pds[p->n_pds++] = pd;
@@ -1176,14 +1566,6 @@ finish_contrib (wsinn_plan * p, contrib * c, int node)
   arg (st, DNNL_ARG_MULTIPLE_SRC + 1, c->dst);
   arg (st, DNNL_ARG_DST, p->ns[c->t].diff);
   return 1;
-}
-
-static int
-is_ref (const_dnnl_primitive_desc_t pd)
-{
-  const char *impl = "ref";
-  dnnl_primitive_desc_query (pd, dnnl_query_impl_info_str, 0, &impl);
-  return !strncmp (impl, "ref", 3);
 }
 
 /* A (de)convolution data-gradient primitive descriptor, NULL if none. */
@@ -1200,13 +1582,13 @@ bwd_data_pd (wsinn_plan * p, int deconv, const dnnl_memory_desc_t * dsrc,
     st = dnnl_dilated_deconvolution_backward_data_desc_init (&d,
         dnnl_deconvolution_direct, dsrc, wts, ddst, strides, dil, pl, pr);
     if (st == dnnl_success)
-      st = dnnl_primitive_desc_create (&pd, &d, NULL, p->engine, hint);
+      st = dnnl_primitive_desc_create (&pd, &d, p->attr, p->engine, hint);
   } else {
     dnnl_convolution_desc_t d;
     st = dnnl_dilated_convolution_backward_data_desc_init (&d,
         dnnl_convolution_direct, dsrc, wts, ddst, strides, dil, pl, pr);
     if (st == dnnl_success)
-      st = dnnl_primitive_desc_create (&pd, &d, NULL, p->engine, hint);
+      st = dnnl_primitive_desc_create (&pd, &d, p->attr, p->engine, hint);
   }
   if (st != dnnl_success)
     return NULL;
@@ -1268,7 +1650,7 @@ bwd_conv (wsinn_net * net, wsinn_plan * p, int i, char *written)
   if (n->has_bias)
     arg (st, DNNL_ARG_DIFF_BIAS, user_mem (p, &bias,
             net->params[n->p[1]].grad));
-  if (dw != gplain && !add_reorder (p, &p->bwd, STEP_WEIGHTS, dw, gplain, i))
+  if (dw != gplain && !weight_reorder (p, &p->wgrad, &p->bwd, dw, gplain, i))
     return 0;
 
   /* data gradient, in the layout of the input (or in the layout a jit
@@ -1302,8 +1684,9 @@ bwd_conv (wsinn_net * net, wsinn_plan * p, int i, char *written)
       wb = s->w_prim;
     else {
       wb = alloc_mem (p, wmd);
-      if (!wb || !add_reorder (p, list == &p->din ? list : &p->prep,
-              STEP_WEIGHTS, s->w_plain, wb, i))
+      if (!wb || (list == &p->din ? !add_reorder (p, list, STEP_WEIGHTS,
+                  s->w_plain, wb, i) : !weight_reorder (p, &p->wprep,
+                  &p->prep, s->w_plain, wb, i)))
         return 0;
     }
   }
@@ -1596,6 +1979,57 @@ plan_fusions (wsinn_net * net, wsinn_plan * p)
   }
 }
 
+/* Every primitive gets the plan's one scratchpad buffer (user mode): no
+ * hidden per-thread buffer, and primitives may run in any thread. */
+static int
+scratchpad_list (wsinn_plan * p, step * v, int n, dnnl_memory_t ** mems,
+    int *n_mems, int *cap)
+{
+  for (int i = 0; i < n; i++) {
+    if (!v[i].pd || !v[i].prim)
+      continue;
+    const dnnl_memory_desc_t *md = query_md (v[i].pd,
+        dnnl_query_scratchpad_md, 0);
+    size_t size = md ? dnnl_memory_desc_get_size (md) : 0;
+    if (!size)
+      continue;
+    dnnl_memory_t m = new_mem (p, md, NULL);
+    if (!m || v[i].nargs >= MAX_ARGS) {
+      plan_fail (p, "oneDNN: scratchpad for layer %d", v[i].node);
+      return 0;
+    }
+    arg (&v[i], DNNL_ARG_SCRATCHPAD, m);
+    GROW (*mems, *n_mems, *cap);
+    (*mems)[(*n_mems)++] = m;
+    if (size > p->scratchpad_size)
+      p->scratchpad_size = size;
+  }
+  return 1;
+}
+
+static int
+attach_scratchpad (wsinn_plan * p)
+{
+  dnnl_memory_t *mems = NULL;
+  int n = 0, cap = 0, good = 1;
+  step *single[] = { &p->in_step, &p->out_step, &p->dout_step, &p->din_step };
+  step_list *lists[] = { &p->prep, &p->fwd, &p->bwd, &p->din };
+  for (int k = 0; k < 4 && good; k++)
+    good = scratchpad_list (p, lists[k]->v, lists[k]->n, &mems, &n, &cap)
+        && scratchpad_list (p, single[k], 1, &mems, &n, &cap);
+  if (good && p->scratchpad_size) {
+    p->scratchpad = aligned_alloc (64, (p->scratchpad_size + 63) / 64 * 64);
+    if (!p->scratchpad) {
+      plan_fail (p, "out of memory for the oneDNN scratchpad");
+      good = 0;
+    }
+    for (int k = 0; good && k < n; k++)
+      dnnl_memory_set_data_handle (mems[k], p->scratchpad);
+  }
+  free (mems);
+  return good;
+}
+
 static wsinn_plan *
 plan_build (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
 {
@@ -1615,7 +2049,15 @@ plan_build (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
   p->engine = net->engine;
   if (!p->ns || !infer_shapes (net, p))
     goto fail;
+  if (dnnl_primitive_attr_create (&p->attr) != dnnl_success
+      || dnnl_primitive_attr_set_scratchpad_mode (p->attr,
+          dnnl_scratchpad_mode_user) != dnnl_success) {
+    plan_fail (p, "oneDNN: attribute creation failed");
+    goto fail;
+  }
   plan_fusions (net, p);
+  if (!compute_last_use (net, p))
+    goto fail;
 
   /* the user's NHWC input and output */
   int in_node = -1;
@@ -1685,6 +2127,9 @@ plan_build (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
     }
   if (!make_reorder (p, &p->out_step, so->mem, p->user_out, net->output))
     goto fail;
+  if (p->wprep.n)
+    add_step (&p->prep, STEP_WEIGHTS, 0, NULL, NULL)->host =
+        host_wconv_prep;
   if (p->bn_tmp_n) {
     p->bn_tmp = aligned_alloc (64, (p->bn_tmp_n * sizeof (double) + 63)
         / 64 * 64);
@@ -1738,6 +2183,9 @@ plan_build (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
         goto fail;
       }
     }
+    if (p->wgrad.n)
+      add_step (&p->bwd, STEP_WEIGHTS, 0, NULL, NULL)->host =
+          host_wconv_grad;
     p->has_din = written[in_node];
     free (written);
     if (p->has_din) {
@@ -1757,6 +2205,10 @@ plan_build (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
         dnnl_memory_set_data_handle (p->scratch_mems[k], p->scratch);
     }
   }
+  if (!attach_scratchpad (p) || !assign_buffers (p))
+    goto fail;
+  dnnl_primitive_attr_destroy (p->attr);
+  p->attr = NULL;
   p->err = NULL;
   net->n_plans_built++;
   return p;
@@ -1917,6 +2369,8 @@ wsinn_net_forward (wsinn_net * net, const float *input, int n, int h, int w,
     return -1;
   dnnl_stream_wait (net->stream);
   p->forwarded = 1;
+  if (p->training)              /* running statistics changed: refold BN */
+    net->param_version++;
   return 0;
 }
 
@@ -2017,6 +2471,11 @@ dump_list (const wsinn_net * net, const wsinn_plan * p, const step_list * l,
     const step *s = &l->v[i];
     const char *impl = "";
     char fmt[32] = "";
+    if (!s->pd && s->kind == STEP_WEIGHTS) {
+      fprintf (out, "  %-8s   - %d tensors (C, one loop)\n", kinds[s->kind],
+          s->host == host_wconv_prep ? p->wprep.n : p->wgrad.n);
+      continue;
+    }
     if (!s->pd && s->kind == STEP_LAYER) {  /* a C kernel */
       impl = "wsinn:c";
       md_name (&p->ns[s->node].md, fmt, sizeof fmt);

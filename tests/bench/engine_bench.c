@@ -1,7 +1,8 @@
 /* Engine benchmark: GFLOP/s of a 3x3 convolution (64 -> 64, 256x256) and of
- * U-Net depth 4 base 32 on 256x256 (batch 1 and 8, inference), beside the
- * machine's FMA peak and PyTorch's figures from the same run
- * (engine_bench.py). Results: docs/benchmarks.md, section "engine".
+ * U-Net depth 4 base 32, FCN-8s (VGG) and DeepLabv3 (ResNet-18) on 256x256
+ * (batch 1 and 8, inference), beside the machine's FMA peak and PyTorch's
+ * figures from the same run (engine_bench.py). Results: docs/benchmarks.md,
+ * section "engine".
  * usage: engine_bench [SOURCE_ROOT]   (runs by hand or `meson test --benchmark`) */
 #include "wsinn.h"
 
@@ -111,12 +112,19 @@ main (int argc, char **argv)
   double peak = THREADS * 2.0 * 8 * 2 * ghz;    /* 2 FMA units x 8 floats x 2 */
 
   print_load ("before");
-  row rows[4] = {
+  enum
+  { N_ROWS = 8 };
+  row rows[N_ROWS] = {
     {"conv3x3", "3x3 conv 64->64, 1x256x256 (NHWC in/out)"},
     {"conv3x3x8", "8 chained 3x3 convs 64->64, 1x256x256"},
     {"unet_b1", "U-Net depth 4 base 32, 1x256x256"},
     {"unet_b8", "U-Net depth 4 base 32, 8x256x256"},
+    {"fcn8s_b1", "FCN-8s (VGG base 32), 1x256x256"},
+    {"fcn8s_b8", "FCN-8s (VGG base 32), 8x256x256"},
+    {"deeplab_b1", "DeepLabv3 (ResNet-18, OS 16), 1x256x256"},
+    {"deeplab_b8", "DeepLabv3 (ResNet-18, OS 16), 8x256x256"},
   };
+  const char *archs[3] = { "unet", "fcn8s", "deeplabv3" };
   wsinn_net *net = conv_chain (1);
   rows[0].flops = wsinn_net_flops (net, 1, 256, 256);
   rows[0].secs = time_forward (net, 1, 256, 256, 10);
@@ -126,23 +134,24 @@ main (int argc, char **argv)
   rows[1].secs = time_forward (net, 1, 256, 256, 5);
   wsinn_net_free (net);
 
-  wsinn_spec spec;
-  char err[256];
-  wsinn_spec_init (&spec);
-  strcpy (spec.arch, "unet");
-  spec.depth = 4;
-  spec.base_width = 32;
-  net = wsinn_net_new_from_spec (&spec, err, sizeof err);
-  if (!net) {
-    fprintf (stderr, "%s\n", err);
-    return 1;
+  for (int a = 0; a < 3; a++) {
+    wsinn_spec spec;
+    char err[256];
+    wsinn_spec_init (&spec);
+    strcpy (spec.arch, archs[a]);
+    net = wsinn_net_new_from_spec (&spec, err, sizeof err);
+    if (!net) {
+      fprintf (stderr, "%s\n", err);
+      return 1;
+    }
+    wsinn_net_init_params (net, 1);
+    row *r = &rows[2 + 2 * a];
+    r[0].flops = wsinn_net_flops (net, 1, 256, 256);
+    r[0].secs = time_forward (net, 1, 256, 256, 5);
+    r[1].flops = wsinn_net_flops (net, 8, 256, 256);
+    r[1].secs = time_forward (net, 8, 256, 256, 3);
+    wsinn_net_free (net);
   }
-  wsinn_net_init_params (net, 1);
-  rows[2].flops = wsinn_net_flops (net, 1, 256, 256);
-  rows[2].secs = time_forward (net, 1, 256, 256, 5);
-  rows[3].flops = wsinn_net_flops (net, 8, 256, 256);
-  rows[3].secs = time_forward (net, 8, 256, 256, 3);
-  wsinn_net_free (net);
 
   /* PyTorch, same workloads */
   if (root) {
@@ -154,7 +163,7 @@ main (int argc, char **argv)
     double secs;
     while (p && fgets (line, sizeof line, p))
       if (sscanf (line, "%63s %lf %31s", name, &secs, fmt) == 3)
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < N_ROWS; i++)
           if (!strcmp (rows[i].name, name)) {
             rows[i].torch_secs = secs;
             snprintf (rows[i].torch_fmt, sizeof rows[i].torch_fmt, "%s", fmt);
@@ -169,17 +178,18 @@ main (int argc, char **argv)
   printf ("FMA peak: %d cores x 2 FMA/cycle x 8 floats x 2 flops x %.2f GHz "
       "= %.1f GFLOP/s\n\n", THREADS, ghz, peak);
   printf ("| workload | GFLOP | wsinn ms | wsinn GFLOP/s | %% peak | "
-      "PyTorch ms | PyTorch GFLOP/s (layout) |\n");
-  printf ("|---|---|---|---|---|---|---|\n");
-  for (int i = 0; i < 4; i++) {
+      "PyTorch ms | PyTorch GFLOP/s (layout) | wsinn / PyTorch |\n");
+  printf ("|---|---|---|---|---|---|---|---|\n");
+  for (int i = 0; i < N_ROWS; i++) {
     double g = rows[i].flops / rows[i].secs / 1e9;
     printf ("| %s | %.2f | %.1f | %.1f | %.0f%% | ", rows[i].what,
         rows[i].flops / 1e9, rows[i].secs * 1e3, g, 100 * g / peak);
     if (rows[i].torch_secs > 0)
-      printf ("%.1f | %.1f (%s) |\n", rows[i].torch_secs * 1e3,
-          rows[i].flops / rows[i].torch_secs / 1e9, rows[i].torch_fmt);
+      printf ("%.1f | %.1f (%s) | %.2fx |\n", rows[i].torch_secs * 1e3,
+          rows[i].flops / rows[i].torch_secs / 1e9, rows[i].torch_fmt,
+          rows[i].torch_secs / rows[i].secs);
     else
-      printf ("- | - |\n");
+      printf ("- | - | - |\n");
   }
   return 0;
 }

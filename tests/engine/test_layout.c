@@ -73,6 +73,7 @@ main (void)
   float *out = calloc ((size_t) n * oh * ow * oc, 4);
   float *out2 = calloc ((size_t) n * oh * ow * oc, 4);
 
+  size_t act_bytes[2] = { 0, 0 };
   for (int training = 0; training < 2; training++) {
     const char *mode = training ? "training" : "inference";
     wsinn_net_set_training (net, training);
@@ -87,12 +88,44 @@ main (void)
         && st.n_primitives > 20, "no reorder between layers", detail);
     check (all_blocked (net, detail, sizeof detail),
         "activations in blocked layout", detail);
+    act_bytes[training] = st.activation_bytes;
     if (!training) {
       /* 19 convs (BN folded, ReLU fused), 4 pools, 4 deconvs, 4 concats */
       snprintf (detail, sizeof detail, "%d primitives", st.n_primitives);
       check (st.n_primitives == (4 * 2 + 2 + 4 * 2 + 1) + 4 + 4 + 4,
           "BatchNorm folded and ReLU fused into the convolutions", detail);
     }
+  }
+
+  /* inference shares activation buffers between layers by lifetime */
+  snprintf (detail, sizeof detail, "%.1f MB inference, %.1f MB training",
+      act_bytes[0] / 1e6, act_bytes[1] / 1e6);
+  check (act_bytes[0] > 0 && act_bytes[0] * 2 < act_bytes[1],
+      "inference activations share buffers", detail);
+
+  /* training then inference: the kept inference plan refolds BatchNorm
+   * with the running statistics the training forward updated, exactly
+   * as a fresh net with the same parameters */
+  {
+    float *g = calloc ((size_t) n * oh * ow * oc, 4);
+    wsinn_net *fresh = wsinn_net_new_from_spec (&spec, err, sizeof err);
+    int ok_run = g && fresh
+        && wsinn_net_backward (net, g, NULL, err, sizeof err) == 0;
+    wsinn_net_set_training (net, 0);
+    ok_run = ok_run && wsinn_net_forward (net, in, n, h, w, out, err,
+        sizeof err) == 0;
+    for (size_t k = 0; ok_run && k < wsinn_net_n_params (net); k++) {
+      wsinn_param *pa = wsinn_net_param (net, k);
+      ok_run = wsinn_net_set_param (fresh, pa->name, pa->data, pa->ndims,
+          pa->shape, err, sizeof err) == 0;
+    }
+    ok_run = ok_run && wsinn_net_forward (fresh, in, n, h, w, out2, err,
+        sizeof err) == 0;
+    check (ok_run && !memcmp (out, out2, (size_t) n * oh * ow * oc * 4),
+        "inference after training uses the updated running statistics",
+        ok_run ? NULL : err);
+    wsinn_net_free (fresh);
+    free (g);
   }
 
   /* primitives reused: same shape again builds nothing new */
