@@ -512,6 +512,7 @@ emit_patch (GstPatchify * self, gint64 c, gint64 r, gint64 height,
   m->mpp_x = self->region.mpp_x;
   m->mpp_y = self->region.mpp_y;
   m->frame = self->patches_out;
+  m->epoch = self->region.epoch;
   m->tissue_fraction = fraction;
 
   GST_BUFFER_PTS (buf) = pts;
@@ -600,7 +601,7 @@ same_region (GstPatchify * self, const GstWsiTileMeta * m)
       a->level == m->level && a->downsample == m->downsample &&
       a->region_x == m->region_x && a->region_y == m->region_y &&
       a->region_width == m->region_width &&
-      a->region_height == m->region_height;
+      a->region_height == m->region_height && a->epoch == m->epoch;
 }
 
 static gboolean
@@ -612,6 +613,7 @@ start_region (GstPatchify * self, const GstWsiTileMeta * m, gboolean grid,
   region_clear (self);
   a->slide = g_strdup (m->slide ? m->slide : "");
   a->level = m->level;
+  a->epoch = m->epoch;
   a->downsample = m->downsample;
   a->region_x = m->region_x;
   a->region_y = m->region_y;

@@ -116,19 +116,32 @@ struct _GstSegmentFcn
   gboolean annot_caps_ok;
   GPtrArray *pending_labels;    /* annotation buffers paired with pending */
   guint8 *label_batch;
-  GHashTable *epoch_slides;     /* slides seen in the current epoch */
-  gchar *last_slide;
+  gint64 source_pass;           /* tile meta epoch of the last patch */
   gint epoch;
   gdouble epoch_loss, epoch_acc;
   guint64 epoch_steps;
   gint64 last_saved_step;
+  gboolean checkpoint_written;  /* by this run */
+  /* validation */
+  guint validation_interval;
+  GstAggregatorPad *val_pad, *val_annot_pad;
+  GstVideoInfo val_annot_vinfo;
+  gboolean val_annot_caps_ok;
+  gboolean validating, final_validation, val_eos;
+  gint64 val_pass;              /* tile meta epoch of the run, -1 at start */
+  GPtrArray *val_pending, *val_pending_labels;
+  guint64 val_patches, val_valid, val_correct;
+  gdouble val_loss_sum;
+  guint64 val_inter[256], val_pred[256], val_truth[256];
+  GstStructure *deferred_epoch; /* epoch message waiting for validation */
   gboolean input_is_tensor;
+  gboolean input_ok;            /* the image pad's caps were accepted */
   gint width, height;
   GstVideoInfo in_vinfo;
   GstCaps *src_caps;            /* what the current input makes us output */
   GPtrArray *pending;           /* input buffers of the batch being filled */
   gfloat *in_batch, *out_batch;
-  gsize batch_capacity;
+  gsize in_capacity, out_capacity, label_capacity;      /* elements */
   /* stats */
   guint64 patches, batches;
   gdouble busy_seconds;
@@ -163,6 +176,7 @@ enum
   PROP_WARMUP_STEPS,
   PROP_TOTAL_STEPS,
   PROP_SEED,
+  PROP_VALIDATION_INTERVAL,
 };
 
 #define DEFAULT_BATCH_SIZE 1
@@ -182,6 +196,14 @@ static GstStaticPadTemplate annotation_template =
 GST_STATIC_PAD_TEMPLATE ("annotation", GST_PAD_SINK, GST_PAD_REQUEST,
     GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE ("GRAY8")));
 
+static GstStaticPadTemplate validation_template =
+GST_STATIC_PAD_TEMPLATE ("validation", GST_PAD_SINK, GST_PAD_REQUEST,
+    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE ("RGB") "; " TENSOR_CAPS_IN));
+
+static GstStaticPadTemplate validation_annotation_template =
+GST_STATIC_PAD_TEMPLATE ("validation_annotation", GST_PAD_SINK,
+    GST_PAD_REQUEST, GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE ("GRAY8")));
+
 static GstStaticPadTemplate src_template =
 GST_STATIC_PAD_TEMPLATE ("src", GST_PAD_SRC, GST_PAD_ALWAYS,
     GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE ("GRAY8") "; " TENSOR_CAPS_OUT));
@@ -189,6 +211,10 @@ GST_STATIC_PAD_TEMPLATE ("src", GST_PAD_SRC, GST_PAD_ALWAYS,
 G_DEFINE_TYPE (GstSegmentFcn, gst_segment_fcn, GST_TYPE_AGGREGATOR);
 GST_ELEMENT_REGISTER_DEFINE (segment_fcn, "segment-fcn", GST_RANK_NONE,
     GST_TYPE_SEGMENT_FCN);
+
+static GstFlowReturn process_batch (GstSegmentFcn * self);
+static GstFlowReturn train_batch (GstSegmentFcn * self,
+    GstAggregatorPad * vimg);
 
 static const WsiModelInfo *
 model_info (GstSegmentFcn * self)
@@ -401,6 +427,46 @@ ensure_model (GstSegmentFcn * self)
   return TRUE;
 }
 
+/* Largest batch memory (input + output floats) accepted at negotiation. */
+#define MAX_BATCH_BYTES (G_GUINT64_CONSTANT (16) << 30)
+
+static gboolean
+grow_array (gpointer * array, gsize * capacity, gsize need, gsize elem_size)
+{
+  gpointer p;
+
+  if (need <= *capacity)
+    return TRUE;
+  p = g_try_malloc_n (need, elem_size);
+  if (!p)
+    return FALSE;
+  g_free (*array);
+  *array = p;
+  *capacity = need;
+  return TRUE;
+}
+
+/* Batch arrays for n patches of the negotiated size, sized in elements. */
+static gboolean
+ensure_batch_buffers (GstSegmentFcn * self, guint n, gboolean out,
+    gboolean labels)
+{
+  const gsize npix = (gsize) self->width * self->height * n;
+  const gsize nc = model_info (self)->n_classes;
+
+  if (grow_array ((gpointer *) & self->in_batch, &self->in_capacity,
+          npix * 3, sizeof (gfloat))
+      && (!out || grow_array ((gpointer *) & self->out_batch,
+              &self->out_capacity, npix * nc, sizeof (gfloat)))
+      && (!labels || grow_array ((gpointer *) & self->label_batch,
+              &self->label_capacity, npix, 1)))
+    return TRUE;
+  GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+      ("Out of memory for a batch of %u patches of %dx%d.", n, self->width,
+          self->height), ("Lower batch-size or the patch size."));
+  return FALSE;
+}
+
 static GstCaps *
 make_src_caps (GstSegmentFcn * self, const GstCaps * in_caps)
 {
@@ -436,7 +502,12 @@ set_input_caps (GstSegmentFcn * self, GstCaps * caps)
   GstStructure *s = gst_caps_get_structure (caps, 0);
   const WsiModelInfo *info;
   GstCaps *src_caps;
+  GstVideoInfo vinfo;
+  gboolean is_tensor;
+  gint width, height;
+  gdouble batch_bytes;
 
+  self->input_ok = FALSE;
   if (!ensure_model (self))
     return FALSE;
   info = model_info (self);
@@ -445,27 +516,26 @@ set_input_caps (GstSegmentFcn * self, GstCaps * caps)
     const gchar *dims = gst_structure_get_string (s, "dimensions");
     gint n = 0;
     if (!gst_structure_get_int (s, "num_tensors", &n) || n != 1 || !dims
-        || !parse_rgb_tensor_dims (dims, &self->width, &self->height)) {
+        || !parse_rgb_tensor_dims (dims, &width, &height)) {
       GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
           ("segment-fcn takes one float32 tensor with dimensions 3:W:H:1 "
               "(interleaved RGB, as colornorm emits), got %" GST_PTR_FORMAT,
               caps), (NULL));
       return FALSE;
     }
-    self->input_is_tensor = TRUE;
+    is_tensor = TRUE;
   } else {
-    if (!gst_video_info_from_caps (&self->in_vinfo, caps))
+    if (!gst_video_info_from_caps (&vinfo, caps))
       return FALSE;
-    self->width = GST_VIDEO_INFO_WIDTH (&self->in_vinfo);
-    self->height = GST_VIDEO_INFO_HEIGHT (&self->in_vinfo);
-    self->input_is_tensor = FALSE;
+    width = GST_VIDEO_INFO_WIDTH (&vinfo);
+    height = GST_VIDEO_INFO_HEIGHT (&vinfo);
+    is_tensor = FALSE;
   }
-  if (info->size_multiple > 1 && (self->width % info->size_multiple
-          || self->height % info->size_multiple)) {
+  if (info->size_multiple > 1 && (width % info->size_multiple
+          || height % info->size_multiple)) {
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
         ("Patch size %dx%d does not suit model %s: sides must be multiples "
-            "of %d.", self->width, self->height, info->arch,
-            info->size_multiple),
+            "of %d.", width, height, info->arch, info->size_multiple),
         ("Set patchify patch-size to a multiple of %d.", info->size_multiple));
     return FALSE;
   }
@@ -476,6 +546,35 @@ set_input_caps (GstSegmentFcn * self, GstCaps * caps)
             info->n_classes), (NULL));
     return FALSE;
   }
+  if (self->output == SEGMENT_OUTPUT_LABELS && info->n_classes > 256) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+        ("output=labels holds at most 256 classes; the model has %d.",
+            info->n_classes), ("Use output=probabilities."));
+    return FALSE;
+  }
+  batch_bytes = (gdouble) width * height * (3 + MAX (info->n_classes, 1))
+      * sizeof (gfloat) * self->batch_size;
+  if (batch_bytes > MAX_BATCH_BYTES) {
+    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+        ("A batch of %u patches of %dx%d needs %.1f GiB.", self->batch_size,
+            width, height, batch_bytes / (1 << 30)),
+        ("Lower batch-size or the patch size."));
+    return FALSE;
+  }
+  /* patches of the old size go out before the size changes */
+  if (self->pending->len > 0 && (width != self->width
+          || height != self->height || is_tensor != self->input_is_tensor)) {
+    GstFlowReturn ret = self->mode == SEGMENT_MODE_INFER ?
+        process_batch (self) : train_batch (self, NULL);
+    if (ret != GST_FLOW_OK)
+      return FALSE;
+  }
+  self->width = width;
+  self->height = height;
+  self->input_is_tensor = is_tensor;
+  if (!is_tensor)
+    self->in_vinfo = vinfo;
+  self->input_ok = TRUE;
   src_caps = make_src_caps (self, caps);
   GST_DEBUG_OBJECT (self, "output caps %" GST_PTR_FORMAT, src_caps);
   gst_caps_replace (&self->src_caps, src_caps);
@@ -508,17 +607,26 @@ gst_segment_fcn_sink_event (GstAggregator * agg, GstAggregatorPad * pad,
 {
   GstSegmentFcn *self = GST_SEGMENT_FCN (agg);
 
-  if (GST_EVENT_TYPE (event) == GST_EVENT_CAPS && pad == self->annot_pad) {
-    GstCaps *caps;
+  GstCaps *caps;
+
+  if (GST_EVENT_TYPE (event) == GST_EVENT_CAPS) {
     gst_event_parse_caps (event, &caps);
-    self->annot_caps_ok = gst_video_info_from_caps (&self->annot_vinfo, caps);
-  } else if (GST_EVENT_TYPE (event) == GST_EVENT_CAPS) {
-    GstCaps *caps;
-    gst_event_parse_caps (event, &caps);
-    if (!set_input_caps (self, caps)) {
+    if (pad == self->annot_pad) {
+      self->annot_caps_ok = gst_video_info_from_caps (&self->annot_vinfo,
+          caps);
+    } else if (pad == self->val_annot_pad) {
+      self->val_annot_caps_ok =
+          gst_video_info_from_caps (&self->val_annot_vinfo, caps);
+    } else if (pad == self->image_pad && !set_input_caps (self, caps)) {
       gst_event_unref (event);
       return FALSE;
     }
+  } else if (GST_EVENT_TYPE (event) == GST_EVENT_SEGMENT
+      && pad == self->image_pad && self->mode == SEGMENT_MODE_INFER) {
+    const GstSegment *segment;
+    gst_event_parse_segment (event, &segment);
+    if (segment->format == GST_FORMAT_TIME)
+      gst_aggregator_update_segment (agg, segment);
   }
   return GST_AGGREGATOR_CLASS (gst_segment_fcn_parent_class)->sink_event (agg,
       pad, event);
@@ -574,6 +682,21 @@ fill_input (GstSegmentFcn * self, GstBuffer * buf, gfloat * dst)
   return TRUE;
 }
 
+/* Metas without tags (tile, augmentation) describe the patch, not its
+ * pixel layout: they carry over to the output; video metas do not. */
+static gboolean
+copy_untagged_meta (GstBuffer * in, GstMeta ** meta, gpointer out)
+{
+  const GstMetaInfo *info = (*meta)->info;
+  const gchar *const *tags = gst_meta_api_type_get_tags (info->api);
+  GstMetaTransformCopy copy = { FALSE, 0, (gsize) - 1 };
+
+  if ((!tags || !tags[0]) && info->transform_func)
+    info->transform_func (GST_BUFFER (out), *meta, in,
+        _gst_meta_transform_copy, &copy);
+  return TRUE;
+}
+
 static GstBuffer *
 make_output (GstSegmentFcn * self, GstBuffer * in, const gfloat * probs)
 {
@@ -606,7 +729,9 @@ make_output (GstSegmentFcn * self, GstBuffer * in, const gfloat * probs)
     }
     gst_buffer_unmap (out, &map);
   }
-  gst_buffer_copy_into (out, in, GST_BUFFER_COPY_METADATA, 0, -1);
+  gst_buffer_copy_into (out, in, GST_BUFFER_COPY_FLAGS |
+      GST_BUFFER_COPY_TIMESTAMPS, 0, -1);
+  gst_buffer_foreach_meta (in, copy_untagged_meta, out);
   meta = gst_buffer_get_wsi_tile_meta (out);
   if (meta && !self->input_is_tensor)
     gst_wsi_tile_meta_fit_to_size (meta, self->width, self->height);
@@ -626,12 +751,9 @@ process_batch (GstSegmentFcn * self)
 
   if (n == 0)
     return GST_FLOW_OK;
-  if (self->batch_capacity < n) {
-    g_free (self->in_batch);
-    g_free (self->out_batch);
-    self->in_batch = g_new (gfloat, in_elems * n);
-    self->out_batch = g_new (gfloat, out_elems * n);
-    self->batch_capacity = n;
+  if (!ensure_batch_buffers (self, n, TRUE, FALSE)) {
+    g_ptr_array_set_size (self->pending, 0);
+    return GST_FLOW_ERROR;
   }
   for (guint i = 0; i < n; i++) {
     if (!fill_input (self, g_ptr_array_index (self->pending, i),
@@ -693,6 +815,7 @@ save_checkpoint (GstSegmentFcn * self)
     return FALSE;
   }
   self->last_saved_step = step;
+  self->checkpoint_written = TRUE;
   post_element_message (self, gst_structure_new ("segment-fcn-checkpoint",
           "location", G_TYPE_STRING, self->checkpoint,
           "step", G_TYPE_INT64, step,
@@ -700,57 +823,74 @@ save_checkpoint (GstSegmentFcn * self)
   return TRUE;
 }
 
-static void
-end_epoch (GstSegmentFcn * self)
+static gboolean
+can_validate (GstSegmentFcn * self, GstAggregatorPad * vimg)
 {
+  return vimg != NULL && !self->val_eos;
+}
+
+static void
+start_validation (GstSegmentFcn * self)
+{
+  self->validating = TRUE;
+  self->val_pass = -1;
+  self->val_patches = self->val_valid = self->val_correct = 0;
+  self->val_loss_sum = 0;
+  memset (self->val_inter, 0, sizeof self->val_inter);
+  memset (self->val_pred, 0, sizeof self->val_pred);
+  memset (self->val_truth, 0, sizeof self->val_truth);
+}
+
+/* Closes the epoch; its message waits for the validation run that follows
+ * when validation-interval is 0. */
+static void
+end_epoch (GstSegmentFcn * self, GstAggregatorPad * vimg)
+{
+  GstStructure *s;
+
   if (self->epoch_steps == 0)
     return;
-  post_element_message (self, gst_structure_new ("segment-fcn-epoch",
-          "epoch", G_TYPE_INT, self->epoch,
-          "steps", G_TYPE_UINT64, self->epoch_steps,
-          "mean-loss", G_TYPE_DOUBLE, self->epoch_loss / self->epoch_steps,
-          "mean-accuracy", G_TYPE_DOUBLE,
-          self->epoch_acc / self->epoch_steps, NULL));
+  s = gst_structure_new ("segment-fcn-epoch",
+      "epoch", G_TYPE_INT, self->epoch,
+      "steps", G_TYPE_UINT64, self->epoch_steps,
+      "mean-loss", G_TYPE_DOUBLE, self->epoch_loss / self->epoch_steps,
+      "mean-accuracy", G_TYPE_DOUBLE,
+      self->epoch_acc / self->epoch_steps, NULL);
   self->epoch++;
   wsi_trainer_set_epoch (self->trainer, self->epoch);
   self->epoch_loss = self->epoch_acc = 0;
   self->epoch_steps = 0;
-  g_hash_table_remove_all (self->epoch_slides);
-}
-
-/* A dataset pass ends when a slide seen in this pass comes back. */
-static void
-track_epoch (GstSegmentFcn * self, GstBuffer * buf)
-{
-  GstWsiTileMeta *m = gst_buffer_get_wsi_tile_meta (buf);
-
-  if (!m || !m->slide || g_strcmp0 (m->slide, self->last_slide) == 0)
-    return;
-  if (g_hash_table_contains (self->epoch_slides, m->slide))
-    end_epoch (self);
-  g_hash_table_add (self->epoch_slides, g_strdup (m->slide));
-  g_free (self->last_slide);
-  self->last_slide = g_strdup (m->slide);
+  if (self->validation_interval == 0 && can_validate (self, vimg)) {
+    if (self->deferred_epoch)
+      post_element_message (self, self->deferred_epoch);
+    self->deferred_epoch = s;
+    start_validation (self);
+  } else {
+    post_element_message (self, s);
+  }
 }
 
 static gboolean
-fill_labels (GstSegmentFcn * self, GstBuffer * ann, GstBuffer * img,
-    guint8 * dst)
+fill_labels (GstSegmentFcn * self, const GstVideoInfo * vinfo,
+    gboolean caps_ok, GstBuffer * ann, GstBuffer * img, guint8 * dst)
 {
   const gint nc = model_info (self)->n_classes;
   const gint max_label = nc == 1 ? 1 : nc - 1;
   GstVideoFrame frame;
 
-  if (!self->annot_caps_ok
-      || GST_VIDEO_INFO_WIDTH (&self->annot_vinfo) != self->width
-      || GST_VIDEO_INFO_HEIGHT (&self->annot_vinfo) != self->height) {
+  if (!caps_ok || GST_VIDEO_INFO_WIDTH (vinfo) != self->width
+      || GST_VIDEO_INFO_HEIGHT (vinfo) != self->height) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT,
         ("Annotation patches must be GRAY8 of the image patch size %dx%d.",
             self->width, self->height), (NULL));
     return FALSE;
   }
-  if (!gst_video_frame_map (&frame, &self->annot_vinfo, ann, GST_MAP_READ))
+  if (!gst_video_frame_map (&frame, vinfo, ann, GST_MAP_READ)) {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        ("Could not map an annotation patch of %dx%d.", self->width,
+            self->height), (NULL));
     return FALSE;
+  }
   for (gint y = 0; y < self->height; y++) {
     const guint8 *row = (const guint8 *) GST_VIDEO_FRAME_PLANE_DATA (&frame, 0)
         + y * GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0);
@@ -771,12 +911,32 @@ fill_labels (GstSegmentFcn * self, GstBuffer * ann, GstBuffer * img,
   return TRUE;
 }
 
-static GstFlowReturn
-train_batch (GstSegmentFcn * self)
+/* Input (and label) arrays of n patches of the current caps. */
+static gboolean
+fill_batch (GstSegmentFcn * self, GPtrArray * images, GPtrArray * labels,
+    const GstVideoInfo * label_vinfo, gboolean label_caps_ok)
 {
-  const guint n = self->pending->len;
+  const guint n = images->len;
   const gsize in_elems = (gsize) self->width * self->height * 3;
   const gsize npix = (gsize) self->width * self->height;
+
+  if (!ensure_batch_buffers (self, n, FALSE, labels != NULL))
+    return FALSE;
+  for (guint i = 0; i < n; i++) {
+    GstBuffer *img = g_ptr_array_index (images, i);
+    if (!fill_input (self, img, self->in_batch + in_elems * i))
+      return FALSE;
+    if (labels && !fill_labels (self, label_vinfo, label_caps_ok,
+            g_ptr_array_index (labels, i), img, self->label_batch + npix * i))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+static GstFlowReturn
+train_batch (GstSegmentFcn * self, GstAggregatorPad * vimg)
+{
+  const guint n = self->pending->len;
   const gboolean pretrain = self->mode == SEGMENT_MODE_PRETRAIN;
   WsiStepResult res;
   gchar err[512] = "";
@@ -784,31 +944,21 @@ train_batch (GstSegmentFcn * self)
 
   if (n == 0)
     return GST_FLOW_OK;
-  if (self->batch_capacity < n) {
-    g_free (self->in_batch);
-    g_free (self->label_batch);
-    self->in_batch = g_new (gfloat, in_elems * n);
-    self->label_batch = g_new (guint8, npix * n);
-    self->batch_capacity = n;
-  }
-  for (guint i = 0; i < n; i++) {
-    GstBuffer *img = g_ptr_array_index (self->pending, i);
-    if (!fill_input (self, img, self->in_batch + in_elems * i)
-        || (!pretrain && !fill_labels (self,
-                g_ptr_array_index (self->pending_labels, i), img,
-                self->label_batch + npix * i)))
-      goto failed;
-  }
+  if (!fill_batch (self, self->pending, pretrain ? NULL : self->pending_labels,
+          &self->annot_vinfo, self->annot_caps_ok))
+    goto failed;
   t0 = g_get_monotonic_time ();
   if (wsi_trainer_step (self->trainer, self->in_batch, (int) n, self->height,
           self->width, pretrain ? NULL : self->label_batch, &res, err,
           sizeof err) != 0) {
+    gchar *kept = self->checkpoint_written ?
+        g_strdup_printf ("The last good checkpoint (step %" G_GINT64_FORMAT
+        ") is kept at %s.", self->last_saved_step, self->checkpoint) :
+        g_strdup ("No checkpoint was written by this run.");
     GST_ELEMENT_ERROR (self, LIBRARY, FAILED,
         ("Training step %" G_GINT64_FORMAT " failed: %s",
-            wsi_trainer_get_step (self->trainer) + 1, err),
-        ("The last good checkpoint (step %" G_GINT64_FORMAT ") is kept%s%s.",
-            self->last_saved_step, self->checkpoint ? " at " : "",
-            self->checkpoint ? self->checkpoint : ""));
+            wsi_trainer_get_step (self->trainer) + 1, err), ("%s", kept));
+    g_free (kept);
     goto failed;
   }
   self->busy_seconds += (g_get_monotonic_time () - t0) / 1e6;
@@ -832,6 +982,9 @@ train_batch (GstSegmentFcn * self)
   if (self->checkpoint_interval > 0
       && res.step % self->checkpoint_interval == 0 && !save_checkpoint (self))
     return GST_FLOW_ERROR;
+  if (self->validation_interval > 0
+      && res.step % self->validation_interval == 0 && can_validate (self, vimg))
+    start_validation (self);
   return GST_FLOW_OK;
 
 failed:
@@ -840,99 +993,368 @@ failed:
   return GST_FLOW_ERROR;
 }
 
-static GstFlowReturn
-finish_training (GstSegmentFcn * self)
-{
-  GstFlowReturn ret = train_batch (self);
+/* ----------------------------------------------------------- validation */
 
-  if (ret != GST_FLOW_OK)
-    return ret;
-  end_epoch (self);
-  if (!save_checkpoint (self))
-    return GST_FLOW_ERROR;
-  return GST_FLOW_EOS;
+static gboolean
+validate_batch (GstSegmentFcn * self)
+{
+  const guint n = self->val_pending->len;
+  const gboolean pretrain = self->mode == SEGMENT_MODE_PRETRAIN;
+  const gsize npix = (gsize) self->width * self->height * n;
+  WsiLossResult res;
+  const gfloat *out;
+  gchar err[512] = "";
+  gint nc;
+
+  if (n == 0)
+    return TRUE;
+  if (!fill_batch (self, self->val_pending,
+          pretrain ? NULL : self->val_pending_labels, &self->val_annot_vinfo,
+          self->val_annot_caps_ok))
+    goto failed;
+  if (wsi_trainer_evaluate (self->trainer, self->in_batch, (int) n,
+          self->height, self->width, pretrain ? NULL : self->label_batch, &res,
+          err, sizeof err) != 0) {
+    GST_ELEMENT_ERROR (self, LIBRARY, FAILED, ("Validation failed: %s", err),
+        (NULL));
+    goto failed;
+  }
+  self->val_loss_sum += res.loss * n;
+  self->val_patches += n;
+  self->val_valid += res.n_valid;
+  self->val_correct += res.n_correct;
+  out = wsi_trainer_output (self->trainer, &nc);
+  for (gsize i = 0; !pretrain && i < npix; i++) {
+    const gfloat *p = out + i * nc;
+    guint label = self->label_batch[i], pred = 0;
+    if (label == 255)
+      continue;
+    if (nc == 1) {
+      pred = p[0] > 0.0f;
+    } else {
+      for (gint c = 1; c < nc; c++)
+        if (p[c] > p[pred])
+          pred = c;
+    }
+    self->val_pred[pred]++;
+    self->val_truth[label]++;
+    if (pred == label)
+      self->val_inter[label]++;
+  }
+  g_ptr_array_set_size (self->val_pending, 0);
+  g_ptr_array_set_size (self->val_pending_labels, 0);
+  return TRUE;
+
+failed:
+  g_ptr_array_set_size (self->val_pending, 0);
+  g_ptr_array_set_size (self->val_pending_labels, 0);
+  return FALSE;
 }
+
+/* Posts the validation metrics (and the epoch message waiting for them).
+ * Dice per class is -1 where neither prediction nor truth has the class. */
+static GstFlowReturn
+finish_validation (GstSegmentFcn * self)
+{
+  const gint nc = model_info (self)->n_classes;
+  const gint n_labels = nc == 1 ? 2 : nc;
+  GValue arr = G_VALUE_INIT, v = G_VALUE_INIT;
+  gdouble dice_sum = 0, loss, acc, mean_dice = -1;
+  gint dice_n = 0;
+  GstStructure *s;
+
+  if (!validate_batch (self))
+    return GST_FLOW_ERROR;
+  self->validating = FALSE;
+  if (self->val_patches == 0) {
+    GST_ELEMENT_WARNING (self, STREAM, FAILED,
+        ("The validation stream gave no patches for this validation run."),
+        ("Give the validation slidesrc loop=0 so that it has a pass for "
+            "every run."));
+  } else {
+    loss = self->val_loss_sum / self->val_patches;
+    acc = self->val_valid ? (gdouble) self->val_correct / self->val_valid : 0;
+    gst_value_array_init (&arr, n_labels);
+    g_value_init (&v, G_TYPE_DOUBLE);
+    for (gint c = 0; c < n_labels; c++) {
+      guint64 denom = self->val_pred[c] + self->val_truth[c];
+      gdouble d = denom ? 2.0 * self->val_inter[c] / denom : -1;
+      if (c > 0 && denom) {
+        dice_sum += d;
+        dice_n++;
+      }
+      g_value_set_double (&v, d);
+      gst_value_array_append_value (&arr, &v);
+    }
+    if (dice_n)
+      mean_dice = dice_sum / dice_n;
+    s = gst_structure_new ("segment-fcn-validation",
+        "step", G_TYPE_INT64, wsi_trainer_get_step (self->trainer),
+        "epoch", G_TYPE_INT, self->epoch,
+        "patches", G_TYPE_UINT64, self->val_patches,
+        "loss", G_TYPE_DOUBLE, loss, NULL);
+    if (self->mode == SEGMENT_MODE_TRAIN) {
+      gst_structure_set (s, "accuracy", G_TYPE_DOUBLE, acc,
+          "mean-dice", G_TYPE_DOUBLE, mean_dice, NULL);
+      gst_structure_set_value (s, "dice", &arr);
+    }
+    post_element_message (self, s);
+    if (self->deferred_epoch) {
+      gst_structure_set (self->deferred_epoch,
+          "validation-loss", G_TYPE_DOUBLE, loss, NULL);
+      if (self->mode == SEGMENT_MODE_TRAIN)
+        gst_structure_set (self->deferred_epoch,
+            "validation-accuracy", G_TYPE_DOUBLE, acc,
+            "validation-mean-dice", G_TYPE_DOUBLE, mean_dice, NULL);
+    }
+    g_value_unset (&v);
+    g_value_unset (&arr);
+  }
+  if (self->deferred_epoch) {
+    post_element_message (self, self->deferred_epoch);
+    self->deferred_epoch = NULL;
+  }
+  return self->final_validation ? GST_FLOW_EOS : GST_FLOW_OK;
+}
+
+/* ------------------------------------------------------------- pairing */
+
+typedef enum
+{
+  PAIR_READY,                   /* *img (and *ann) hold the next pair */
+  PAIR_WAIT,                    /* a pad has no data yet */
+  PAIR_SKIPPED,                 /* an unpaired patch was dropped */
+  PAIR_EOS,                     /* a stream ended */
+  PAIR_ERROR,
+} PairStatus;
 
 /* Image and annotation patches are paired by their tile metadata: both
  * branches of a tee carry the same patch sequence numbers, so a patch whose
- * partner is missing (dropped on one branch) is skipped with a warning. */
+ * partner is missing (dropped on one branch) is skipped with a warning.
+ * The pair stays queued on the pads (peeked, not popped). */
+static PairStatus
+peek_pair (GstSegmentFcn * self, GstAggregatorPad * ipad,
+    GstAggregatorPad * apad, GstBuffer ** img, GstBuffer ** ann)
+{
+  GstWsiTileMeta *mi, *ma;
+
+  *img = gst_aggregator_pad_peek_buffer (ipad);
+  *ann = apad ? gst_aggregator_pad_peek_buffer (apad) : NULL;
+  if (!*img || (apad && !*ann)) {
+    gboolean img_done = !*img && gst_aggregator_pad_is_eos (ipad);
+    gboolean ann_done = apad && !*ann && gst_aggregator_pad_is_eos (apad);
+    gst_clear_buffer (img);
+    gst_clear_buffer (ann);
+    if (!img_done && !ann_done)
+      return PAIR_WAIT;
+    if (apad && img_done != ann_done)
+      GST_ELEMENT_WARNING (self, STREAM, FAILED,
+          ("The %s stream of pad %s ended before the other one; unpaired "
+              "patches are not used.", img_done ? "image" : "annotation",
+              GST_PAD_NAME (img_done ? ipad : apad)), (NULL));
+    return PAIR_EOS;
+  }
+  if (!*ann)
+    return PAIR_READY;
+  mi = gst_buffer_get_wsi_tile_meta (*img);
+  ma = gst_buffer_get_wsi_tile_meta (*ann);
+  if (mi && ma && mi->frame != ma->frame) {
+    gboolean drop_image = mi->frame < ma->frame;
+    gchar *where = describe_patch (drop_image ? *img : *ann);
+    GST_ELEMENT_WARNING (self, STREAM, FAILED,
+        ("No %s for %s: patch skipped.", drop_image ? "annotation" : "image",
+            where), (NULL));
+    g_free (where);
+    gst_clear_buffer (img);
+    gst_clear_buffer (ann);
+    gst_aggregator_pad_drop_buffer (drop_image ? ipad : apad);
+    return PAIR_SKIPPED;
+  }
+  if (mi && ma && (mi->x != ma->x || mi->y != ma->y
+          || g_strcmp0 (mi->slide, ma->slide) != 0)) {
+    gchar *a = describe_patch (*img), *b = describe_patch (*ann);
+    GST_ELEMENT_ERROR (self, STREAM, FAILED,
+        ("Image and annotation patches disagree: %s vs %s.", a, b),
+        ("Feed both pads from the two branches of one tee after patchify."));
+    g_free (a);
+    g_free (b);
+    gst_clear_buffer (img);
+    gst_clear_buffer (ann);
+    return PAIR_ERROR;
+  }
+  return PAIR_READY;
+}
+
+static void
+take_pair (GstAggregatorPad * ipad, GstAggregatorPad * apad)
+{
+  gst_aggregator_pad_drop_buffer (ipad);
+  if (apad)
+    gst_aggregator_pad_drop_buffer (apad);
+}
+
+/* One pass of the validation stream (tile meta epoch) per run; the first
+ * patch of the next pass stays queued for the next run. */
+static GstFlowReturn
+validate_next (GstSegmentFcn * self, GstAggregatorPad * vimg,
+    GstAggregatorPad * vann)
+{
+  GstBuffer *img, *ann;
+  GstWsiTileMeta *m;
+  GstCaps *want, *have;
+  gboolean same;
+
+  switch (peek_pair (self, vimg, vann, &img, &ann)) {
+    case PAIR_WAIT:
+    case PAIR_SKIPPED:
+      return GST_FLOW_OK;
+    case PAIR_ERROR:
+      return GST_FLOW_ERROR;
+    case PAIR_EOS:
+      self->val_eos = TRUE;
+      return finish_validation (self);
+    case PAIR_READY:
+      break;
+  }
+  m = gst_buffer_get_wsi_tile_meta (img);
+  want = gst_pad_get_current_caps (GST_PAD (self->image_pad));
+  have = gst_pad_get_current_caps (GST_PAD (vimg));
+  same = want && have && gst_caps_is_equal (want, have);
+  gst_clear_caps (&want);
+  gst_clear_caps (&have);
+  if (!m || !same) {
+    gst_buffer_unref (img);
+    gst_clear_buffer (&ann);
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        ("Validation patches must come from slidesrc ! patchify (tile "
+            "metadata) with the caps of the training patches."),
+        ("Build the validation branch like the training branch, with "
+            "augmentation off and slidesrc loop=0."));
+    return GST_FLOW_ERROR;
+  }
+  if (self->val_pass >= 0 && (gint64) m->epoch != self->val_pass) {
+    gst_buffer_unref (img);
+    gst_clear_buffer (&ann);
+    return finish_validation (self);
+  }
+  self->val_pass = m->epoch;
+  take_pair (vimg, vann);
+  g_ptr_array_add (self->val_pending, img);
+  if (ann)
+    g_ptr_array_add (self->val_pending_labels, ann);
+  if (self->val_pending->len >= self->batch_size && !validate_batch (self))
+    return GST_FLOW_ERROR;
+  return GST_FLOW_OK;
+}
+
+/* Training ends: last partial batch, epoch, checkpoint, then one final
+ * validation run when a validation stream is linked. */
+static GstFlowReturn
+finish_training (GstSegmentFcn * self, GstAggregatorPad * vimg)
+{
+  GstFlowReturn ret = train_batch (self, NULL);
+
+  if (ret != GST_FLOW_OK)
+    return ret;
+  if (!save_checkpoint (self))
+    return GST_FLOW_ERROR;
+  self->final_validation = TRUE;
+  end_epoch (self, NULL);
+  if (can_validate (self, vimg)) {
+    start_validation (self);
+    return GST_FLOW_OK;
+  }
+  return GST_FLOW_EOS;
+}
+
+static GstFlowReturn
+train_next (GstSegmentFcn * self, GstAggregatorPad * annot,
+    GstAggregatorPad * vimg, GstAggregatorPad * vann)
+{
+  const gboolean train = self->mode == SEGMENT_MODE_TRAIN;
+  GstBuffer *img, *ann;
+  GstWsiTileMeta *m;
+  GstFlowReturn ret;
+
+  if (train && !annot) {
+    GST_ELEMENT_ERROR (self, CORE, PAD,
+        ("mode=train needs the annotation pad linked."),
+        ("Link label patches to segment-fcn's 'annotation' pad, e.g. "
+            "t. ! queue ! labelpatch masks=... ! seg.annotation"));
+    return GST_FLOW_ERROR;
+  }
+  if (!train && (annot || vann)) {
+    GST_ELEMENT_ERROR (self, CORE, PAD,
+        ("mode=pretrain takes no annotations: unlink the %s pad.",
+            annot ? "annotation" : "validation_annotation"), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  if ((vann && !vimg) || (train && vimg && !vann)) {
+    GST_ELEMENT_ERROR (self, CORE, PAD,
+        ("Validation in mode=train needs both the 'validation' and the "
+            "'validation_annotation' pads linked."), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  if (self->validating)
+    return validate_next (self, vimg, vann);
+  if (self->final_validation)
+    return GST_FLOW_EOS;
+
+  switch (peek_pair (self, self->image_pad, train ? annot : NULL, &img, &ann)) {
+    case PAIR_WAIT:
+    case PAIR_SKIPPED:
+      return GST_FLOW_OK;
+    case PAIR_ERROR:
+      return GST_FLOW_ERROR;
+    case PAIR_EOS:
+      return finish_training (self, vimg);
+    case PAIR_READY:
+      break;
+  }
+  take_pair (self->image_pad, train ? annot : NULL);
+  /* a new pass of the source ends the epoch (partial batch included) */
+  m = gst_buffer_get_wsi_tile_meta (img);
+  if (m && self->source_pass >= 0 && (gint64) m->epoch != self->source_pass) {
+    if ((ret = train_batch (self, NULL)) != GST_FLOW_OK) {
+      gst_buffer_unref (img);
+      gst_clear_buffer (&ann);
+      return ret;
+    }
+    end_epoch (self, vimg);
+  }
+  if (m)
+    self->source_pass = m->epoch;
+  g_ptr_array_add (self->pending, img);
+  if (ann)
+    g_ptr_array_add (self->pending_labels, ann);
+  if (self->pending->len >= self->batch_size)
+    return train_batch (self, vimg);
+  return GST_FLOW_OK;
+}
+
 static GstFlowReturn
 aggregate_train (GstSegmentFcn * self)
 {
-  GstBuffer *img, *ann = NULL;
-  GstWsiTileMeta *mi, *ma;
+  GstAggregatorPad *annot, *vimg, *vann;
+  GstFlowReturn ret;
 
   if (!have_model (self))
     return GST_FLOW_OK;
-  img = gst_aggregator_pad_peek_buffer (self->image_pad);
-  if (self->mode == SEGMENT_MODE_TRAIN) {
-    if (!self->annot_pad) {
-      if (img)
-        gst_buffer_unref (img);
-      GST_ELEMENT_ERROR (self, CORE, PAD,
-          ("mode=train needs the annotation pad linked."),
-          ("Link label patches to segment-fcn's 'annotation' pad, e.g. "
-              "t. ! queue ! labelpatch masks=... ! seg.annotation"));
-      return GST_FLOW_ERROR;
-    }
-    ann = gst_aggregator_pad_peek_buffer (self->annot_pad);
+  if (!self->input_ok && gst_aggregator_pad_has_buffer (self->image_pad)) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("Patches arrived without accepted caps."), (NULL));
+    return GST_FLOW_NOT_NEGOTIATED;
   }
-  if (!img || (self->mode == SEGMENT_MODE_TRAIN && !ann)) {
-    gboolean img_done = !img && gst_aggregator_pad_is_eos (self->image_pad);
-    gboolean ann_done = self->mode == SEGMENT_MODE_TRAIN && !ann
-        && gst_aggregator_pad_is_eos (self->annot_pad);
-    if (img)
-      gst_buffer_unref (img);
-    if (ann)
-      gst_buffer_unref (ann);
-    if (img_done || ann_done) {
-      if (img_done != ann_done && self->mode == SEGMENT_MODE_TRAIN)
-        GST_ELEMENT_WARNING (self, STREAM, FAILED,
-            ("The %s stream ended before the %s stream; unpaired patches "
-                "are not used.", img_done ? "image" : "annotation",
-                img_done ? "annotation" : "image"), (NULL));
-      return finish_training (self);
-    }
-    return GST_FLOW_OK;
-  }
-  if (ann) {
-    mi = gst_buffer_get_wsi_tile_meta (img);
-    ma = gst_buffer_get_wsi_tile_meta (ann);
-    if (mi && ma && mi->frame != ma->frame) {
-      gboolean drop_image = mi->frame < ma->frame;
-      gchar *where = describe_patch (drop_image ? img : ann);
-      GST_ELEMENT_WARNING (self, STREAM, FAILED,
-          ("No %s for %s: patch skipped.",
-              drop_image ? "annotation" : "image", where), (NULL));
-      g_free (where);
-      gst_buffer_unref (img);
-      gst_buffer_unref (ann);
-      gst_aggregator_pad_drop_buffer (drop_image ? self->image_pad :
-          self->annot_pad);
-      return GST_FLOW_OK;
-    }
-    if (mi && ma && (mi->x != ma->x || mi->y != ma->y
-            || g_strcmp0 (mi->slide, ma->slide) != 0)) {
-      gchar *a = describe_patch (img), *b = describe_patch (ann);
-      GST_ELEMENT_ERROR (self, STREAM, FAILED,
-          ("Image and annotation patches disagree: %s vs %s.", a, b),
-          ("Feed both pads from the two branches of one tee after "
-              "patchify."));
-      g_free (a);
-      g_free (b);
-      gst_buffer_unref (img);
-      gst_buffer_unref (ann);
-      return GST_FLOW_ERROR;
-    }
-    gst_aggregator_pad_drop_buffer (self->annot_pad);
-    g_ptr_array_add (self->pending_labels, ann);
-  }
-  gst_aggregator_pad_drop_buffer (self->image_pad);
-  track_epoch (self, img);
-  g_ptr_array_add (self->pending, img);
-  if (self->pending->len >= self->batch_size)
-    return train_batch (self);
-  return GST_FLOW_OK;
+  GST_OBJECT_LOCK (self);
+  annot = self->annot_pad ? gst_object_ref (self->annot_pad) : NULL;
+  vimg = self->val_pad ? gst_object_ref (self->val_pad) : NULL;
+  vann = self->val_annot_pad ? gst_object_ref (self->val_annot_pad) : NULL;
+  GST_OBJECT_UNLOCK (self);
+  ret = train_next (self, annot, vimg, vann);
+  gst_clear_object (&annot);
+  gst_clear_object (&vimg);
+  gst_clear_object (&vann);
+  return ret;
 }
 
 static GstAggregatorPad *
@@ -940,14 +1362,27 @@ gst_segment_fcn_create_new_pad (GstAggregator * agg, GstPadTemplate * templ,
     const gchar * req_name, const GstCaps * caps)
 {
   GstSegmentFcn *self = GST_SEGMENT_FCN (agg);
-  GstAggregatorPad *pad;
+  const gchar *name = GST_PAD_TEMPLATE_NAME_TEMPLATE (templ);
+  GstAggregatorPad **slot = NULL, *pad;
 
-  if (g_strcmp0 (GST_PAD_TEMPLATE_NAME_TEMPLATE (templ), "annotation") != 0
-      || self->annot_pad)
+  GST_OBJECT_LOCK (self);
+  if (g_strcmp0 (name, "annotation") == 0)
+    slot = &self->annot_pad;
+  else if (g_strcmp0 (name, "validation") == 0)
+    slot = &self->val_pad;
+  else if (g_strcmp0 (name, "validation_annotation") == 0)
+    slot = &self->val_annot_pad;
+  if (!slot || *slot || (self->mode == SEGMENT_MODE_INFER
+          && GST_STATE (self) > GST_STATE_READY)) {
+    GST_OBJECT_UNLOCK (self);
+    GST_WARNING_OBJECT (self, "pad %s refused (one of each; mode=train only)",
+        name);
     return NULL;
-  pad = g_object_new (GST_TYPE_AGGREGATOR_PAD, "name", "annotation",
+  }
+  pad = g_object_new (GST_TYPE_AGGREGATOR_PAD, "name", name,
       "direction", GST_PAD_SINK, "template", templ, NULL);
-  self->annot_pad = pad;
+  *slot = pad;
+  GST_OBJECT_UNLOCK (self);
   return pad;
 }
 
@@ -955,9 +1390,16 @@ static void
 gst_segment_fcn_release_pad (GstElement * element, GstPad * pad)
 {
   GstSegmentFcn *self = GST_SEGMENT_FCN (element);
+  GstAggregatorPad *apad = GST_AGGREGATOR_PAD (pad);
 
-  if (GST_AGGREGATOR_PAD (pad) == self->annot_pad)
+  GST_OBJECT_LOCK (self);
+  if (apad == self->annot_pad)
     self->annot_pad = NULL;
+  else if (apad == self->val_pad)
+    self->val_pad = NULL;
+  else if (apad == self->val_annot_pad)
+    self->val_annot_pad = NULL;
+  GST_OBJECT_UNLOCK (self);
   GST_ELEMENT_CLASS (gst_segment_fcn_parent_class)->release_pad (element, pad);
 }
 
@@ -971,13 +1413,19 @@ gst_segment_fcn_aggregate (GstAggregator * agg, gboolean timeout)
 
   if (self->mode != SEGMENT_MODE_INFER)
     return aggregate_train (self);
+  if (self->annot_pad || self->val_pad || self->val_annot_pad) {
+    GST_ELEMENT_ERROR (self, CORE, PAD,
+        ("Annotation and validation pads are for mode=train only."),
+        ("Set mode=train or unlink them."));
+    return GST_FLOW_ERROR;
+  }
 
   buf = gst_aggregator_pad_pop_buffer (pad);
   if (buf) {
-    if (!have_model (self)) {
+    if (!have_model (self) || !self->input_ok) {
       gst_buffer_unref (buf);
       GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
-          ("Data before caps: no model configured."), (NULL));
+          ("Patches arrived without accepted caps."), (NULL));
       return GST_FLOW_NOT_NEGOTIATED;
     }
     g_ptr_array_add (self->pending, buf);
@@ -1012,8 +1460,10 @@ gst_segment_fcn_get_next_time (GstAggregator * agg)
       GST_BUFFER_DTS (oldest);
   if (!GST_CLOCK_TIME_IS_VALID (ts))
     return 0;
-  return gst_segment_to_running_time (&self->image_pad->segment,
+  ts = gst_segment_to_running_time (&self->image_pad->segment,
       GST_FORMAT_TIME, ts);
+  /* outside the segment: no deadline to wait for, push now */
+  return GST_CLOCK_TIME_IS_VALID (ts) ? ts : 0;
 }
 
 static gboolean
@@ -1024,6 +1474,17 @@ gst_segment_fcn_start (GstAggregator * agg)
   self->patches = self->batches = 0;
   self->busy_seconds = 0;
   self->first_patch_time = 0;
+  if (self->mode == SEGMENT_MODE_INFER && (self->annot_pad || self->val_pad
+          || self->val_annot_pad)) {
+    GST_ELEMENT_ERROR (self, CORE, PAD,
+        ("Annotation and validation pads are for mode=train only."),
+        ("Set mode=train or unlink them."));
+    return FALSE;
+  }
+  self->source_pass = -1;
+  self->input_ok = FALSE;
+  self->checkpoint_written = FALSE;
+  self->validating = self->final_validation = self->val_eos = FALSE;
   return ensure_model (self);
 }
 
@@ -1034,15 +1495,16 @@ gst_segment_fcn_stop (GstAggregator * agg)
 
   g_ptr_array_set_size (self->pending, 0);
   g_ptr_array_set_size (self->pending_labels, 0);
+  g_ptr_array_set_size (self->val_pending, 0);
+  g_ptr_array_set_size (self->val_pending_labels, 0);
+  g_clear_pointer (&self->deferred_epoch, gst_structure_free);
   g_clear_pointer (&self->in_batch, g_free);
   g_clear_pointer (&self->out_batch, g_free);
   g_clear_pointer (&self->label_batch, g_free);
-  self->batch_capacity = 0;
+  self->in_capacity = self->out_capacity = self->label_capacity = 0;
   g_clear_pointer (&self->model, wsi_model_free);
   g_clear_pointer (&self->trainer, wsi_trainer_free);
   wsi_model_info_clear (&self->train_info);
-  g_hash_table_remove_all (self->epoch_slides);
-  g_clear_pointer (&self->last_slide, g_free);
   self->epoch_loss = self->epoch_acc = 0;
   self->epoch_steps = 0;
   gst_caps_replace (&self->src_caps, NULL);
@@ -1056,6 +1518,8 @@ gst_segment_fcn_flush (GstAggregator * agg)
 
   g_ptr_array_set_size (self->pending, 0);
   g_ptr_array_set_size (self->pending_labels, 0);
+  g_ptr_array_set_size (self->val_pending, 0);
+  g_ptr_array_set_size (self->val_pending_labels, 0);
   return GST_AGGREGATOR_CLASS (gst_segment_fcn_parent_class)->flush (agg);
 }
 
@@ -1066,6 +1530,13 @@ gst_segment_fcn_set_property (GObject * object, guint prop_id,
   GstSegmentFcn *self = GST_SEGMENT_FCN (object);
 
   GST_OBJECT_LOCK (self);
+  if ((pspec->flags & GST_PARAM_MUTABLE_READY)
+      && GST_STATE (self) > GST_STATE_READY) {
+    GST_WARNING_OBJECT (self, "'%s' can only be changed in the NULL or "
+        "READY state; ignored", pspec->name);
+    GST_OBJECT_UNLOCK (self);
+    return;
+  }
   switch (prop_id) {
     case PROP_MODEL:
       g_free (self->model_path);
@@ -1149,6 +1620,9 @@ gst_segment_fcn_set_property (GObject * object, guint prop_id,
       break;
     case PROP_SEED:
       self->seed = g_value_get_uint64 (value);
+      break;
+    case PROP_VALIDATION_INTERVAL:
+      self->validation_interval = g_value_get_uint (value);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -1256,6 +1730,9 @@ gst_segment_fcn_get_property (GObject * object, guint prop_id, GValue * value,
     case PROP_SEED:
       g_value_set_uint64 (value, self->seed);
       break;
+    case PROP_VALIDATION_INTERVAL:
+      g_value_set_uint (value, self->validation_interval);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -1277,10 +1754,11 @@ gst_segment_fcn_finalize (GObject * object)
   g_free (self->class_weights);
   g_free (self->optimizer);
   g_free (self->schedule);
-  g_free (self->last_slide);
   g_free (self->label_batch);
-  g_hash_table_unref (self->epoch_slides);
   g_ptr_array_unref (self->pending_labels);
+  g_ptr_array_unref (self->val_pending);
+  g_ptr_array_unref (self->val_pending_labels);
+  g_clear_pointer (&self->deferred_epoch, gst_structure_free);
   g_clear_pointer (&self->trainer, wsi_trainer_free);
   wsi_model_info_clear (&self->train_info);
   g_ptr_array_unref (self->pending);
@@ -1421,11 +1899,21 @@ gst_segment_fcn_class_init (GstSegmentFcnClass * klass)
       g_param_spec_uint64 ("seed", "Seed",
           "Pretraining: seed of the new decoder's initial weights", 0,
           G_MAXUINT64, 1, TRAIN_FLAGS));
+  g_object_class_install_property (gobject_class, PROP_VALIDATION_INTERVAL,
+      g_param_spec_uint ("validation-interval", "Validation interval",
+          "Training: steps between validation runs over one pass of the "
+          "'validation' pads' stream (0: at the end of every epoch); a "
+          "final run follows the end of training", 0, G_MAXUINT, 0,
+          TRAIN_FLAGS));
 
   gst_element_class_add_static_pad_template_with_gtype (element_class,
       &sink_template, GST_TYPE_AGGREGATOR_PAD);
   gst_element_class_add_static_pad_template_with_gtype (element_class,
       &annotation_template, GST_TYPE_AGGREGATOR_PAD);
+  gst_element_class_add_static_pad_template_with_gtype (element_class,
+      &validation_template, GST_TYPE_AGGREGATOR_PAD);
+  gst_element_class_add_static_pad_template_with_gtype (element_class,
+      &validation_annotation_template, GST_TYPE_AGGREGATOR_PAD);
   gst_element_class_add_static_pad_template_with_gtype (element_class,
       &src_template, GST_TYPE_AGGREGATOR_PAD);
   gst_element_class_set_static_metadata (element_class,
@@ -1469,8 +1957,11 @@ gst_segment_fcn_init (GstSegmentFcn * self)
   self->seed = 1;
   self->pending_labels = g_ptr_array_new_with_free_func (
       (GDestroyNotify) gst_buffer_unref);
-  self->epoch_slides = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
-      NULL);
+  self->val_pending = g_ptr_array_new_with_free_func (
+      (GDestroyNotify) gst_buffer_unref);
+  self->val_pending_labels = g_ptr_array_new_with_free_func (
+      (GDestroyNotify) gst_buffer_unref);
+  self->source_pass = -1;
   self->batch_size = DEFAULT_BATCH_SIZE;
   self->batch_timeout = DEFAULT_BATCH_TIMEOUT;
   self->threads = DEFAULT_THREADS;

@@ -29,6 +29,8 @@ typedef struct _GstWsiTileMeta GstWsiTileMeta;
  * @frame: sequence number of the buffer in its producer's output order
  * @tissue_fraction: fraction of tissue pixels measured by patchify, negative
  *   when not measured
+ * @epoch: pass over the source's files the pixels were read in (slidesrc
+ *   loop), from 0
  * @pad_left, @pad_top: padding before the valid area (reflect/constant padding
  *   at the top/left edge); the valid area is
  *   [pad_left, pad_left + valid_width) x [pad_top, pad_top + valid_height)
@@ -55,6 +57,7 @@ struct _GstWsiTileMeta
   gdouble mpp_x, mpp_y;
   guint64 frame;
   gdouble tissue_fraction;
+  guint epoch;
 };
 
 GType gst_wsi_tile_meta_api_get_type (void);

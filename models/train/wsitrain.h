@@ -197,6 +197,9 @@ int wsi_trainer_init_from (WsiTrainer * t, const char *path,
     size_t errlen);
 
 wsinn_net *wsi_trainer_net (WsiTrainer * t);
+/* Net output (logits, NHWC) of the last step or evaluate call and its
+ * channel count; valid until the next call. */
+const float *wsi_trainer_output (const WsiTrainer * t, int *channels);
 WsiTrainTask wsi_trainer_task (const WsiTrainer * t);
 int64_t wsi_trainer_get_step (const WsiTrainer * t);
 int wsi_trainer_get_epoch (const WsiTrainer * t);

@@ -832,6 +832,14 @@ wsi_trainer_net (WsiTrainer * t)
   return t->net;
 }
 
+const float *
+wsi_trainer_output (const WsiTrainer * t, int *channels)
+{
+  if (channels)
+    *channels = t->out_channels;
+  return t->out;
+}
+
 WsiTrainTask
 wsi_trainer_task (const WsiTrainer * t)
 {

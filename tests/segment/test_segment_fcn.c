@@ -4,6 +4,7 @@
 #include <gst/check/gstcheck.h>
 #include <gst/check/gstharness.h>
 #include <gst/app/gstappsink.h>
+#include <gst/video/video.h>
 
 #include "gstwsitilemeta.h"
 #include "safetensors.h"
@@ -54,9 +55,9 @@ write_model (const gchar * path)
 }
 
 static GstBuffer *
-make_patch (guint i)
+make_patch_sized (guint i, gint size)
 {
-  GstBuffer *buf = gst_buffer_new_allocate (NULL, P * P * 3, NULL);
+  GstBuffer *buf = gst_buffer_new_allocate (NULL, size * size * 3, NULL);
   GstMapInfo map;
   GstWsiTileMeta *m;
 
@@ -68,22 +69,54 @@ make_patch (guint i)
   GST_BUFFER_DURATION (buf) = GST_SECOND / 10;
   m = gst_wsi_tile_meta_add (buf);
   gst_wsi_tile_meta_set_slide (m, "synthetic");
-  m->x = i * P;
-  m->width = m->height = m->valid_width = m->valid_height = P;
+  m->x = i * size;
+  m->width = m->height = m->valid_width = m->valid_height = size;
   m->col = i;
   m->frame = i;
   return buf;
 }
 
+static GstBuffer *
+make_patch (guint i)
+{
+  return make_patch_sized (i, P);
+}
+
+/* First error message on the element's bus within 5 s (NULL if none). */
+static gchar *
+wait_error (GstBus * bus)
+{
+  GstMessage *msg = gst_bus_timed_pop_filtered (bus, 5 * GST_SECOND,
+      GST_MESSAGE_ERROR);
+  GError *err = NULL;
+  gchar *text;
+
+  if (!msg)
+    return NULL;
+  gst_message_parse_error (msg, &err, NULL);
+  text = g_strdup (err->message);
+  g_error_free (err);
+  gst_message_unref (msg);
+  return text;
+}
+
 static GstHarness *
 new_harness (const gchar * props, const gchar * in_caps)
 {
-  gchar *desc = g_strdup_printf ("segment-fcn model=%s %s", model_path, props);
+  gchar *desc = g_strdup_printf ("segment-fcn name=seg model=%s %s",
+      model_path, props);
   GstHarness *h = gst_harness_new_parse (desc);
 
   g_free (desc);
   gst_harness_set_src_caps_str (h, in_caps);
   return h;
+}
+
+/* The segment-fcn inside the harness' bin (a new reference). */
+static GstElement *
+harness_seg (GstHarness * h)
+{
+  return gst_bin_get_by_name (GST_BIN (h->element), "seg");
 }
 
 #define RGB_CAPS "video/x-raw,format=RGB,width=32,height=32,framerate=10/1"
@@ -267,6 +300,97 @@ GST_START_TEST (test_bad_patch_size)
 
 GST_END_TEST;
 
+/* A size change with a partial batch pending: the old-size patches go out
+ * first, the batch arrays grow with the patch size (ASan checks bounds). */
+GST_START_TEST (test_caps_change_mid_batch)
+{
+  GstHarness *h = new_harness ("batch-size=4", RGB_CAPS);
+
+  for (guint i = 0; i < 2; i++)
+    fail_unless_equals_int (gst_harness_push (h, make_patch (i)), GST_FLOW_OK);
+  gst_harness_set_src_caps_str (h,
+      "video/x-raw,format=RGB,width=64,height=64,framerate=10/1");
+  for (guint i = 2; i < 6; i++)
+    fail_unless_equals_int (gst_harness_push (h, make_patch_sized (i, 64)),
+        GST_FLOW_OK);
+  gst_harness_push_event (h, gst_event_new_eos ());
+  for (guint i = 0; i < 6; i++) {
+    GstBuffer *out = gst_harness_pull (h);
+    fail_unless (out != NULL);
+    fail_unless_equals_int (gst_buffer_get_size (out), i < 2 ? P * P : 64 * 64);
+    fail_unless_equals_int (gst_buffer_get_wsi_tile_meta (out)->col, i);
+    gst_buffer_unref (out);
+  }
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_huge_batch_refused)
+{
+  GstHarness *h = new_harness ("batch-size=256",
+      "video/x-raw,format=RGB,width=8192,height=8192,framerate=10/1");
+  GstBus *bus = gst_bus_new ();
+  gchar *msg;
+
+  gst_element_set_bus (h->element, bus);
+  gst_harness_push (h, make_patch (0));
+  msg = wait_error (bus);
+  fail_unless (msg && strstr (msg, "GiB") != NULL, "%s", msg);
+  g_free (msg);
+  gst_element_set_bus (h->element, NULL);
+  gst_object_unref (bus);
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
+/* Model, mode and output cannot change under a running stream; video metas
+ * of the RGB input do not describe the GRAY8 output and are not copied. */
+GST_START_TEST (test_running_settings_and_metas)
+{
+  GstHarness *h = new_harness ("", RGB_CAPS);
+  GstBuffer *in = make_patch (0), *out;
+  GstElement *seg = harness_seg (h);
+  gchar *model = NULL;
+  gint output = -1;
+
+  gst_buffer_add_video_meta (in, GST_VIDEO_FRAME_FLAG_NONE,
+      GST_VIDEO_FORMAT_RGB, P, P);
+  fail_unless_equals_int (gst_harness_push (h, in), GST_FLOW_OK);
+  out = gst_harness_pull (h);
+  fail_unless (gst_buffer_get_video_meta (out) == NULL);
+  fail_unless (gst_buffer_get_wsi_tile_meta (out) != NULL);
+  gst_buffer_unref (out);
+  g_object_set (seg, "model", "/nonexistent.safetensors", "output", 1, NULL);
+  g_object_get (seg, "model", &model, "output", &output, NULL);
+  gst_object_unref (seg);
+  fail_unless_equals_string (model, model_path);
+  fail_unless_equals_int (output, 0);
+  g_free (model);
+  fail_unless_equals_int (gst_harness_push (h, make_patch (1)), GST_FLOW_OK);
+  out = gst_harness_pull (h);
+  fail_unless_equals_int (gst_buffer_get_size (out), P * P);
+  gst_buffer_unref (out);
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
+/* A running inference element refuses training pads. */
+GST_START_TEST (test_annotation_pad_in_infer)
+{
+  GstHarness *h = new_harness ("", RGB_CAPS);
+  GstElement *seg = harness_seg (h);
+
+  fail_unless (gst_element_request_pad_simple (seg, "annotation") == NULL);
+  fail_unless (gst_element_request_pad_simple (seg, "validation") == NULL);
+  gst_object_unref (seg);
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
 static Suite *
 segment_fcn_suite (void)
 {
@@ -284,6 +408,10 @@ segment_fcn_suite (void)
   tcase_add_test (tc, test_tensor_input);
   tcase_add_test (tc, test_live_batch_timeout);
   tcase_add_test (tc, test_bad_patch_size);
+  tcase_add_test (tc, test_caps_change_mid_batch);
+  tcase_add_test (tc, test_huge_batch_refused);
+  tcase_add_test (tc, test_running_settings_and_metas);
+  tcase_add_test (tc, test_annotation_pad_in_infer);
   return s;
 }
 

@@ -103,6 +103,48 @@ if ok:
         dice = 2 * (pred & gt).sum() / max(1, pred.sum() + gt.sum())
         c.check(dice > 0.6, "held-out Dice of the trained model", f"{dice:.3f}")
 
+# validation stream: one pass of the held-out images after every epoch and at
+# the end; its Dice must equal an independent computation with the final model
+val = (f"slidesrc location='{held}/images/*.png' loop=0 tile-width=96 tile-height=96 ! "
+       f"patchify patch-size=48 overlap=0 ! tee name=v "
+       f"v. ! queue ! colornorm mode=rescale01 ! seg.validation "
+       f"v. ! queue ! labelpatch masks={held}/masks/{{name}}.png binary=true ! seg.validation_annotation ")
+vckpt = os.path.join(tmp, "val-ckpt.safetensors")
+p = wsitest.gst_launch(
+    f"slidesrc location='{data}/images/*.png' loop=3 shuffle=true seed=1 tile-width=96 tile-height=96 ! "
+    f"patchify patch-size=48 overlap=0 augment-flip=true seed=2 ! tee name=t "
+    f"t. ! queue ! colornorm mode=rescale01 ! seg.sink "
+    f"t. ! queue ! labelpatch masks={data}/masks/{{name}}.png binary=true ! seg.annotation "
+    f"segment-fcn name=seg mode=train model={init} checkpoint={vckpt} batch-size=8 "
+    f"optimizer=adam learning-rate=0.01 ! fakesink " + val, messages=True, timeout=600)
+vals = [(int(m.group(1)), int(m.group(2)), float(m.group(3)), m.group(4)) for m in re.finditer(
+    r"segment-fcn-validation, step=\(gint64\)(\d+), epoch=\(int\)\d+, patches=\(guint64\)(\d+), "
+    r"loss=\(double\)([\d.e+-]+), accuracy=\(double\)[\d.e+-]+, mean-dice=\(double\)[\d.e+-]+, "
+    r"dice=\(double\)< ([^>]*) >", p.stdout)]
+vepochs = re.findall(r"segment-fcn-epoch, epoch=\(int\)\d+, .*validation-mean-dice", p.stdout)
+if c.check(p.returncode == 0 and vals, "training with a validation stream completes", p.stderr[-800:]):
+    c.check(len(vals) == 3 and len(vepochs) == 2,
+            "a validation run after every epoch and at the end; epoch messages carry it",
+            f"{len(vals)} runs, {len(vepochs)} epoch messages with validation")
+    c.check(all(v[1] == 8 for v in vals), "each run is one pass of the validation images (2 x 4 patches)",
+            str([v[1] for v in vals]))
+    c.check(vals[-1][2] < vals[0][2], "validation loss falls", f"{vals[0][2]:.3f} -> {vals[-1][2]:.3f}")
+    # independent: the final checkpoint segments the held-out images in a separate pipeline
+    inter = tot = 0
+    for i in range(2):
+        out = os.path.join(tmp, f"vpred{i}.png")
+        q = wsitest.gst_launch(f"slidesrc location={held}/images/img{i:02d}.png tile-width=96 tile-height=96 ! "
+                               f"patchify patch-size=48 overlap=0 ! colornorm mode=rescale01 ! "
+                               f"segment-fcn model={vckpt} ! stitchsink location={out}")
+        pred = wsitest.read_png(out) > 0
+        gt = wsitest.read_png(os.path.join(held, "masks", f"img{i:02d}.png")) > 0
+        inter += (pred & gt).sum()
+        tot += pred.sum() + gt.sum()
+    ref = 2 * inter / max(1, tot)
+    got = float(vals[-1][3].split(",")[1])
+    c.check(abs(got - ref) < 2e-3, "final validation Dice equals an independent inference run",
+            f"validation {got:.4f}, inference {ref:.4f}")
+
 # autoencoder pretraining on unlabelled patches, then transfer of its encoder
 pre = os.path.join(tmp, "pretrain.safetensors")
 p = wsitest.gst_launch(
@@ -138,4 +180,18 @@ p = wsitest.gst_launch(f"videotestsrc num-buffers=2 ! video/x-raw,format=RGB,wid
                        f"segment-fcn mode=train model={init} ! fakesink")
 c.check(p.returncode != 0 and "annotation pad" in p.stderr, "train without annotation pad: error",
         p.stderr.strip()[-300:])
+p = wsitest.gst_launch(f"videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=48,height=48 ! "
+                       f"segment-fcn name=seg model={init} ! fakesink "
+                       f"videotestsrc num-buffers=2 ! video/x-raw,format=GRAY8,width=48,height=48 ! seg.annotation")
+c.check(p.returncode != 0 and "mode=train only" in p.stderr, "annotation pad in inference: error",
+        p.stderr.strip()[-300:])
+p = wsitest.gst_launch(
+    f"slidesrc location='{data}/images/*.png' tile-width=96 tile-height=96 ! patchify patch-size=48 ! tee name=t "
+    f"t. ! queue ! colornorm mode=rescale01 ! seg.sink "
+    f"t. ! queue ! labelpatch masks={data}/masks/{{name}}.png binary=true ! seg.annotation "
+    f"segment-fcn name=seg mode=train model={init} batch-size=2 ! fakesink "
+    f"slidesrc location='{held}/images/*.png' tile-width=96 tile-height=96 ! patchify patch-size=48 ! "
+    f"colornorm mode=rescale01 ! seg.validation")
+c.check(p.returncode != 0 and "validation_annotation" in p.stderr,
+        "validation without its annotation pad: error", p.stderr.strip()[-300:])
 c.finish()
