@@ -136,6 +136,7 @@ struct _GstSegmentFcn
   GstStructure *deferred_epoch; /* epoch message waiting for validation */
   gboolean input_is_tensor;
   gboolean input_ok;            /* the image pad's caps were accepted */
+  gchar *resolution_checked;    /* slide whose pixel size was compared */
   gint width, height;
   GstVideoInfo in_vinfo;
   GstCaps *src_caps;            /* what the current input makes us output */
@@ -1403,6 +1404,29 @@ gst_segment_fcn_release_pad (GstElement * element, GstPad * pad)
   GST_ELEMENT_CLASS (gst_segment_fcn_parent_class)->release_pad (element, pad);
 }
 
+/* Warns once per slide when the patches' pixel size is far from the one
+ * the model was trained at (both known). */
+static void
+check_resolution (GstSegmentFcn * self, GstBuffer * buf)
+{
+  const GstWsiTileMeta *m = gst_buffer_get_wsi_tile_meta (buf);
+  const gdouble model_mpp = model_info (self)->mpp;
+  gdouble mpp;
+
+  if (!m || model_mpp <= 0 || m->mpp_x <= 0
+      || g_strcmp0 (m->slide, self->resolution_checked) == 0)
+    return;
+  g_free (self->resolution_checked);
+  self->resolution_checked = g_strdup (m->slide);
+  mpp = m->mpp_x * m->downsample;
+  if (mpp > 1.25 * model_mpp || mpp < 0.8 * model_mpp)
+    GST_ELEMENT_WARNING (self, STREAM, FORMAT,
+        ("Patches of '%s' have %.3f um/px but the model was trained at "
+            "%.3f um/px.", m->slide, mpp, model_mpp),
+        ("Read the slide at the model's resolution: slidesrc "
+            "target-mpp=%g.", model_mpp));
+}
+
 static GstFlowReturn
 gst_segment_fcn_aggregate (GstAggregator * agg, gboolean timeout)
 {
@@ -1428,6 +1452,7 @@ gst_segment_fcn_aggregate (GstAggregator * agg, gboolean timeout)
           ("Patches arrived without accepted caps."), (NULL));
       return GST_FLOW_NOT_NEGOTIATED;
     }
+    check_resolution (self, buf);
     g_ptr_array_add (self->pending, buf);
     if (self->pending->len >= self->batch_size || timeout)
       return process_batch (self);
@@ -1483,6 +1508,7 @@ gst_segment_fcn_start (GstAggregator * agg)
   }
   self->source_pass = -1;
   self->input_ok = FALSE;
+  g_clear_pointer (&self->resolution_checked, g_free);
   self->checkpoint_written = FALSE;
   self->validating = self->final_validation = self->val_eos = FALSE;
   return ensure_model (self);
@@ -1755,6 +1781,7 @@ gst_segment_fcn_finalize (GObject * object)
   g_free (self->optimizer);
   g_free (self->schedule);
   g_free (self->label_batch);
+  g_free (self->resolution_checked);
   g_ptr_array_unref (self->pending_labels);
   g_ptr_array_unref (self->val_pending);
   g_ptr_array_unref (self->val_pending_labels);

@@ -47,6 +47,14 @@ parse_json (const char *text)
   return root;
 }
 
+static gboolean
+json_is_number (JsonNode * n)
+{
+  return JSON_NODE_HOLDS_VALUE (n)
+      && (json_node_get_value_type (n) == G_TYPE_DOUBLE
+      || json_node_get_value_type (n) == G_TYPE_INT64);
+}
+
 static int
 read_float3 (const WsiSafetensors * st, const char *key, float out[3],
     char *err, size_t errlen)
@@ -61,7 +69,7 @@ read_float3 (const WsiSafetensors * st, const char *key, float out[3],
       ok = 1;
       for (int i = 0; i < 3; i++) {
         JsonNode *n = json_array_get_element (a, i);
-        if (!JSON_NODE_HOLDS_VALUE (n)) {
+        if (!json_is_number (n)) {
           ok = 0;
           break;
         }
@@ -107,7 +115,11 @@ read_classes (WsiModel * m, const WsiSafetensors * st, char *err,
       }
       m->info.class_names[c] = g_strdup (json_node_get_string (nm));
       for (int k = 0; k < 3; k++) {
-        gint64 v = json_array_get_int_element (rgb, k);
+        JsonNode *e = json_array_get_element (rgb, k);
+        gint64 v = -1;
+        if (JSON_NODE_HOLDS_VALUE (e)
+            && json_node_get_value_type (e) == G_TYPE_INT64)
+          v = json_node_get_int (e);
         if (v < 0 || v > 255)
           ok = 0;
         m->info.class_colors[c][k] = (uint8_t) CLAMP (v, 0, 255);
@@ -156,12 +168,25 @@ read_info (WsiModel * m, const WsiSafetensors * st, const wsinn_spec * spec,
         "or standardize)", pre ? pre : "(missing)");
     return -1;
   }
-  if ((v = wsi_safetensors_metadata (st, "mpp")))
-    m->info.mpp = g_ascii_strtod (v, NULL);
-  if (!isfinite (m->info.mpp) || m->info.mpp < 0)
-    m->info.mpp = 0;
-  if ((v = wsi_safetensors_metadata (st, "patch_size")))
-    m->info.patch_size = (int) CLAMP (g_ascii_strtoll (v, NULL, 10), 0, 65536);
+  if ((v = wsi_safetensors_metadata (st, "mpp"))) {
+    char *end = NULL;
+    m->info.mpp = g_ascii_strtod (v, &end);
+    if (end == v || *end || !isfinite (m->info.mpp) || m->info.mpp < 0) {
+      snprintf (err, errlen, "metadata mpp '%.32s' must be a number >= 0 "
+          "(microns per pixel; 0 = unknown)", v);
+      return -1;
+    }
+  }
+  if ((v = wsi_safetensors_metadata (st, "patch_size"))) {
+    char *end = NULL;
+    gint64 ps = g_ascii_strtoll (v, &end, 10);
+    if (end == v || *end || ps < 0 || ps > 65536) {
+      snprintf (err, errlen, "metadata patch_size '%.32s' must be an integer "
+          "in 0..65536", v);
+      return -1;
+    }
+    m->info.patch_size = (int) ps;
+  }
   return 0;
 }
 

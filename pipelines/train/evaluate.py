@@ -92,8 +92,30 @@ def main():
     }
     mean = {k: float(np.mean([r[k] for r in per_image if r[k] is not None]))
             for k in ("dice", "f1", "pq", "aji", "object_dice")}
-    print(json.dumps({"task": task, "model": model, "validation_images": len(names),
-                      "aggregate": agg, "mean_over_images": mean, "per_image": per_image}, indent=1))
+    result = {"task": task, "model": model, "validation_images": len(names),
+              "aggregate": agg, "mean_over_images": mean, "per_image": per_image}
+    if task == "nuclei":
+        result["test_pixel"] = nuclei_test_dice(model, build, tmp)
+    print(json.dumps(result, indent=1))
+
+
+def nuclei_test_dice(model, build, tmp):
+    """Pixel Dice on the MoNuSeg images that have only binary masks."""
+    test = os.path.join(ROOT, "out", "train-nuclei", "test")
+    if not os.path.isdir(test):
+        sys.path.insert(0, os.path.dirname(__file__))
+        import prepare_data
+        prepare_data.nuclei_test(os.path.dirname(test))
+    tp = fp = fn = 0
+    dices = []
+    for f in sorted(os.listdir(os.path.join(test, "images"))):
+        pred = predict(model, os.path.join(test, "images", f), os.path.join(tmp, "test-" + f), build, 128, 32) > 0
+        gt = skimage.io.imread(os.path.join(test, "labels", f)) > 0
+        a, b, c = int((pred & gt).sum()), int((pred & ~gt).sum()), int((~pred & gt).sum())
+        tp, fp, fn = tp + a, fp + b, fn + c
+        dices.append(2 * a / max(1, 2 * a + b + c))
+    return {"images": len(dices), "pixel_dice": 2 * tp / max(1, 2 * tp + fp + fn),
+            "mean_pixel_dice": float(np.mean(dices)) if dices else None}
 
 
 if __name__ == "__main__":

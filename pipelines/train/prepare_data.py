@@ -6,7 +6,9 @@ pixel the model is trained at, and splits off a held-back validation part.
   prepare_data.py nuclei OUT   # MoNuSeg images with instance maps, 0.25 -> 0.5 um/px
   prepare_data.py glands OUT   # GlaS images with gland masks, kept at 20x (~0.62 um/px)
 
-Writes OUT/{train,val}/{images,labels}/NAME.png (same NAME in both)."""
+Writes OUT/{train,val}/{images,labels}/NAME.png (same NAME in both). For
+nuclei also OUT/test: the 17 MoNuSeg images that have only binary masks
+(never used in training; labels 0/1, for pixel Dice)."""
 import os
 import sys
 
@@ -44,7 +46,26 @@ def nuclei(out):
         inst = skimage.io.imread(os.path.join(root, "instances", n + "_inst.png"))
         write(out, "val" if n in val else "train", n, resample(img, 2, False),
               resample(inst, 2, True).astype(np.uint16))
+    nuclei_test(out)
     return len(names) - len(val), len(val)
+
+
+def nuclei_test(out):
+    """MoNuSeg images without instance maps: a pixel-level test set."""
+    root = os.path.join(SHARED, "nuclei", "monuseg-train")
+    have = {f[:-9] for f in os.listdir(os.path.join(root, "instances")) if f.endswith("_inst.png")}
+    names = sorted(f[:-4] for f in os.listdir(os.path.join(root, "masks")) if f.endswith(".png"))
+    for n in names:
+        if n in have:
+            continue
+        img = skimage.io.imread(os.path.join(root, "images", n + ".png"))[..., :3]
+        mask = skimage.io.imread(os.path.join(root, "masks", n + ".png"))
+        if mask.ndim == 3:
+            mask = mask[..., 0]
+        # a low-resolution pixel is nucleus when most of its 2x2 block is
+        frac = resample((mask > 0).astype(np.uint8) * 255, 2, False)
+        write(out, "test", n, resample(img, 2, False), (frac >= 128).astype(np.uint8))
+    return len(names) - len(have)
 
 
 def glands(out):

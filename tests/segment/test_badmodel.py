@@ -66,6 +66,14 @@ cases = [
     ("NaN weights", resave("nan.safetensors", nan_weights, meta), [first]),
     ("missing tensor", resave("missing.safetensors", missing, meta), [first]),
     ("stray tensor", resave("extra.safetensors", extra, meta), ["stray.weight"]),
+    ("colour not an integer", resave("color.safetensors", tensors,
+                                     {**meta, "class_colors": '[[0, 0, 0], [0, "200", 0]]'}), ["class_colors"]),
+    ("mean not numeric", resave("mean.safetensors", tensors,
+                                {**meta, "preprocess": "standardize", "mean": '[0.5, "x", 0.5]',
+                                 "std": "[0.2, 0.2, 0.2]"}), ["mean"]),
+    ("mpp with trailing text", resave("mpp.safetensors", tensors, {**meta, "mpp": "0.5um"}), ["mpp"]),
+    ("patch_size not an integer", resave("ps.safetensors", tensors, {**meta, "patch_size": "12x"}),
+     ["patch_size"]),
 ]
 
 for name, path, words in cases:

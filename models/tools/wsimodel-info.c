@@ -1,0 +1,84 @@
+/* wsimodel-info: prints the facts a model file declares, one "key=value"
+ * per line (arch, encoder, classes, class_names, class_colors, preprocess,
+ * mpp, patch_size, size_multiple), or one value with --get KEY. Lets shell
+ * scripts (pipelines/demo.sh) set up a pipeline for a model:
+ *
+ *   wsimodel-info MODEL [--get KEY] */
+#include "wsimodel.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *const preproc_names[] = {
+  "rescale01", "rescale11", "standardize"
+};
+
+static const char *wanted;      /* --get KEY, or NULL for all */
+static int found;
+
+static void
+emit (const char *key, const char *value)
+{
+  if (wanted && strcmp (wanted, key) != 0)
+    return;
+  if (wanted)
+    printf ("%s\n", value);
+  else
+    printf ("%s=%s\n", key, value);
+  found = 1;
+}
+
+int
+main (int argc, char **argv)
+{
+  WsiModelInfo info;
+  char err[512] = "", names[4096] = "", colors[4096] = "", num[64];
+  size_t nn = 0, nc = 0;
+  int ret = 0;
+
+  if (argc == 4 && strcmp (argv[2], "--get") == 0)
+    wanted = argv[3];
+  else if (argc != 2) {
+    fprintf (stderr, "usage: %s MODEL [--get KEY]\n", argv[0]);
+    return 2;
+  }
+  memset (&info, 0, sizeof info);
+  if (wsi_model_info_load (argv[1], &info, err, sizeof err) != 0) {
+    fprintf (stderr, "%s: %s\n", argv[1], err);
+    return 1;
+  }
+  for (int c = 0; c < info.n_classes; c++) {
+    if (nn < sizeof names)
+      nn += snprintf (names + nn, sizeof names - nn, "%s%s", c ? "," : "",
+          info.class_names[c]);
+    if (nc < sizeof colors)
+      nc += snprintf (colors + nc, sizeof colors - nc, "%s%02x%02x%02x",
+          c ? "," : "", info.class_colors[c][0], info.class_colors[c][1],
+          info.class_colors[c][2]);
+  }
+  if (nn >= sizeof names || nc >= sizeof colors) {
+    fprintf (stderr, "%s: class lists too long\n", argv[1]);
+    ret = 1;
+    goto done;
+  }
+  emit ("arch", info.arch);
+  emit ("encoder", info.encoder);
+  snprintf (num, sizeof num, "%d", info.n_classes);
+  emit ("classes", num);
+  emit ("class_names", names);
+  emit ("class_colors", colors);
+  emit ("preprocess", preproc_names[info.preproc]);
+  snprintf (num, sizeof num, "%g", info.mpp);
+  emit ("mpp", num);
+  snprintf (num, sizeof num, "%d", info.patch_size);
+  emit ("patch_size", num);
+  snprintf (num, sizeof num, "%d", info.size_multiple);
+  emit ("size_multiple", num);
+  if (wanted && !found) {
+    fprintf (stderr, "unknown key '%s'\n", wanted);
+    ret = 2;
+  }
+done:
+  wsi_model_info_clear (&info);
+  return ret;
+}
