@@ -163,8 +163,23 @@ if c.check(p.returncode == 0 and len(losses) >= 4, "pretraining runs", p.stderr[
 
 # bad annotation input
 bad = wsitest.tmpdir()
-# (a missing mask is covered by tests/annotate; here it once hung gst-launch
-# under load -- see docs/segment-fcn.md, known issues)
+# a missing mask: labelpatch's error ends the training pipeline (a hang here
+# would show as a timeout, which fails the check)
+nomask = os.path.join(bad, "nomask")
+os.makedirs(nomask)
+for i in range(8):
+    if i != 3:
+        write_png(os.path.join(nomask, f"img{i:02d}.png"), np.zeros((96, 96), np.uint8))
+try:
+    p = wsitest.gst_launch(
+        f"slidesrc location='{data}/images/*.png' tile-width=96 tile-height=96 ! patchify patch-size=48 ! "
+        f"tee name=t t. ! queue ! colornorm mode=rescale01 ! seg.sink "
+        f"t. ! queue ! labelpatch masks={nomask}/{{name}}.png ! seg.annotation "
+        f"segment-fcn name=seg mode=train model={init} batch-size=2 ! fakesink", timeout=120)
+    c.check(p.returncode != 0 and "img03.png" in p.stderr, "missing mask: error names the file",
+            p.stderr.strip()[-300:])
+except subprocess.TimeoutExpired:
+    c.check(False, "missing mask: error names the file", "gst-launch hung for 120 s")
 three = os.path.join(bad, "three")
 os.makedirs(three)
 for i in range(8):
