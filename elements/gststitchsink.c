@@ -114,6 +114,8 @@ enum
   PROP_GEOJSON_LOCATION,
   PROP_GEOJSON_OBJECT_TYPE,
   PROP_GEOJSON_MIN_AREA,
+  PROP_GEOJSON_BOUNDARY_CLASS,
+  PROP_GEOJSON_BOUNDARY_GROW,
   PROP_MAX_BAND_ROWS,
   PROP_IMAGES_WRITTEN,
 };
@@ -128,6 +130,8 @@ enum
 #define DEFAULT_PROBABILITY_CLASS 1
 #define DEFAULT_GEOJSON_OBJECT_TYPE GST_STITCH_SINK_OBJECT_ANNOTATION
 #define DEFAULT_GEOJSON_MIN_AREA 4
+#define DEFAULT_GEOJSON_BOUNDARY_CLASS -1
+#define DEFAULT_GEOJSON_BOUNDARY_GROW 2
 
 #define GST_TYPE_STITCH_SINK (gst_stitch_sink_get_type ())
 G_DECLARE_FINAL_TYPE (GstStitchSink, gst_stitch_sink, GST, STITCH_SINK,
@@ -154,6 +158,8 @@ struct _GstStitchSink
   gchar *geojson_location;
   GstStitchSinkObjectType geojson_object_type;
   guint64 geojson_min_area;
+  gint geojson_boundary_class;
+  guint geojson_boundary_grow;
   guint64 max_band_rows;        /* peak over the run, read-only */
   guint images_written;
 
@@ -511,6 +517,8 @@ image_begin (GstStitchSink * self, const GstWsiTileMeta * m)
   self->prob_class_img = self->probability_class;
   gp.detection = self->geojson_object_type == GST_STITCH_SINK_OBJECT_DETECTION;
   gp.min_area = self->geojson_min_area;
+  gp.boundary_class = self->geojson_boundary_class;
+  gp.boundary_grow = self->geojson_boundary_grow;
   GST_OBJECT_UNLOCK (self);
 
   ok = expand_extra_location (self, location, m, &self->out_location)
@@ -722,8 +730,17 @@ image_finish (GstStitchSink * self)
   }
 
   if (self->geojson) {
-    gboolean ok = stitch_geojson_commit (self->geojson, &err);
-    self->geojson = NULL;
+    gboolean ok = stitch_geojson_end (self->geojson, &err);
+    if (ok) {
+      GST_INFO_OBJECT (self, "%s: %" G_GUINT64_FORMAT " features, peak %"
+          G_GUINT64_FORMAT " runs held, %" G_GUINT64_FORMAT " boundary "
+          "pixels reached no object (dropped)", self->out_geojson_location,
+          stitch_geojson_get_features (self->geojson),
+          stitch_geojson_get_peak_runs (self->geojson),
+          stitch_geojson_get_orphan_pixels (self->geojson));
+      ok = stitch_geojson_commit (self->geojson, &err);
+      self->geojson = NULL;
+    }
     if (!ok) {
       failed_location = self->out_geojson_location;
       goto write_failed;
@@ -1181,7 +1198,7 @@ gst_stitch_sink_set_caps (GstBaseSink * sink, GstCaps * caps)
   gdouble sigma;
   guint prob_class;
   gboolean want_prob, want_geojson;
-  gint nc = 0, w = 0, h = 0;
+  gint nc = 0, w = 0, h = 0, boundary;
 
   GST_OBJECT_LOCK (self);
   blend = self->blend;
@@ -1189,6 +1206,7 @@ gst_stitch_sink_set_caps (GstBaseSink * sink, GstCaps * caps)
   prob_class = self->probability_class;
   want_prob = self->probability_location != NULL;
   want_geojson = self->geojson_location != NULL;
+  boundary = self->geojson_boundary_class;
   GST_OBJECT_UNLOCK (self);
 
   if (gst_structure_has_name (s, "other/tensors")) {
@@ -1210,6 +1228,18 @@ gst_stitch_sink_set_caps (GstBaseSink * sink, GstCaps * caps)
       GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
           ("probability-class=%u but the tensors have %d class%s.", prob_class,
               nc, nc > 1 ? "es" : " (a one-class map: 0 or 1)"), (NULL));
+      return FALSE;
+    }
+    if (want_geojson && boundary > 0 && (nc < 2 || boundary >= nc)) {
+      if (nc < 2)
+        GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+            ("geojson-boundary-class=%d but the tensors are a one-class map "
+                "(labels 0 and 1): there is no room for a boundary class.",
+                boundary), (NULL));
+      else
+        GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+            ("geojson-boundary-class=%d but the tensors have %d classes "
+                "(labels 0..%d).", boundary, nc, nc - 1), (NULL));
       return FALSE;
     }
     self->channels = 1;
@@ -1247,6 +1277,13 @@ gst_stitch_sink_set_caps (GstBaseSink * sink, GstCaps * caps)
       GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
           ("geojson-location needs labels (GRAY8/GRAY16_LE) or probability "
               "tensors, not RGB patches."), (NULL));
+      return FALSE;
+    }
+    if (want_geojson && boundary > 255
+        && GST_VIDEO_INFO_FORMAT (&info) == GST_VIDEO_FORMAT_GRAY8) {
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+          ("geojson-boundary-class=%d but GRAY8 labels stop at 255.",
+              boundary), (NULL));
       return FALSE;
     }
     self->info = info;
@@ -1289,6 +1326,7 @@ gst_stitch_sink_start (GstBaseSink * sink)
   gchar *location, *overlay_location, *prob_location, *geojson_location;
   gchar *names, *colors;
   gboolean ok = TRUE;
+  gint boundary;
 
   GST_OBJECT_LOCK (self);
   location = g_strdup (self->location);
@@ -1298,6 +1336,7 @@ gst_stitch_sink_start (GstBaseSink * sink)
   names = g_strdup (self->class_names);
   colors = g_strdup (self->class_colors);
   self->style.opacity = self->overlay_opacity;
+  boundary = self->geojson_boundary_class;
   self->max_band_rows = 0;
   self->images_written = 0;
   GST_OBJECT_UNLOCK (self);
@@ -1306,6 +1345,12 @@ gst_stitch_sink_start (GstBaseSink * sink)
   if (!location || !*location) {
     GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
         ("No output file name given: set the location property."), (NULL));
+    ok = FALSE;
+  } else if (boundary == 0) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+        ("geojson-boundary-class=0 is the background label: give the label "
+            "of the instance boundary class (2 for the nuclei model), or -1 "
+            "to export every class as it is."), (NULL));
     ok = FALSE;
   } else if (!stitch_overlay_parse_colors (colors, &self->style.colors,
           &self->style.n_colors, &err)) {
@@ -1484,6 +1529,12 @@ gst_stitch_sink_set_property (GObject * object, guint prop_id,
     case PROP_GEOJSON_MIN_AREA:
       self->geojson_min_area = g_value_get_uint64 (value);
       break;
+    case PROP_GEOJSON_BOUNDARY_CLASS:
+      self->geojson_boundary_class = g_value_get_int (value);
+      break;
+    case PROP_GEOJSON_BOUNDARY_GROW:
+      self->geojson_boundary_grow = g_value_get_uint (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -1546,6 +1597,12 @@ gst_stitch_sink_get_property (GObject * object, guint prop_id,
       break;
     case PROP_GEOJSON_MIN_AREA:
       g_value_set_uint64 (value, self->geojson_min_area);
+      break;
+    case PROP_GEOJSON_BOUNDARY_CLASS:
+      g_value_set_int (value, self->geojson_boundary_class);
+      break;
+    case PROP_GEOJSON_BOUNDARY_GROW:
+      g_value_set_uint (value, self->geojson_boundary_grow);
       break;
     case PROP_MAX_BAND_ROWS:
       g_value_set_uint64 (value, self->max_band_rows);
@@ -1669,6 +1726,22 @@ gst_stitch_sink_class_init (GstStitchSinkClass * klass)
       g_param_spec_uint64 ("geojson-min-area", "GeoJSON minimum area",
           "Regions smaller than this many level pixels are not exported",
           0, G_MAXUINT64, DEFAULT_GEOJSON_MIN_AREA, rw));
+  g_object_class_install_property (gobject_class, PROP_GEOJSON_BOUNDARY_CLASS,
+      g_param_spec_int ("geojson-boundary-class", "GeoJSON boundary class",
+          "Label of an instance-boundary class (e.g. 2, the nuclei model's "
+          "ring), -1 = none. When set, that class is not exported: each "
+          "region of another class is grown into the boundary pixels next to "
+          "it (geojson-boundary-grow steps), so one polygon covers a nucleus "
+          "and its ring and touching nuclei stay apart; boundary pixels no "
+          "region reaches are dropped. The PNG outputs are unchanged",
+          -1, 65535, DEFAULT_GEOJSON_BOUNDARY_CLASS, rw));
+  g_object_class_install_property (gobject_class, PROP_GEOJSON_BOUNDARY_GROW,
+      g_param_spec_uint ("geojson-boundary-grow", "GeoJSON boundary growth",
+          "geojson-boundary-class: 1-pixel growth steps of the regions into "
+          "boundary pixels (4-neighbours before diagonals), i.e. the widest "
+          "ring covered; 0 = boundary pixels are simply dropped",
+          0, STITCH_GEOJSON_MAX_BOUNDARY_GROW, DEFAULT_GEOJSON_BOUNDARY_GROW,
+          rw));
   g_object_class_install_property (gobject_class, PROP_MAX_BAND_ROWS,
       g_param_spec_uint64 ("max-band-rows", "Peak band rows",
           "Most full-width rows held in memory at once since start",
@@ -1707,6 +1780,8 @@ gst_stitch_sink_init (GstStitchSink * self)
   self->probability_class = DEFAULT_PROBABILITY_CLASS;
   self->geojson_object_type = DEFAULT_GEOJSON_OBJECT_TYPE;
   self->geojson_min_area = DEFAULT_GEOJSON_MIN_AREA;
+  self->geojson_boundary_class = DEFAULT_GEOJSON_BOUNDARY_CLASS;
+  self->geojson_boundary_grow = DEFAULT_GEOJSON_BOUNDARY_GROW;
   gst_video_info_init (&self->info);
   gst_base_sink_set_sync (GST_BASE_SINK (self), FALSE);
   /* no reason to keep the last patch alive */

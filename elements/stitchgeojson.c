@@ -6,7 +6,24 @@
  * A component with no run in the newest row is complete: its runs are
  * rasterised into its bounding box, its boundary rings are traced along
  * pixel edges and it is written as one Feature. Memory: the runs of the
- * components still growing, plus one bounding-box bitmap while tracing. */
+ * components still growing, plus one bounding-box bitmap while tracing.
+ *
+ * Instance boundaries (params.boundary_class, e.g. the nuclei model's ring):
+ * the union-find above runs on the other labels only ("interiors"); a
+ * boundary pixel never joins a component by itself. Per pixel, level 0 of a
+ * small pipeline holds the component id of an interior pixel, BND for a
+ * boundary pixel, NONE otherwise. Level s (1..k, k = boundary_grow) row r is
+ * level s-1 row r with each BND pixel replaced by the first object id among
+ * its level s-1 neighbours in the order N, W, E, S, NW, NE, SW, SE (BND if
+ * none): one 1-pixel growth step with 4-neighbours ahead of diagonals, the
+ * same result whatever the component ids are. Each step needs one row
+ * below, so level k row r exists once row r + k has arrived; level k rows
+ * are cut into runs of equal component root and added to that component.
+ * Growth never unites components, so nuclei whose interiors are separated by
+ * the ring stay apart. A component whose interior ended at row L can still
+ * grow down to row L + k, which is final when row L + 2k arrives: it is
+ * traced then. Ids of merged components stay allocated for 2k + 1 more rows
+ * since level rows may still hold them. Memory: 3 (k + 1) rows of ids. */
 #include "stitchgeojson.h"
 #include "stitchio.h"
 
@@ -50,6 +67,17 @@ typedef struct
   gint64 area2;                 /* twice the shoelace area */
 } Ring;
 
+/* A component id waiting for row @row (boundary mode). */
+typedef struct
+{
+  gint32 id;
+  gint64 row;
+} Delayed;
+
+/* Level pixel values besides component ids (boundary mode). */
+#define NONE -1
+#define BND -2
+
 struct _StitchGeoJson
 {
   StitchAtomicFile file;
@@ -60,6 +88,16 @@ struct _StitchGeoJson
   GArray *done, *merged;        /* gint32 comp ids */
   guint64 features, runs_held, peak_runs;
   gchar *json_error;
+  /* boundary mode */
+  gboolean grow;
+  gint k;                       /* growth steps */
+  gint32 *levels;               /* (k + 1) x 3 rows, row r in slot r % 3 */
+  gint32 *outside;              /* NONE row: above row 0, below the end */
+  gint64 end_row;               /* rows received, once committing */
+  GArray *pending;              /* Delayed: complete at row (traced) */
+  GArray *retired;              /* Delayed: merged ids, freed at row */
+  guint64 orphans;
+  gboolean ended;               /* stitch_geojson_end() done */
 };
 
 /* ---- components ---- */
@@ -151,8 +189,10 @@ comp_unite (StitchGeoJson * g, gint32 a, gint32 b)
   return a;
 }
 
+/* Adds a run of pixels; does not touch last_row (interior rows). */
 static void
-comp_add_run (StitchGeoJson * g, gint32 id, gint64 y, gint32 x0, gint32 x1)
+comp_append_run (StitchGeoJson * g, gint32 id, gint64 y, gint32 x0,
+    gint32 x1)
 {
   Comp *c = comp_at (g, id);
   Run r = { (gint32) y, x0, x1 };
@@ -163,9 +203,15 @@ comp_add_run (StitchGeoJson * g, gint32 id, gint64 y, gint32 x0, gint32 x1)
   c->y_min = MIN (c->y_min, y);
   c->y_max = MAX (c->y_max, y);
   c->pixels += (guint64) (x1 - x0);
-  c->last_row = y;
   g->runs_held++;
   g->peak_runs = MAX (g->peak_runs, g->runs_held);
+}
+
+static void
+comp_add_run (StitchGeoJson * g, gint32 id, gint64 y, gint32 x0, gint32 x1)
+{
+  comp_append_run (g, id, y, x0, x1);
+  comp_at (g, id)->last_row = y;
 }
 
 /* ---- tracing ---- */
@@ -610,6 +656,27 @@ stitch_geojson_new (const gchar * location, gint64 width,
   g->cur = g_array_new (FALSE, FALSE, sizeof (RowRun));
   g->done = g_array_new (FALSE, FALSE, sizeof (gint32));
   g->merged = g_array_new (FALSE, FALSE, sizeof (gint32));
+  g->end_row = G_MAXINT64;
+  if (params->boundary_class >= 1) {
+    gsize i, n = (gsize) width;
+
+    g->grow = TRUE;
+    g->k = (gint) MIN (params->boundary_grow,
+        STITCH_GEOJSON_MAX_BOUNDARY_GROW);
+    g->pending = g_array_new (FALSE, FALSE, sizeof (Delayed));
+    g->retired = g_array_new (FALSE, FALSE, sizeof (Delayed));
+    g->levels = g_try_new (gint32, (gsize) (g->k + 1) * 3 * n);
+    g->outside = g_try_new (gint32, n);
+    if (!g->levels || !g->outside) {
+      g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_NOMEM,
+          "Out of memory for %d rows of %" G_GINT64_FORMAT " boundary-growth "
+          "ids for '%s'", 3 * (g->k + 1), width, location);
+      stitch_geojson_abort (g);
+      return NULL;
+    }
+    for (i = 0; i < n; i++)
+      g->outside[i] = NONE;
+  }
   if (fwrite (header, 1, sizeof header - 1, g->file.fp) != sizeof header - 1) {
     g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errno),
         "Could not write '%s': %s", location, g_strerror (errno));
@@ -638,6 +705,140 @@ finish_components (StitchGeoJson * g, GError ** error)
   return ok;
 }
 
+/* ---- boundary growth ---- */
+
+/* Row @r of level @s; NONE rows above the image and below its end. */
+static inline gint32 *
+level_row (StitchGeoJson * g, gint s, gint64 r)
+{
+  if (r < 0 || r >= g->end_row)
+    return g->outside;
+  return g->levels + ((gsize) s * 3 + (gsize) (r % 3)) * (gsize) g->width;
+}
+
+/* One growth step: @out is row @b with each BND pixel given the first
+ * object id among its neighbours N, W, E, S, NW, NE, SW, SE (@a above, @c
+ * below), BND if none. */
+static void
+grow_row (const gint32 * a, const gint32 * b, const gint32 * c, gint32 * out,
+    gint32 w)
+{
+  gint32 x;
+
+  for (x = 0; x < w; x++) {
+    gint32 v = b[x];
+    if (v == BND) {
+      gboolean l = x > 0, r = x + 1 < w;
+      if (a[x] >= 0)
+        v = a[x];
+      else if (l && b[x - 1] >= 0)
+        v = b[x - 1];
+      else if (r && b[x + 1] >= 0)
+        v = b[x + 1];
+      else if (c[x] >= 0)
+        v = c[x];
+      else if (l && a[x - 1] >= 0)
+        v = a[x - 1];
+      else if (r && a[x + 1] >= 0)
+        v = a[x + 1];
+      else if (l && c[x - 1] >= 0)
+        v = c[x - 1];
+      else if (r && c[x + 1] >= 0)
+        v = c[x + 1];
+    }
+    out[x] = v;
+  }
+}
+
+/* Adds the final row @y (level k) to its components as runs of equal root;
+ * counts the boundary pixels no object reached. */
+static void
+emit_level_row (StitchGeoJson * g, const gint32 * row, gint64 y)
+{
+  gint32 x = 0, w = (gint32) g->width;
+
+  while (x < w) {
+    gint32 id = row[x], root, x0 = x;
+    if (id < 0) {
+      if (id == BND)
+        g->orphans++;
+      x++;
+      continue;
+    }
+    root = comp_find (g, id);
+    for (x++; x < w && row[x] >= 0 && (row[x] == id
+            || comp_find (g, row[x]) == root); x++);
+    comp_append_run (g, root, y, x0, x);
+  }
+}
+
+/* Level 0 of input row @y: interior runs (g->prev, roots), BND, NONE. */
+static void
+fill_level0 (StitchGeoJson * g, const guint16 * labels, gint64 y)
+{
+  gint32 *row = level_row (g, 0, y);
+  gint64 x;
+  guint i;
+
+  for (x = 0; x < g->width; x++)
+    row[x] = (gint) labels[x] == g->params.boundary_class ? BND : NONE;
+  for (i = 0; i < g->prev->len; i++) {
+    const RowRun *r = &g_array_index (g->prev, RowRun, i);
+    gint32 j;
+    for (j = r->x0; j < r->x1; j++)
+      row[j] = r->comp;
+  }
+}
+
+/* For input row @y (possibly past the end): level s row y - s for each
+ * step, then the final row y - k goes to the components. */
+static void
+advance_levels (StitchGeoJson * g, gint64 y)
+{
+  gint s;
+
+  for (s = 1; s <= g->k; s++) {
+    gint64 r = y - s;
+    if (r < 0 || r >= g->end_row)
+      continue;
+    grow_row (level_row (g, s - 1, r - 1), level_row (g, s - 1, r),
+        level_row (g, s - 1, r + 1), level_row (g, s, r), (gint32) g->width);
+  }
+  if (y - g->k >= 0 && y - g->k < g->end_row)
+    emit_level_row (g, level_row (g, g->k, y - g->k), y - g->k);
+}
+
+/* Traces and frees the pending components due by row @y, frees the
+ * retired ids due by then (everything if @all). */
+static gboolean
+flush_delayed (StitchGeoJson * g, gint64 y, gboolean all, GError ** error)
+{
+  gboolean ok = TRUE;
+  guint n;
+
+  for (n = 0; n < g->pending->len; n++) {
+    const Delayed *d = &g_array_index (g->pending, Delayed, n);
+    if (!all && d->row > y)
+      break;
+    if (ok)
+      ok = emit_component (g, d->id, error);
+    comp_free (g, d->id);
+  }
+  if (n > 0)
+    g_array_remove_range (g->pending, 0, n);
+  for (n = 0; n < g->retired->len; n++) {
+    const Delayed *d = &g_array_index (g->retired, Delayed, n);
+    if (!all && d->row > y)
+      break;
+    comp_free (g, d->id);
+  }
+  if (n > 0)
+    g_array_remove_range (g->retired, 0, n);
+  return ok;
+}
+
+/* ---- row input ---- */
+
 gboolean
 stitch_geojson_push_row (StitchGeoJson * g, const guint16 * labels,
     GError ** error)
@@ -653,7 +854,7 @@ stitch_geojson_push_row (StitchGeoJson * g, const guint16 * labels,
     while (r.x1 < w && labels[r.x1] == r.label)
       r.x1++;
     x = r.x1;
-    if (r.label != 0)
+    if (r.label != 0 && (!g->grow || r.label != g->params.boundary_class))
       g_array_append_val (g->cur, r);
   }
 
@@ -679,7 +880,10 @@ stitch_geojson_push_row (StitchGeoJson * g, const guint16 * labels,
     }
     if (id < 0)
       id = comp_new (g, r->label);
-    comp_add_run (g, id, y, r->x0, r->x1);
+    if (g->grow)
+      comp_at (g, id)->last_row = y;    /* pixels come from level k */
+    else
+      comp_add_run (g, id, y, r->x0, r->x1);
     r->comp = id;
   }
 
@@ -694,12 +898,28 @@ stitch_geojson_push_row (StitchGeoJson * g, const guint16 * labels,
     Comp *c = comp_at (g, id);
     if (c->parent == id && c->last_row < y && c->stamp != y) {
       c->stamp = y;             /* queued once */
-      g_array_append_val (g->done, id);
+      if (g->grow) {
+        Delayed d = { id, c->last_row + 2 * g->k };
+        g_array_append_val (g->pending, d);
+      } else {
+        g_array_append_val (g->done, id);
+      }
     }
   }
   t = g->prev;
   g->prev = g->cur;
   g->cur = t;
+  if (g->grow) {
+    /* level rows may hold merged ids until row y + 2k is final */
+    for (i = 0; i < g->merged->len; i++) {
+      Delayed d = { g_array_index (g->merged, gint32, i), y + 2 * g->k + 1 };
+      g_array_append_val (g->retired, d);
+    }
+    g_array_set_size (g->merged, 0);
+    fill_level0 (g, labels, y);
+    advance_levels (g, y);
+    return flush_delayed (g, y, FALSE, error);
+  }
   return finish_components (g, error);
 }
 
@@ -717,16 +937,24 @@ geojson_free (StitchGeoJson * g)
   g_array_free (g->cur, TRUE);
   g_array_free (g->done, TRUE);
   g_array_free (g->merged, TRUE);
+  if (g->pending)
+    g_array_free (g->pending, TRUE);
+  if (g->retired)
+    g_array_free (g->retired, TRUE);
+  g_free (g->levels);
+  g_free (g->outside);
   g_free (g);
 }
 
 gboolean
-stitch_geojson_commit (StitchGeoJson * g, GError ** error)
+stitch_geojson_end (StitchGeoJson * g, GError ** error)
 {
-  static const gchar trailer[] = "\n]}\n";
-  gboolean ok = TRUE;
+  gboolean ok;
   guint i;
 
+  if (g->ended)
+    return TRUE;
+  g->ended = TRUE;
   /* an empty row ends every component still growing */
   g_array_set_size (g->done, 0);
   for (i = 0; i < g->prev->len; i++) {
@@ -734,11 +962,34 @@ stitch_geojson_commit (StitchGeoJson * g, GError ** error)
     Comp *c = comp_at (g, id);
     if (c->parent == id && c->stamp != G_MAXINT64) {
       c->stamp = G_MAXINT64;
-      g_array_append_val (g->done, id);
+      if (g->grow) {
+        Delayed d = { id, G_MAXINT64 };
+        g_array_append_val (g->pending, d);
+      } else {
+        g_array_append_val (g->done, id);
+      }
     }
   }
   g_array_set_size (g->prev, 0);
-  ok = finish_components (g, error);
+  if (g->grow) {
+    /* the last k level rows: everything below the image is NONE */
+    gint64 y;
+    g->end_row = g->next_row;
+    for (y = g->next_row; y < g->next_row + g->k; y++)
+      advance_levels (g, y);
+    ok = flush_delayed (g, 0, TRUE, error);
+  } else {
+    ok = finish_components (g, error);
+  }
+  return ok;
+}
+
+gboolean
+stitch_geojson_commit (StitchGeoJson * g, GError ** error)
+{
+  static const gchar trailer[] = "\n]}\n";
+  gboolean ok = stitch_geojson_end (g, error);
+
   if (ok && fwrite (trailer, 1, sizeof trailer - 1, g->file.fp)
       != sizeof trailer - 1) {
     g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errno),
@@ -772,4 +1023,10 @@ guint64
 stitch_geojson_get_peak_runs (StitchGeoJson * g)
 {
   return g->peak_runs;
+}
+
+guint64
+stitch_geojson_get_orphan_pixels (StitchGeoJson * g)
+{
+  return g->orphans;
 }

@@ -6,7 +6,13 @@
  * Rings follow pixel edges (vertex (i, j) is the top-left corner of level
  * pixel (i, j)), are simple (rings may touch at single vertices) and keep
  * only corners; outer rings have a positive shoelace area in (x, y), holes a
- * negative one. */
+ * negative one.
+ *
+ * Instance boundaries (boundary_class >= 1): pixels of that label are not
+ * objects. Objects are the 8-connected components of the other non-zero
+ * labels, each grown by up to boundary_grow 1-pixel steps into the boundary
+ * pixels next to it (see stitchgeojson.c); boundary pixels no object reaches
+ * are dropped. Rows are then traced boundary_grow rows late. */
 #pragma once
 
 #include <glib.h>
@@ -25,7 +31,11 @@ typedef struct
   gboolean detection;           /* objectType "detection", else "annotation" */
   guint64 min_area;             /* objects below this many pixels dropped */
   const StitchOverlayStyle *style;      /* class names and colours */
+  gint boundary_class;          /* label of instance boundaries, < 1: none */
+  guint boundary_grow;          /* growth steps into them, <= MAX below */
 } StitchGeoJsonParams;
+
+#define STITCH_GEOJSON_MAX_BOUNDARY_GROW 8
 
 /* Opens the temp file next to @location for a label image @width wide. */
 StitchGeoJson *stitch_geojson_new (const gchar * location, gint64 width,
@@ -34,8 +44,11 @@ StitchGeoJson *stitch_geojson_new (const gchar * location, gint64 width,
  * any more are traced and written. */
 gboolean stitch_geojson_push_row (StitchGeoJson * geojson,
     const guint16 * labels, GError ** error);
+/* No more rows: writes the remaining objects (the getters below are final
+ * then). Called by stitch_geojson_commit() when not done before. */
+gboolean stitch_geojson_end (StitchGeoJson * geojson, GError ** error);
 /* Writes the remaining objects, closes the collection and renames the file
- * into place; frees @geojson. */
+ * into place; frees @geojson, also on failure. */
 gboolean stitch_geojson_commit (StitchGeoJson * geojson, GError ** error);
 /* Removes the temp file; frees @geojson. NULL-safe. */
 void stitch_geojson_abort (StitchGeoJson * geojson);
@@ -43,5 +56,7 @@ void stitch_geojson_abort (StitchGeoJson * geojson);
 guint64 stitch_geojson_get_features (StitchGeoJson * geojson);
 /* Peak number of runs held for objects still growing. */
 guint64 stitch_geojson_get_peak_runs (StitchGeoJson * geojson);
+/* Boundary pixels that no object reached (dropped). */
+guint64 stitch_geojson_get_orphan_pixels (StitchGeoJson * geojson);
 
 G_END_DECLS

@@ -314,6 +314,15 @@ GST_START_TEST (test_bad_properties)
       "pattern");
   gst_element_set_state (e, GST_STATE_NULL);
   drain (bus);                  /* basesink's own "Failed to start" */
+  /* the background cannot be the instance boundary class */
+  g_object_set (e, "location", "/tmp/x.png", "geojson-boundary-class", 0,
+      NULL);
+  fail_unless_equals_int (gst_element_set_state (e, GST_STATE_PAUSED),
+      GST_STATE_CHANGE_FAILURE);
+  expect_error (bus, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS,
+      "geojson-boundary-class=0 is the background");
+  gst_element_set_state (e, GST_STATE_NULL);
+  drain (bus);                  /* basesink's own "Failed to start" */
   gst_object_unref (e);
   gst_object_unref (bus);
 }
