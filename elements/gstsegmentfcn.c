@@ -1491,6 +1491,37 @@ gst_segment_fcn_get_next_time (GstAggregator * agg)
   return GST_CLOCK_TIME_IS_VALID (ts) ? ts : 0;
 }
 
+/* The aggregator latency bounds how much each sink pad queues: with latency
+ * 0 a pad holds one patch and upstream waits. Only a live inference stream
+ * gets batch-timeout as latency (its timestamps bound the queue); otherwise
+ * untimestamped patches would pile up without limit while a batch computes
+ * or while training reads the other pads. */
+static gboolean
+gst_segment_fcn_src_query (GstAggregator * agg, GstQuery * query)
+{
+  GstSegmentFcn *self = GST_SEGMENT_FCN (agg);
+  gboolean live = FALSE;
+  GstClockTime want, have;
+
+  if (!GST_AGGREGATOR_CLASS (gst_segment_fcn_parent_class)->src_query (agg,
+          query))
+    return FALSE;
+  if (GST_QUERY_TYPE (query) != GST_QUERY_LATENCY)
+    return TRUE;
+  gst_query_parse_latency (query, &live, NULL, NULL);
+  GST_OBJECT_LOCK (self);
+  want = live && self->mode == SEGMENT_MODE_INFER ? self->batch_timeout : 0;
+  GST_OBJECT_UNLOCK (self);
+  g_object_get (self, "latency", &have, NULL);
+  if (want != have) {
+    GST_INFO_OBJECT (self, "%s upstream: latency %" GST_TIME_FORMAT,
+        live ? "live" : "non-live", GST_TIME_ARGS (want));
+    /* posts a latency message: the pipeline asks again with it included */
+    g_object_set (self, "latency", want, NULL);
+  }
+  return TRUE;
+}
+
 static gboolean
 gst_segment_fcn_start (GstAggregator * agg)
 {
@@ -1573,9 +1604,7 @@ gst_segment_fcn_set_property (GObject * object, guint prop_id,
       break;
     case PROP_BATCH_TIMEOUT:
       self->batch_timeout = g_value_get_uint64 (value);
-      GST_OBJECT_UNLOCK (self);
-      g_object_set (object, "latency", self->batch_timeout, NULL);
-      return;
+      break;
     case PROP_THREADS:
       self->threads = g_value_get_uint (value);
       break;
@@ -1824,7 +1853,7 @@ gst_segment_fcn_class_init (GstSegmentFcnClass * klass)
   g_object_class_install_property (gobject_class, PROP_BATCH_TIMEOUT,
       g_param_spec_uint64 ("batch-timeout", "Batch timeout",
           "Live streams: longest time (ns) a partial batch waits for more "
-          "patches (sets the aggregator latency)", 0, G_MAXUINT64,
+          "patches (becomes the aggregator latency when upstream is live)", 0, G_MAXUINT64,
           DEFAULT_BATCH_TIMEOUT,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_READY));
@@ -1952,6 +1981,7 @@ gst_segment_fcn_class_init (GstSegmentFcnClass * klass)
   agg_class->aggregate = GST_DEBUG_FUNCPTR (gst_segment_fcn_aggregate);
   agg_class->sink_event = GST_DEBUG_FUNCPTR (gst_segment_fcn_sink_event);
   agg_class->start = GST_DEBUG_FUNCPTR (gst_segment_fcn_start);
+  agg_class->src_query = GST_DEBUG_FUNCPTR (gst_segment_fcn_src_query);
   agg_class->stop = GST_DEBUG_FUNCPTR (gst_segment_fcn_stop);
   agg_class->flush = GST_DEBUG_FUNCPTR (gst_segment_fcn_flush);
   agg_class->get_next_time = GST_DEBUG_FUNCPTR (gst_segment_fcn_get_next_time);
@@ -1996,5 +2026,4 @@ gst_segment_fcn_init (GstSegmentFcn * self)
   self->class_index = 1;
   self->pending = g_ptr_array_new_with_free_func (
       (GDestroyNotify) gst_buffer_unref);
-  g_object_set (self, "latency", DEFAULT_BATCH_TIMEOUT, NULL);
 }

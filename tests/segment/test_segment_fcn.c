@@ -82,22 +82,22 @@ make_patch (guint i)
   return make_patch_sized (i, P);
 }
 
-/* First error message on the element's bus within 5 s (NULL if none). */
+/* The error messages posted on the element's bus within 3 s, joined. */
 static gchar *
-wait_error (GstBus * bus)
+wait_errors (GstBus * bus)
 {
-  GstMessage *msg = gst_bus_timed_pop_filtered (bus, 5 * GST_SECOND,
-      GST_MESSAGE_ERROR);
-  GError *err = NULL;
-  gchar *text;
+  GString *all = g_string_new (NULL);
+  GstMessage *msg;
 
-  if (!msg)
-    return NULL;
-  gst_message_parse_error (msg, &err, NULL);
-  text = g_strdup (err->message);
-  g_error_free (err);
-  gst_message_unref (msg);
-  return text;
+  while ((msg = gst_bus_timed_pop_filtered (bus, 3 * GST_SECOND,
+              GST_MESSAGE_ERROR))) {
+    GError *err = NULL;
+    gst_message_parse_error (msg, &err, NULL);
+    g_string_append_printf (all, "%s\n", err->message);
+    g_error_free (err);
+    gst_message_unref (msg);
+  }
+  return g_string_free (all, FALSE);
 }
 
 static GstHarness *
@@ -335,7 +335,7 @@ GST_START_TEST (test_huge_batch_refused)
 
   gst_element_set_bus (h->element, bus);
   gst_harness_push (h, make_patch (0));
-  msg = wait_error (bus);
+  msg = wait_errors (bus);
   fail_unless (msg && strstr (msg, "GiB") != NULL, "%s", msg);
   g_free (msg);
   gst_element_set_bus (h->element, NULL);

@@ -8,6 +8,7 @@ errors naming the file and patch."""
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -109,14 +110,28 @@ val = (f"slidesrc location='{held}/images/*.png' loop=0 tile-width=96 tile-heigh
        f"patchify patch-size=48 overlap=0 ! tee name=v "
        f"v. ! queue ! colornorm mode=rescale01 ! seg.validation "
        f"v. ! queue ! labelpatch masks={held}/masks/{{name}}.png binary=true ! seg.validation_annotation ")
+def peak_rss_mb(pipeline):
+    """Runs gst-launch in a child python and returns (returncode, stdout, peak RSS in MB)."""
+    code = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+            "print(r.returncode); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024); "
+            "print(r.stdout)")
+    r = subprocess.run([sys.executable, "-c", code, "gst-launch-1.0", "-m"] + shlex.split(pipeline),
+                       env=wsitest.gst_env(), capture_output=True, text=True, timeout=600)
+    rc, mb, out = r.stdout.split("\n", 2)
+    return int(rc), int(mb), out
+
+
 vckpt = os.path.join(tmp, "val-ckpt.safetensors")
-p = wsitest.gst_launch(
+rc, rss, out = peak_rss_mb(
     f"slidesrc location='{data}/images/*.png' loop=3 shuffle=true seed=1 tile-width=96 tile-height=96 ! "
     f"patchify patch-size=48 overlap=0 augment-flip=true seed=2 ! tee name=t "
     f"t. ! queue ! colornorm mode=rescale01 ! seg.sink "
     f"t. ! queue ! labelpatch masks={data}/masks/{{name}}.png binary=true ! seg.annotation "
     f"segment-fcn name=seg mode=train model={init} checkpoint={vckpt} batch-size=8 "
-    f"optimizer=adam learning-rate=0.01 ! fakesink " + val, messages=True, timeout=600)
+    f"optimizer=adam learning-rate=0.01 ! fakesink " + val)
+p = subprocess.CompletedProcess([], rc, out, out)
+# the validation source loops forever: it must wait while training runs
+c.check(rss < 400, "validation stream waits (bounded queues) while training runs", f"peak RSS {rss} MB")
 vals = [(int(m.group(1)), int(m.group(2)), float(m.group(3)), m.group(4)) for m in re.finditer(
     r"segment-fcn-validation, step=\(gint64\)(\d+), epoch=\(int\)\d+, patches=\(guint64\)(\d+), "
     r"loss=\(double\)([\d.e+-]+), accuracy=\(double\)[\d.e+-]+, mean-dice=\(double\)[\d.e+-]+, "
