@@ -40,6 +40,16 @@ GST_DEBUG_CATEGORY_STATIC (gst_slidesrc_debug);
 #define DEFAULT_SHUFFLE FALSE
 #define DEFAULT_SEED 0
 #define DEFAULT_LOOP 1
+#define DEFAULT_TARGET_MPP 0.0
+#define DEFAULT_MPP 0.0
+#define DEFAULT_MPP_TOLERANCE 0.01
+#define MAX_MPP 1000.0
+/* target-mpp may upsample level 0 at most this much */
+#define MAX_UPSAMPLE 64.0
+/* Largest level block (pixels) read at once when resampling a tile; larger
+ * footprints are done in cells. WSISEG_SLIDESRC_RESAMPLE_LIMIT (pixels)
+ * overrides it (tests use it to exercise the cells). */
+#define MAX_RESAMPLE_BLOCK ((gsize) 4 * 1024 * 1024)
 
 /* OpenSlide paints regions in chunks of this many level pixels (see
  * openslide_read_region); non-integer levels replay that chunking. */
@@ -95,6 +105,9 @@ enum
   PROP_SHUFFLE,
   PROP_SEED,
   PROP_LOOP,
+  PROP_TARGET_MPP,
+  PROP_MPP,
+  PROP_MPP_TOLERANCE,
 };
 
 #define GST_TYPE_SLIDESRC (gst_slidesrc_get_type ())
@@ -115,6 +128,9 @@ struct _GstSlideSrc
   gboolean shuffle;
   guint seed;
   guint loop;
+  gdouble target_mpp;
+  gdouble mpp;
+  gdouble mpp_tolerance;
 
   /* streaming state: the item list */
   GPtrArray *items;             /* gchar* paths, sorted */
@@ -132,8 +148,12 @@ struct _GstSlideSrc
   openslide_t *osr;
   guint8 *png_rgb;              /* whole PNG, RGB8, png_w * 3 stride */
   gint item_level;
-  gdouble ds;
+  gdouble ds;                   /* output pixels: level-0 pixels per pixel */
   gboolean integer_ds;
+  gboolean resample;            /* target-mpp: ds differs from the level's */
+  gdouble level_ds;             /* downsample of the level read */
+  gboolean warned_upsample;
+  gint64 level_w, level_h;      /* size of the level read */
   gint64 slide_w, slide_h;
   gint64 rx, ry, rw, rh;        /* region, level-0 */
   gint64 lw, lh;                /* region size at the level */
@@ -150,6 +170,12 @@ struct _GstSlideSrc
 
   guint32 *scratch;             /* ARGB read buffer */
   gsize scratch_len;
+
+  /* resampling buffers (grown as needed, freed at stop) */
+  guint8 *rs_rgb;               /* level block, RGB8 */
+  gsize rs_rgb_len;
+  gfloat *rs_tmp;               /* horizontally filtered rows, RGB float */
+  gsize rs_tmp_len;
 
   GstVideoInfo vinfo;
   GstBufferPool *pool;
@@ -208,11 +234,13 @@ gst_slidesrc_class_init (GstSlideSrcClass * klass)
           -1, G_MAXINT, DEFAULT_LEVEL, flags));
   g_object_class_install_property (gobject_class, PROP_TILE_WIDTH,
       g_param_spec_int ("tile-width", "Tile width",
-          "Width of every output buffer in level pixels (0 is rejected)",
+          "Width of every output buffer in output pixels (level pixels, or "
+          "target-mpp pixels when resampling; 0 is rejected)",
           0, MAX_TILE_SIZE, DEFAULT_TILE_SIZE, flags));
   g_object_class_install_property (gobject_class, PROP_TILE_HEIGHT,
       g_param_spec_int ("tile-height", "Tile height",
-          "Height of every output buffer in level pixels (0 is rejected)",
+          "Height of every output buffer in output pixels (level pixels, or "
+          "target-mpp pixels when resampling; 0 is rejected)",
           0, MAX_TILE_SIZE, DEFAULT_TILE_SIZE, flags));
   g_object_class_install_property (gobject_class, PROP_REGION,
       g_param_spec_string ("region", "Region",
@@ -242,6 +270,25 @@ gst_slidesrc_class_init (GstSlideSrcClass * klass)
       g_param_spec_uint ("loop", "Loop",
           "Number of passes (epochs) over the files, 0 = forever",
           0, G_MAXUINT, DEFAULT_LOOP, flags));
+  g_object_class_install_property (gobject_class, PROP_TARGET_MPP,
+      g_param_spec_double ("target-mpp", "Target microns per pixel",
+          "Output pixel size in microns (0 = off): streams the slide "
+          "resampled to this resolution from the best pyramid level (area "
+          "average when shrinking, bilinear when enlarging). Needs the "
+          "slide's mpp (or the mpp property); excludes level",
+          0.0, MAX_MPP, DEFAULT_TARGET_MPP, flags));
+  g_object_class_install_property (gobject_class, PROP_MPP,
+      g_param_spec_double ("mpp", "Microns per pixel",
+          "Level-0 pixel size in microns, overriding the slide's "
+          "openslide.mpp-x/y (0 = from the slide; PNGs and generic TIFFs "
+          "have none). Also sets the tile meta's mpp",
+          0.0, MAX_MPP, DEFAULT_MPP, flags));
+  g_object_class_install_property (gobject_class, PROP_MPP_TOLERANCE,
+      g_param_spec_double ("mpp-tolerance", "mpp tolerance",
+          "With target-mpp: a pyramid level whose pixel size is within this "
+          "relative difference of target-mpp is streamed as is, without "
+          "resampling (0 = always resample to exactly target-mpp)",
+          0.0, 0.5, DEFAULT_MPP_TOLERANCE, flags));
 
   gst_element_class_add_static_pad_template (element_class, &src_template);
   gst_element_class_set_static_metadata (element_class,
@@ -277,6 +324,9 @@ gst_slidesrc_init (GstSlideSrc * self)
   self->shuffle = DEFAULT_SHUFFLE;
   self->seed = DEFAULT_SEED;
   self->loop = DEFAULT_LOOP;
+  self->target_mpp = DEFAULT_TARGET_MPP;
+  self->mpp = DEFAULT_MPP;
+  self->mpp_tolerance = DEFAULT_MPP_TOLERANCE;
   self->band_cy = -1;
   self->row_loaded = -1;
   gst_base_src_set_format (GST_BASE_SRC (self), GST_FORMAT_TIME);
@@ -328,6 +378,15 @@ gst_slidesrc_set_property (GObject * object, guint prop_id,
     case PROP_LOOP:
       self->loop = g_value_get_uint (value);
       break;
+    case PROP_TARGET_MPP:
+      self->target_mpp = g_value_get_double (value);
+      break;
+    case PROP_MPP:
+      self->mpp = g_value_get_double (value);
+      break;
+    case PROP_MPP_TOLERANCE:
+      self->mpp_tolerance = g_value_get_double (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -375,6 +434,15 @@ gst_slidesrc_get_property (GObject * object, guint prop_id, GValue * value,
       break;
     case PROP_LOOP:
       g_value_set_uint (value, self->loop);
+      break;
+    case PROP_TARGET_MPP:
+      g_value_set_double (value, self->target_mpp);
+      break;
+    case PROP_MPP:
+      g_value_set_double (value, self->mpp);
+      break;
+    case PROP_MPP_TOLERANCE:
+      g_value_set_double (value, self->mpp_tolerance);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -685,6 +753,8 @@ post_info_message (GstSlideSrc * self, guint index)
       "level-count", G_TYPE_INT, nlevels,
       "level", G_TYPE_INT, self->item_level,
       "downsample", G_TYPE_DOUBLE, self->ds,
+      "level-downsample", G_TYPE_DOUBLE, self->level_ds,
+      "resampled", G_TYPE_BOOLEAN, self->resample,
       "width", G_TYPE_INT64, self->slide_w,
       "height", G_TYPE_INT64, self->slide_h,
       "mpp-x", G_TYPE_DOUBLE, self->mpp_x,
@@ -706,6 +776,106 @@ post_info_message (GstSlideSrc * self, guint index)
 
   gst_element_post_message (GST_ELEMENT (self),
       gst_message_new_element (GST_OBJECT (self), s));
+}
+
+/* Upsampling (downsample < 1): the meta's x/y are whole level-0 pixels, so
+ * a tile at output pixel lx is only placed exactly downstream when lx * ds
+ * is a whole number. Warns once per start when the tile size breaks that. */
+static void
+warn_upsample_grid (GstSlideSrc * self)
+{
+  gdouble ds = self->ds;
+  gint q = 0;
+
+  if (self->warned_upsample)
+    return;
+  if (fabs (self->tile_width * ds - rint (self->tile_width * ds)) < 1e-6 &&
+      fabs (self->tile_height * ds - rint (self->tile_height * ds)) < 1e-6)
+    return;
+  for (gint k = 1; k <= 1024 && !q; k++)
+    if (fabs (k * ds - rint (k * ds)) < 1e-6)
+      q = k;
+  self->warned_upsample = TRUE;
+  if (q)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("target-mpp=%g upsamples \"%s\" (downsample %g): tile positions "
+            "are stored in whole level-0 pixels, so downstream elements "
+            "place %dx%d tiles up to a pixel off. Use a tile-width and "
+            "tile-height (and a patchify patch-size minus overlap) that are "
+            "multiples of %d.", self->target_mpp, self->path, ds,
+            self->tile_width, self->tile_height, q), (NULL));
+  else
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("target-mpp=%g upsamples \"%s\" (downsample %g): tile positions "
+            "are stored in whole level-0 pixels, so downstream elements "
+            "place tiles up to a pixel off at this downsample. Choose a "
+            "target-mpp that is a simple fraction (1/2, 3/4, ...) of the "
+            "slide's mpp.", self->target_mpp, self->path, ds), (NULL));
+}
+
+/* target-mpp: picks the level with the largest downsample whose pixels are
+ * not coarser than target-mpp (level 0 when all are: upsampling). A level
+ * within mpp-tolerance of the target is streamed as is; otherwise
+ * self->resample is set and self->ds is the exact output downsample. */
+static gboolean
+choose_level_for_mpp (GstSlideSrc * self, gint nlevels)
+{
+  gdouble mpp0, target = self->target_mpp, tol, best = 0.0, d_out;
+  gint level = 0;
+
+  if (self->mpp_x > 0 && self->mpp_y > 0)
+    mpp0 = (self->mpp_x + self->mpp_y) / 2.0;
+  else
+    mpp0 = MAX (self->mpp_x, self->mpp_y);
+  if (!(mpp0 > 0) || !isfinite (mpp0)) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+        ("\"%s\" does not say its pixel size (no openslide.mpp-x/y): set "
+            "the mpp property to its level-0 microns per pixel to use "
+            "target-mpp=%g.", self->path, target), (NULL));
+    return FALSE;
+  }
+  if (self->mpp_x > 0 && self->mpp_y > 0 &&
+      fabs (self->mpp_x / self->mpp_y - 1.0) > 0.01)
+    GST_WARNING_OBJECT (self, "%s has non-square pixels (mpp %g x %g); "
+        "resampling both axes by their mean %g", self->path, self->mpp_x,
+        self->mpp_y, mpp0);
+  d_out = target / mpp0;
+  if (d_out < 1.0 / MAX_UPSAMPLE) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+        ("target-mpp=%g is more than %g times finer than the pixels of \"%s\" "
+            "(%g microns): upsampling that far is not supported.", target,
+            MAX_UPSAMPLE, self->path, mpp0), (NULL));
+    return FALSE;
+  }
+  tol = MAX (self->mpp_tolerance, 1e-9);
+  for (gint l = 0; l < nlevels; l++) {
+    gdouble d = self->osr ? openslide_get_level_downsample (self->osr, l) : 1.0;
+    if (d >= 1.0 && isfinite (d) && d <= d_out * (1.0 + tol) && d > best) {
+      best = d;
+      level = l;
+    }
+  }
+  if (best == 0.0) {            /* finer than level 0: upsample level 0 */
+    level = 0;
+    best = self->osr ? openslide_get_level_downsample (self->osr, 0) : 1.0;
+    if (!(best >= 1.0) || !isfinite (best))
+      best = 1.0;
+  }
+  self->item_level = level;
+  self->level_ds = best;
+  if (fabs (best / d_out - 1.0) <= tol) {
+    self->ds = best;
+    self->resample = FALSE;
+  } else {
+    self->ds = d_out;
+    self->resample = TRUE;
+  }
+  if (self->ds < 1.0)
+    warn_upsample_grid (self);
+  GST_INFO_OBJECT (self, "target-mpp %g on %s (level-0 mpp %g): level %d "
+      "(downsample %g), %s, output downsample %g", target, self->path, mpp0,
+      level, best, self->resample ? "resampled" : "as is", self->ds);
+  return TRUE;
 }
 
 /* Opens item @index of the list, validates level and region and computes
@@ -795,24 +965,40 @@ gst_slidesrc_open_item (GstSlideSrc * self, guint index)
     }
   }
 
+  if (self->mpp > 0)
+    self->mpp_x = self->mpp_y = self->mpp;
+
   /* level */
-  self->item_level = self->level < 0 ? nlevels - 1 : self->level;
-  if (self->item_level >= nlevels) {
-    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
-        ("Level %d is out of range for \"%s\": it has %d level%s (0..%d).",
-            self->level, path, nlevels, nlevels == 1 ? "" : "s",
-            nlevels - 1), (NULL));
-    return FALSE;
-  }
-  if (self->osr) {
-    self->ds = openslide_get_level_downsample (self->osr, self->item_level);
-    if (!(self->ds >= 1.0) || !isfinite (self->ds)) {
-      GST_ELEMENT_ERROR (self, RESOURCE, FAILED,
-          ("Slide \"%s\" reports an invalid downsample %g for level %d.",
-              path, self->ds, self->item_level), (NULL));
+  self->resample = FALSE;
+  if (self->target_mpp > 0) {
+    if (!choose_level_for_mpp (self, nlevels))
+      return FALSE;
+  } else {
+    self->item_level = self->level < 0 ? nlevels - 1 : self->level;
+    if (self->item_level >= nlevels) {
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+          ("Level %d is out of range for \"%s\": it has %d level%s (0..%d).",
+              self->level, path, nlevels, nlevels == 1 ? "" : "s",
+              nlevels - 1), (NULL));
       return FALSE;
     }
+    if (self->osr)
+      self->ds = openslide_get_level_downsample (self->osr, self->item_level);
   }
+  if (self->osr && !self->resample && (!(self->ds >= 1.0) ||
+          !isfinite (self->ds))) {
+    GST_ELEMENT_ERROR (self, RESOURCE, FAILED,
+        ("Slide \"%s\" reports an invalid downsample %g for level %d.",
+            path, self->ds, self->item_level), (NULL));
+    return FALSE;
+  }
+  if (!self->resample)
+    self->level_ds = self->ds;
+  self->level_w = self->slide_w;
+  self->level_h = self->slide_h;
+  if (self->osr)
+    openslide_get_level_dimensions (self->osr, self->item_level,
+        &self->level_w, &self->level_h);
   self->integer_ds = fabs (self->ds - rint (self->ds)) < 1e-9;
 
   /* region */
@@ -867,11 +1053,12 @@ gst_slidesrc_open_item (GstSlideSrc * self, guint index)
   self->tile_index = 0;
   self->item_open = TRUE;
 
-  GST_INFO_OBJECT (self, "opened %s: level %d downsample %g (%s), region %"
+  GST_INFO_OBJECT (self, "opened %s: level %d downsample %g (%s%s), region %"
       G_GINT64_FORMAT ",%" G_GINT64_FORMAT " %" G_GINT64_FORMAT "x%"
       G_GINT64_FORMAT ", level size %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
       ", grid %dx%d", path, self->item_level, self->ds,
-      self->integer_ds ? "integer" : "non-integer", self->rx, self->ry,
+      self->integer_ds ? "integer" : "non-integer",
+      self->resample ? ", resampled" : "", self->rx, self->ry,
       self->rw, self->rh, self->lw, self->lh, self->cols, self->rows);
   post_info_message (self, index);
   return TRUE;
@@ -923,6 +1110,13 @@ gst_slidesrc_start (GstBaseSrc * bsrc)
             "least 1.", self->tile_width, self->tile_height), (NULL));
     goto fail;
   }
+  if (self->target_mpp > 0 && self->level != DEFAULT_LEVEL) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+        ("target-mpp=%g and level=%d cannot be used together: target-mpp "
+            "picks the pyramid level itself; unset one of them.",
+            self->target_mpp, self->level), (NULL));
+    goto fail;
+  }
   self->have_region = FALSE;
   if (region && *region) {
     gint64 v[4];
@@ -957,6 +1151,7 @@ gst_slidesrc_start (GstBaseSrc * bsrc)
   self->rand = g_rand_new_with_seed (self->seed);
   self->epoch = 0;
   self->frame = 0;
+  self->warned_upsample = FALSE;
   gst_slidesrc_new_epoch (self);
 
   ok = gst_slidesrc_next_item (self, &error);
@@ -988,6 +1183,10 @@ gst_slidesrc_stop (GstBaseSrc * bsrc)
   g_clear_pointer (&self->rand, g_rand_free);
   g_clear_pointer (&self->scratch, g_free);
   self->scratch_len = 0;
+  g_clear_pointer (&self->rs_rgb, g_free);
+  self->rs_rgb_len = 0;
+  g_clear_pointer (&self->rs_tmp, g_free);
+  self->rs_tmp_len = 0;
   if (self->pool) {
     gst_buffer_pool_set_active (self->pool, FALSE);
     gst_clear_object (&self->pool);
@@ -1181,6 +1380,310 @@ oom:
   return FALSE;
 }
 
+/* ------------------------------------------------------------------ */
+/* Resampling (target-mpp)                                             */
+
+/* One axis of the resampling: output pixel k (region-relative) covers
+ * level-0 [r0 + k*d_out, r0 + (k+1)*d_out). */
+typedef struct
+{
+  gint64 r0, rlen;              /* region, level-0 pixels */
+  gdouble d_out, d_lev;         /* output and level downsample */
+  gint64 lev_size;              /* level size, level pixels */
+} RsAxis;
+
+/* Filter taps of @n output pixels along one axis: pixel k uses block pixels
+ * [first[k], first[k] + count[k]) with weights w[k * max_taps + t]. The
+ * block starts at level-0 @origin and is @len level pixels long. */
+typedef struct
+{
+  gint n, max_taps;
+  gint *first, *count;
+  gfloat *w;
+  gint64 origin, len;
+} RsTaps;
+
+static void
+rs_taps_clear (RsTaps * t)
+{
+  g_clear_pointer (&t->first, g_free);
+  g_clear_pointer (&t->count, g_free);
+  g_clear_pointer (&t->w, g_free);
+}
+
+/* Footprint of output pixel @k in level pixels, clipped to [a, b). */
+static inline void
+rs_footprint (const RsAxis * ax, gint64 k, gdouble a, gdouble b,
+    gdouble * u0, gdouble * u1)
+{
+  *u0 = MAX (a, (ax->r0 + k * ax->d_out) / ax->d_lev);
+  *u1 = MIN (b, (ax->r0 + (k + 1) * ax->d_out) / ax->d_lev);
+  if (*u1 <= *u0) {             /* past a level shorter than the region */
+    *u1 = b;
+    *u0 = MAX (a, b - 1.0);
+  }
+}
+
+/* Centre of output pixel @k in level pixel units (pixel p has centre p),
+ * clamped to the pixels of [a, b). */
+static inline gdouble
+rs_centre (const RsAxis * ax, gint64 k, gdouble a, gdouble b)
+{
+  gdouble cmin = floor (a), cmax = MAX (cmin, ceil (b) - 1.0);
+
+  return CLAMP ((ax->r0 + (k + 0.5) * ax->d_out) / ax->d_lev - 0.5, cmin,
+      cmax);
+}
+
+/* Area average (box of d_out/d_lev level pixels with fractional end
+ * weights) when shrinking, bilinear (pixel centres aligned) when enlarging.
+ * Both only use level pixels inside the region (clamped at its edges), so
+ * a tile equals the same pixels of a whole-region resample. */
+static void
+rs_taps_compute (const RsAxis * ax, gint64 k0, gint n, RsTaps * t)
+{
+  gdouble s = ax->d_out / ax->d_lev;
+  gdouble a_reg = ax->r0 / ax->d_lev;
+  gdouble b_reg = MIN ((ax->r0 + ax->rlen) / ax->d_lev, (gdouble) ax->lev_size);
+  gboolean area = s > 1.0;
+  gdouble lo, hi, u0, u1, o;
+  gint64 p0;
+
+  /* non-integer downsample: blocks start at fractional level positions
+   * and OpenSlide interpolates each block pixel from two level pixels; the
+   * last level pixel would be blended with the transparency past it, so
+   * it is not used (the same for every tile whatever its phase) */
+  if (fabs (ax->d_lev - rint (ax->d_lev)) >= 1e-9)
+    b_reg = MIN (b_reg, (gdouble) ax->lev_size - 1.0);
+  if (b_reg < a_reg + 1e-6)     /* level smaller than the downsample says */
+    b_reg = MAX ((ax->r0 + ax->rlen) / ax->d_lev, a_reg + 1e-6);
+
+  /* block origin: a whole level pixel before the first footprint (one
+   * pixel of margin), at the level-0 position OpenSlide maps closest to it
+   * (exactly when the downsample is an integer) */
+  if (area) {
+    rs_footprint (ax, k0, a_reg, b_reg, &u0, &u1);
+    lo = u0;
+  } else {
+    lo = floor (rs_centre (ax, k0, a_reg, b_reg));
+  }
+  p0 = MAX (0, (gint64) floor (lo) - 1);
+  if (fabs (ax->d_lev - rint (ax->d_lev)) < 1e-9)
+    t->origin = p0 * (gint64) rint (ax->d_lev);
+  else
+    t->origin = (gint64) llround (p0 * ax->d_lev);
+  /* block pixel q covers level [o+q, o+q+1) */
+  o = t->origin / ax->d_lev;
+
+  if (area) {
+    rs_footprint (ax, k0 + n - 1, a_reg, b_reg, &u0, &u1);
+    hi = u1;
+  } else {
+    hi = floor (rs_centre (ax, k0 + n - 1, a_reg, b_reg)) + 2.0;
+  }
+  t->len = MAX (1, (gint64) ceil (hi - o) + 1);
+
+  t->n = n;
+  /* a box of s level pixels touches at most ceil(s) + 1 of them */
+  t->max_taps = area ? (gint) MIN (ceil (s), ceil (b_reg - a_reg)) + 2 : 2;
+  t->first = g_new (gint, n);
+  t->count = g_new (gint, n);
+  t->w = g_new0 (gfloat, (gsize) n * t->max_taps);
+
+  for (gint i = 0; i < n; i++) {
+    gint64 k = k0 + i;
+    gfloat *w = t->w + (gsize) i * t->max_taps;
+
+    if (area) {
+      gdouble sum = 0;
+      gint64 qa, qb;
+
+      rs_footprint (ax, k, a_reg, b_reg, &u0, &u1);
+      u0 -= o;
+      u1 -= o;
+      qa = CLAMP ((gint64) floor (u0), 0, t->len - 1);
+      qb = MIN (t->len, (gint64) ceil (u1));
+      qb = CLAMP (qb, qa + 1, qa + t->max_taps);
+      for (gint64 q = qa; q < qb; q++)
+        sum += MAX (0.0, MIN (u1, q + 1.0) - MAX (u0, (gdouble) q));
+      if (!(sum > 0)) {
+        qb = qa + 1;
+        w[0] = 1.0f;
+      } else {
+        for (gint64 q = qa; q < qb; q++)
+          w[q - qa] = (gfloat) (MAX (0.0, MIN (u1, q + 1.0) -
+                  MAX (u0, (gdouble) q)) / sum);
+      }
+      t->first[i] = (gint) qa;
+      t->count[i] = (gint) (qb - qa);
+    } else {
+      gdouble c = rs_centre (ax, k, a_reg, b_reg) - o;
+      gint64 q = CLAMP ((gint64) floor (c), 0, t->len - 1);
+      gdouble f = CLAMP (c - q, 0.0, 1.0);
+
+      t->first[i] = (gint) q;
+      if (f > 0 && q + 1 < t->len) {
+        t->count[i] = 2;
+        w[0] = (gfloat) (1.0 - f);
+        w[1] = (gfloat) f;
+      } else {
+        t->count[i] = 1;
+        w[0] = 1.0f;
+      }
+    }
+  }
+}
+
+/* Level pixels [X/d, X/d + bw) x [Y/d, Y/d + bh) (level-0 origin X, Y) as
+ * RGB8 composited on the background; PNG: level 0, outside = background. */
+static gboolean
+rs_read_block (GstSlideSrc * self, gint64 X, gint64 Y, gint64 bw, gint64 bh,
+    guint8 * rgb)
+{
+  if (self->png_rgb) {
+    gsize src_stride = (gsize) self->slide_w * 3;
+    gint64 x0 = CLAMP (X, 0, self->slide_w);
+    gint64 x1 = CLAMP (X + bw, 0, self->slide_w);
+
+    for (gint64 y = 0; y < bh; y++) {
+      guint8 *row = rgb + (gsize) y * bw * 3;
+      gint64 sy = Y + y;
+      if (sy < 0 || sy >= self->slide_h || x1 <= x0) {
+        fill_rgb (row, bw, self->bg);
+        continue;
+      }
+      fill_rgb (row, x0 - X, self->bg);
+      memcpy (row + (x0 - X) * 3, self->png_rgb + sy * src_stride + x0 * 3,
+          (gsize) (x1 - x0) * 3);
+      fill_rgb (row + (x1 - X) * 3, X + bw - x1, self->bg);
+    }
+    return TRUE;
+  } else {
+    guint32 *argb = scratch_get (self, (gsize) bw * bh);
+
+    if (!argb) {
+      GST_ELEMENT_ERROR (self, RESOURCE, FAILED,
+          ("Out of memory resampling \"%s\" (level %d, %" G_GINT64_FORMAT
+              "x%" G_GINT64_FORMAT " block).", self->path, self->item_level,
+              bw, bh), (NULL));
+      return FALSE;
+    }
+    openslide_read_region (self->osr, argb, X, Y, self->item_level, bw, bh);
+    if (!check_openslide (self))
+      return FALSE;
+    argb_to_rgb (argb, rgb, (gsize) bw * bh, self->bg);
+    return TRUE;
+  }
+}
+
+static gpointer
+rs_grow (gpointer * buf, gsize * len, gsize bytes)
+{
+  if (*len < bytes) {
+    g_free (*buf);
+    *buf = g_try_malloc (bytes);
+    *len = *buf ? bytes : 0;
+  }
+  return *buf;
+}
+
+/* Resamples the @vw x @vh valid part of tile (@col, @row) into @data, cell
+ * by cell: each cell reads one level block of about MAX_RESAMPLE_BLOCK
+ * pixels, at most OS_CHUNK a side (so OpenSlide does not split it into
+ * chunks placed at other sub-pixel phases); memory follows the tile, not
+ * the slide. */
+static gboolean
+resample_tile (GstSlideSrc * self, gint col, gint row, gint vw, gint vh,
+    guint8 * data, gsize stride)
+{
+  RsAxis ax = { self->rx, self->rw, self->ds, self->level_ds, self->level_w };
+  RsAxis ay = { self->ry, self->rh, self->ds, self->level_ds, self->level_h };
+  RsTaps cx = { 0 }, cy = { 0 };
+  gint64 lx = (gint64) col * self->tile_width;
+  gint64 ly = (gint64) row * self->tile_height;
+  const gchar *limit_env = g_getenv ("WSISEG_SLIDESRC_RESAMPLE_LIMIT");
+  gsize limit = limit_env ? g_ascii_strtoull (limit_env, NULL, 10) :
+      MAX_RESAMPLE_BLOCK;
+  gdouble s = MAX (self->ds / self->level_ds, 1.0);
+  /* output pixels per cell side: ~s level pixels each plus the margin */
+  gint side = (gint) CLAMP ((MIN (OS_CHUNK, sqrt ((gdouble) limit)) - 4) / s,
+      1.0, (gdouble) MAX_TILE_SIZE);
+  gboolean ok = FALSE;
+
+  for (gint i0 = 0; i0 < vw; i0 += side) {
+    gint ncol = MIN (side, vw - i0), group;
+    gsize row_floats = (gsize) ncol * 3;
+
+    rs_taps_compute (&ax, lx + i0, ncol, &cx);
+    group = (gint) CLAMP (((gdouble) limit / cx.len - 4.0) / s, 1.0,
+        (gdouble) MIN (side, vh));
+
+    for (gint j0 = 0; j0 < vh; j0 += group) {
+      gint n = MIN (group, vh - j0);
+      guint8 *rgb;
+      gfloat *tmp, *acc;
+
+      rs_taps_compute (&ay, ly + j0, n, &cy);
+      rgb = rs_grow ((gpointer *) & self->rs_rgb, &self->rs_rgb_len,
+          (gsize) cx.len * cy.len * 3);
+      tmp = rs_grow ((gpointer *) & self->rs_tmp, &self->rs_tmp_len,
+          ((gsize) cy.len + 1) * row_floats * sizeof (gfloat));
+      if (!rgb || !tmp) {
+        GST_ELEMENT_ERROR (self, RESOURCE, FAILED,
+            ("Out of memory resampling \"%s\" (level %d, %" G_GINT64_FORMAT
+                "x%" G_GINT64_FORMAT " block).", self->path, self->item_level,
+                cx.len, cy.len), (NULL));
+        goto done;
+      }
+      if (!rs_read_block (self, cx.origin, cy.origin, cx.len, cy.len, rgb))
+        goto done;
+
+      /* horizontal: each block row -> ncol filtered pixels */
+      for (gint64 y = 0; y < cy.len; y++) {
+        const guint8 *src = rgb + (gsize) y * cx.len * 3;
+        gfloat *dst = tmp + (gsize) y * row_floats;
+        for (gint i = 0; i < ncol; i++) {
+          const gfloat *w = cx.w + (gsize) i * cx.max_taps;
+          const guint8 *p = src + (gsize) cx.first[i] * 3;
+          gfloat r = 0, g = 0, b = 0;
+          for (gint t = 0; t < cx.count[i]; t++, p += 3) {
+            r += w[t] * p[0];
+            g += w[t] * p[1];
+            b += w[t] * p[2];
+          }
+          dst[3 * i] = r;
+          dst[3 * i + 1] = g;
+          dst[3 * i + 2] = b;
+        }
+      }
+
+      /* vertical: weighted sum of filtered rows -> output row */
+      acc = tmp + (gsize) cy.len * row_floats;
+      for (gint j = 0; j < n; j++) {
+        const gfloat *w = cy.w + (gsize) j * cy.max_taps;
+        guint8 *out = data + (gsize) (j0 + j) * stride + (gsize) i0 * 3;
+
+        memset (acc, 0, row_floats * sizeof (gfloat));
+        for (gint t = 0; t < cy.count[j]; t++) {
+          const gfloat *src = tmp + (gsize) (cy.first[j] + t) * row_floats;
+          for (gsize i = 0; i < row_floats; i++)
+            acc[i] += w[t] * src[i];
+        }
+        for (gsize i = 0; i < row_floats; i++)
+          out[i] = (guint8) CLAMP (floorf (acc[i] + 0.5f), 0.0f, 255.0f);
+      }
+      rs_taps_clear (&cy);
+    }
+    rs_taps_clear (&cx);
+  }
+  ok = TRUE;
+
+done:
+  rs_taps_clear (&cx);
+  rs_taps_clear (&cy);
+  return ok;
+}
+
 /* Writes tile (@col, @row) into @map (stride from vinfo), padding outside
  * the valid @vw x @vh area with the background colour. */
 static gboolean
@@ -1190,7 +1693,10 @@ fill_tile (GstSlideSrc * self, gint col, gint row, gint vw, gint vh,
   gint tw = self->tile_width, th = self->tile_height;
   gint64 lx = (gint64) col * tw, ly = (gint64) row * th;
 
-  if (self->png_rgb) {
+  if (self->resample) {
+    if (!resample_tile (self, col, row, vw, vh, data, stride))
+      return FALSE;
+  } else if (self->png_rgb) {
     /* PNG: level 0 only, region origin is integer */
     gsize src_stride = (gsize) self->slide_w * 3;
     const guint8 *src = self->png_rgb + (gsize) (self->ry + ly) * src_stride +
@@ -1300,6 +1806,7 @@ gst_slidesrc_create (GstPushSrc * psrc, GstBuffer ** outbuf)
   meta->mpp_x = self->mpp_x;
   meta->mpp_y = self->mpp_y;
   meta->frame = self->frame;
+  meta->epoch = self->epoch;
 
   if (self->rate_n > 0) {
     GstClockTime pts = gst_util_uint64_scale (self->frame,

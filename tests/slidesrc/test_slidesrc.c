@@ -606,6 +606,78 @@ GST_START_TEST (test_nonlive_rate)
 
 GST_END_TEST;
 
+/* ---- target-mpp: meta of resampled tiles ---- */
+
+static void
+check_target_mpp_meta (gdouble target, gdouble mpp, gint tw, gint th)
+{
+  GstHarness *h = gst_harness_new ("slidesrc");
+  GPtrArray *bufs;
+  gdouble mpp0 = mpp > 0 ? mpp : 0.499, ds = target / mpp0;
+  gint64 lw = (gint64) ceil (2220 / ds - 1e-9);
+  gint64 lh = (gint64) ceil (2967 / ds - 1e-9);
+  gint cols = (gint) ((lw + tw - 1) / tw), rows = (gint) ((lh + th - 1) / th);
+
+  g_object_set (h->element, "location", sample_slide (), "tile-width", tw,
+      "tile-height", th, "target-mpp", target, "mpp", mpp, NULL);
+  gst_harness_play (h);
+  bufs = pull_all (h);
+  fail_unless_equals_int (bufs->len, cols * rows);
+  for (guint i = 0; i < bufs->len; i++) {
+    GstWsiTileMeta *m =
+        gst_buffer_get_wsi_tile_meta (g_ptr_array_index (bufs, i));
+    gint row = i / cols, col = i % cols;
+    gint64 rw, rh;
+
+    fail_unless (m != NULL);
+    fail_unless_equals_int (m->level, 0);
+    fail_unless (fabs (m->downsample - ds) < 1e-12);
+    fail_unless_equals_int64 (m->x, llround ((gdouble) col * tw * ds));
+    fail_unless_equals_int64 (m->y, llround ((gdouble) row * th * ds));
+    /* downstream recovers the output position from x / downsample */
+    fail_unless_equals_int64 (llround (m->x / m->downsample),
+        (gint64) col * tw);
+    fail_unless_equals_int (m->width, tw);
+    fail_unless_equals_int (m->height, th);
+    fail_unless_equals_int (m->valid_width, MIN (tw, lw - col * tw));
+    fail_unless_equals_int (m->valid_height, MIN (th, lh - row * th));
+    fail_unless_equals_int64 (m->region_width, 2220);
+    fail_unless_equals_int64 (m->region_height, 2967);
+    gst_wsi_tile_meta_region_level_size (m, &rw, &rh);
+    fail_unless_equals_int64 (rw, lw);
+    fail_unless_equals_int64 (rh, lh);
+    fail_unless (fabs (m->mpp_x - mpp0) < 1e-12);
+    fail_unless (fabs (m->mpp_y - mpp0) < 1e-12);
+    fail_unless_equals_int (gst_buffer_get_size (
+            g_ptr_array_index (bufs, i)), GST_ROUND_UP_4 (tw * 3) * th);
+  }
+  g_ptr_array_unref (bufs);
+  gst_harness_teardown (h);
+}
+
+GST_START_TEST (test_target_mpp_meta)
+{
+  GstElement *e = gst_element_factory_make ("slidesrc", NULL);
+  gdouble t, m, tol;
+
+  g_object_get (e, "target-mpp", &t, "mpp", &m, "mpp-tolerance", &tol, NULL);
+  fail_unless_equals_float (t, 0.0);
+  fail_unless_equals_float (m, 0.0);
+  fail_unless_equals_float (tol, 0.01);
+  g_object_set (e, "target-mpp", 0.5, "mpp", 0.25, "mpp-tolerance", 0.0,
+      NULL);
+  g_object_get (e, "target-mpp", &t, "mpp", &m, "mpp-tolerance", &tol, NULL);
+  fail_unless_equals_float (t, 0.5);
+  fail_unless_equals_float (m, 0.25);
+  fail_unless_equals_float (tol, 0.0);
+  gst_object_unref (e);
+
+  check_target_mpp_meta (0.75, 0.0, 256, 200);  /* 0.499 -> 0.75 */
+  check_target_mpp_meta (1.0, 0.25, 300, 128);  /* mpp override: x4 */
+}
+
+GST_END_TEST;
+
 /* ---- bad settings fail the state change ---- */
 
 GST_START_TEST (test_bad_settings_fail_start)
@@ -623,6 +695,15 @@ GST_START_TEST (test_bad_settings_fail_start)
   {
     GstElement *e = gst_element_factory_make ("slidesrc", NULL);
     g_object_set (e, "location", sample_slide (), "level", 1, NULL);
+    fail_unless_equals_int (gst_element_set_state (e, GST_STATE_PAUSED),
+        GST_STATE_CHANGE_FAILURE);
+    gst_element_set_state (e, GST_STATE_NULL);
+    gst_object_unref (e);
+  }
+  {
+    GstElement *e = gst_element_factory_make ("slidesrc", NULL);
+    g_object_set (e, "location", sample_slide (), "level", -1,
+        "target-mpp", 0.5, NULL);
     fail_unless_equals_int (gst_element_set_state (e, GST_STATE_PAUSED),
         GST_STATE_CHANGE_FAILURE);
     gst_element_set_state (e, GST_STATE_NULL);
@@ -648,6 +729,7 @@ slidesrc_suite (void)
   tcase_add_test (tc, test_live_timestamps);
   tcase_add_test (tc, test_nonlive_rate);
   tcase_add_test (tc, test_bad_settings_fail_start);
+  tcase_add_test (tc, test_target_mpp_meta);
   return s;
 }
 
