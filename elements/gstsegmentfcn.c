@@ -129,6 +129,9 @@ struct _GstSegmentFcn
   gboolean val_annot_caps_ok;
   gboolean validating, final_validation, val_eos;
   gint64 val_pass;              /* tile meta epoch of the run, -1 at start */
+  gint val_epoch;               /* training epoch the run reports on */
+  gint val_width, val_height;   /* the validation pad's caps */
+  gboolean val_is_tensor, val_caps_ok;
   GPtrArray *val_pending, *val_pending_labels;
   guint64 val_patches, val_valid, val_correct;
   gdouble val_loss_sum;
@@ -214,6 +217,7 @@ GST_ELEMENT_REGISTER_DEFINE (segment_fcn, "segment-fcn", GST_RANK_NONE,
     GST_TYPE_SEGMENT_FCN);
 
 static GstFlowReturn process_batch (GstSegmentFcn * self);
+static gboolean validate_batch (GstSegmentFcn * self);
 static GstFlowReturn train_batch (GstSegmentFcn * self,
     GstAggregatorPad * vimg);
 
@@ -570,6 +574,10 @@ set_input_caps (GstSegmentFcn * self, GstCaps * caps)
     if (ret != GST_FLOW_OK)
       return FALSE;
   }
+  if (self->val_pending->len > 0 && (width != self->width
+          || height != self->height || is_tensor != self->input_is_tensor)
+      && !validate_batch (self))
+    return FALSE;
   self->width = width;
   self->height = height;
   self->input_is_tensor = is_tensor;
@@ -602,6 +610,27 @@ gst_segment_fcn_update_src_caps (GstAggregator * agg, GstCaps * caps,
   return GST_FLOW_OK;
 }
 
+/* Size and kind of the validation patches, compared with the training
+ * patches' when a validation run reads them. */
+static void
+record_validation_caps (GstSegmentFcn * self, GstCaps * caps)
+{
+  GstStructure *s = gst_caps_get_structure (caps, 0);
+  GstVideoInfo vinfo;
+  const gchar *dims;
+
+  self->val_is_tensor = gst_structure_has_name (s, "other/tensors");
+  if (self->val_is_tensor) {
+    dims = gst_structure_get_string (s, "dimensions");
+    self->val_caps_ok = dims && parse_rgb_tensor_dims (dims, &self->val_width,
+        &self->val_height);
+  } else {
+    self->val_caps_ok = gst_video_info_from_caps (&vinfo, caps);
+    self->val_width = GST_VIDEO_INFO_WIDTH (&vinfo);
+    self->val_height = GST_VIDEO_INFO_HEIGHT (&vinfo);
+  }
+}
+
 static gboolean
 gst_segment_fcn_sink_event (GstAggregator * agg, GstAggregatorPad * pad,
     GstEvent * event)
@@ -618,6 +647,8 @@ gst_segment_fcn_sink_event (GstAggregator * agg, GstAggregatorPad * pad,
     } else if (pad == self->val_annot_pad) {
       self->val_annot_caps_ok =
           gst_video_info_from_caps (&self->val_annot_vinfo, caps);
+    } else if (pad == self->val_pad) {
+      record_validation_caps (self, caps);
     } else if (pad == self->image_pad && !set_input_caps (self, caps)) {
       gst_event_unref (event);
       return FALSE;
@@ -831,9 +862,10 @@ can_validate (GstSegmentFcn * self, GstAggregatorPad * vimg)
 }
 
 static void
-start_validation (GstSegmentFcn * self)
+start_validation (GstSegmentFcn * self, gint epoch)
 {
   self->validating = TRUE;
+  self->val_epoch = epoch;
   self->val_pass = -1;
   self->val_patches = self->val_valid = self->val_correct = 0;
   self->val_loss_sum = 0;
@@ -865,7 +897,7 @@ end_epoch (GstSegmentFcn * self, GstAggregatorPad * vimg)
     if (self->deferred_epoch)
       post_element_message (self, self->deferred_epoch);
     self->deferred_epoch = s;
-    start_validation (self);
+    start_validation (self, self->epoch - 1);
   } else {
     post_element_message (self, s);
   }
@@ -985,7 +1017,7 @@ train_batch (GstSegmentFcn * self, GstAggregatorPad * vimg)
     return GST_FLOW_ERROR;
   if (self->validation_interval > 0
       && res.step % self->validation_interval == 0 && can_validate (self, vimg))
-    start_validation (self);
+    start_validation (self, self->epoch);
   return GST_FLOW_OK;
 
 failed:
@@ -1091,7 +1123,7 @@ finish_validation (GstSegmentFcn * self)
       mean_dice = dice_sum / dice_n;
     s = gst_structure_new ("segment-fcn-validation",
         "step", G_TYPE_INT64, wsi_trainer_get_step (self->trainer),
-        "epoch", G_TYPE_INT, self->epoch,
+        "epoch", G_TYPE_INT, self->val_epoch,
         "patches", G_TYPE_UINT64, self->val_patches,
         "loss", G_TYPE_DOUBLE, loss, NULL);
     if (self->mode == SEGMENT_MODE_TRAIN) {
@@ -1202,9 +1234,14 @@ validate_next (GstSegmentFcn * self, GstAggregatorPad * vimg,
 {
   GstBuffer *img, *ann;
   GstWsiTileMeta *m;
-  GstCaps *want, *have;
   gboolean same;
 
+  if (!vimg) {                  /* pad released during a run */
+    g_ptr_array_set_size (self->val_pending, 0);
+    g_ptr_array_set_size (self->val_pending_labels, 0);
+    self->val_eos = TRUE;
+    return finish_validation (self);
+  }
   switch (peek_pair (self, vimg, vann, &img, &ann)) {
     case PAIR_WAIT:
     case PAIR_SKIPPED:
@@ -1213,16 +1250,18 @@ validate_next (GstSegmentFcn * self, GstAggregatorPad * vimg,
       return GST_FLOW_ERROR;
     case PAIR_EOS:
       self->val_eos = TRUE;
+      if (!self->final_validation)
+        GST_ELEMENT_WARNING (self, STREAM, FAILED,
+            ("The validation stream ended: no further validation runs."),
+            ("Give the validation slidesrc loop=0."));
       return finish_validation (self);
     case PAIR_READY:
       break;
   }
   m = gst_buffer_get_wsi_tile_meta (img);
-  want = gst_pad_get_current_caps (GST_PAD (self->image_pad));
-  have = gst_pad_get_current_caps (GST_PAD (vimg));
-  same = want && have && gst_caps_is_equal (want, have);
-  gst_clear_caps (&want);
-  gst_clear_caps (&have);
+  same = self->input_ok && self->val_caps_ok && self->val_width == self->width
+      && self->val_height == self->height
+      && self->val_is_tensor == self->input_is_tensor;
   if (!m || !same) {
     gst_buffer_unref (img);
     gst_clear_buffer (&ann);
@@ -1254,15 +1293,18 @@ static GstFlowReturn
 finish_training (GstSegmentFcn * self, GstAggregatorPad * vimg)
 {
   GstFlowReturn ret = train_batch (self, NULL);
+  gint last = self->epoch;
 
   if (ret != GST_FLOW_OK)
     return ret;
   if (!save_checkpoint (self))
     return GST_FLOW_ERROR;
+
   self->final_validation = TRUE;
-  end_epoch (self, NULL);
+  end_epoch (self, vimg);
   if (can_validate (self, vimg)) {
-    start_validation (self);
+    if (!self->validating)
+      start_validation (self, last);
     return GST_FLOW_OK;
   }
   return GST_FLOW_EOS;
@@ -1300,6 +1342,9 @@ train_next (GstSegmentFcn * self, GstAggregatorPad * annot,
     return validate_next (self, vimg, vann);
   if (self->final_validation)
     return GST_FLOW_EOS;
+  /* a batch completed just before a validation run */
+  if (self->pending->len >= self->batch_size)
+    return train_batch (self, vimg);
 
   switch (peek_pair (self, self->image_pad, train ? annot : NULL, &img, &ann)) {
     case PAIR_WAIT:
@@ -1316,7 +1361,7 @@ train_next (GstSegmentFcn * self, GstAggregatorPad * annot,
   /* a new pass of the source ends the epoch (partial batch included) */
   m = gst_buffer_get_wsi_tile_meta (img);
   if (m && self->source_pass >= 0 && (gint64) m->epoch != self->source_pass) {
-    if ((ret = train_batch (self, NULL)) != GST_FLOW_OK) {
+    if ((ret = train_batch (self, vimg)) != GST_FLOW_OK) {
       gst_buffer_unref (img);
       gst_clear_buffer (&ann);
       return ret;
@@ -1328,7 +1373,7 @@ train_next (GstSegmentFcn * self, GstAggregatorPad * annot,
   g_ptr_array_add (self->pending, img);
   if (ann)
     g_ptr_array_add (self->pending_labels, ann);
-  if (self->pending->len >= self->batch_size)
+  if (self->pending->len >= self->batch_size && !self->validating)
     return train_batch (self, vimg);
   return GST_FLOW_OK;
 }

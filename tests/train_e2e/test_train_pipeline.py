@@ -138,7 +138,7 @@ vals = [(int(m.group(1)), int(m.group(2)), float(m.group(3)), m.group(4)) for m 
     r"dice=\(double\)< ([^>]*) >", p.stdout)]
 vepochs = re.findall(r"segment-fcn-epoch, epoch=\(int\)\d+, .*validation-mean-dice", p.stdout)
 if c.check(p.returncode == 0 and vals, "training with a validation stream completes", p.stderr[-800:]):
-    c.check(len(vals) == 3 and len(vepochs) == 2,
+    c.check(len(vals) == 3 and len(vepochs) == 3,
             "a validation run after every epoch and at the end; epoch messages carry it",
             f"{len(vals)} runs, {len(vepochs)} epoch messages with validation")
     c.check(all(v[1] == 8 for v in vals), "each run is one pass of the validation images (2 x 4 patches)",
