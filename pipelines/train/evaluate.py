@@ -58,7 +58,7 @@ def main():
         img = os.path.join(data, "images", n + ".png")
         gt = skimage.io.imread(os.path.join(data, "labels", n + ".png"))
         pred = predict(model, img, os.path.join(tmp, n + ".png"), build,
-                       128 if task == "nuclei" else 256, 32 if task == "nuclei" else 64)
+                       128, 32)
         if task == "nuclei":
             fg = pred > 0
             inst = skimage.measure.label(pred == 1, connectivity=1)

@@ -4,7 +4,7 @@ images (area averaging) and label maps (nearest neighbour) to the microns per
 pixel the model is trained at, and splits off a held-back validation part.
 
   prepare_data.py nuclei OUT   # MoNuSeg images with instance maps, 0.25 -> 0.5 um/px
-  prepare_data.py glands OUT   # GlaS images with gland masks, kept at 20x (~0.62 um/px)
+  prepare_data.py glands OUT   # GlaS images with gland masks, 20x -> 10x (~1.24 um/px)
 
 Writes OUT/{train,val}/{images,labels}/NAME.png (same NAME in both). For
 nuclei also OUT/test: the 17 MoNuSeg images that have only binary masks
@@ -47,7 +47,50 @@ def nuclei(out):
         write(out, "val" if n in val else "train", n, resample(img, 2, False),
               resample(inst, 2, True).astype(np.uint16))
     nuclei_test(out)
+    nuclei_glass(out)
     return len(names) - len(val), len(val)
+
+
+def nuclei_glass(out, seed=5):
+    """Tissue edges: each training image again with a wavy strip replaced by
+    synthetic glass (near-white, noisy, faint debris; label background), so
+    that the model sees slide background, which MoNuSeg tiles never show.
+    Written as glass-NAME.png (atomically: slidesrc may be globbing)."""
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(out, "train")
+    names = sorted(f[:-4] for f in os.listdir(os.path.join(folder, "images"))
+                   if f.endswith(".png") and not f.startswith("glass-"))
+    for n in names:
+        img = skimage.io.imread(os.path.join(folder, "images", n + ".png"))[..., :3].astype(np.float64)
+        lab = skimage.io.imread(os.path.join(folder, "labels", n + ".png"))
+        h, w = lab.shape
+        tint = rng.uniform(225, 250) + rng.normal(0, 4, 3)
+        glass = tint + rng.normal(0, 3, (h, w, 3))
+        for _ in range(rng.integers(3, 12)):  # pale debris specks
+            cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.uniform(1, 6)
+            yy, xx = np.ogrid[:h, :w]
+            glass[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] -= rng.uniform(10, 40)
+        # glass beyond a wavy edge, from a random side, covering 25-50%
+        side = rng.integers(4)
+        t = np.arange(max(h, w))
+        edge = rng.uniform(0.5, 0.75) * (h if side < 2 else w) + 15 * np.sin(t / rng.uniform(15, 40)) \
+            + 8 * np.sin(t / rng.uniform(5, 12))
+        yy, xx = np.mgrid[:h, :w]
+        along, across = (xx, yy) if side < 2 else (yy, xx)
+        size = h if side < 2 else w
+        if side % 2:
+            across = size - 1 - across
+        mask = across > edge[along]
+        img[mask] = glass[mask]
+        lab = lab.copy()
+        lab[mask] = 0
+        staging = os.path.join(out, "staging")
+        os.makedirs(staging, exist_ok=True)
+        for sub, arr in (("images", np.clip(img, 0, 255).astype(np.uint8)), ("labels", lab)):
+            tmp = os.path.join(staging, f"{sub}-glass-{n}.png")
+            skimage.io.imsave(tmp, arr, check_contrast=False)
+            os.replace(tmp, os.path.join(folder, sub, f"glass-{n}.png"))
+    return len(names)
 
 
 def nuclei_test(out):
@@ -77,7 +120,9 @@ def glands(out):
         mask = skimage.io.imread(os.path.join(root, "masks", n + ".png"))
         if mask.ndim == 3:
             mask = mask[..., 0]
-        write(out, "val" if n in val else "train", n, img, (mask > 0).astype(np.uint8))
+        # a low-resolution pixel is gland when most of its 2x2 block is
+        frac = resample((mask > 0).astype(np.uint8) * 255, 2, False)
+        write(out, "val" if n in val else "train", n, resample(img, 2, False), (frac >= 128).astype(np.uint8))
     return len(names) - len(val), len(val)
 
 

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Trains a shipped model with segment-fcn mode=train, resuming from its
-# checkpoint across sessions. Usage: pipelines/train/train.sh nuclei|glands [max-steps]
+# checkpoint across sessions, with a validation run over the held-back images
+# after every epoch (segment-fcn-validation messages in the log).
+# Usage: pipelines/train/train.sh nuclei|glands [max-steps]
 # Needs ../shared/data (prepared into out/train-NAME by prepare_data.py).
+# A model file at models/training/NAME/init-from.safetensors seeds a fresh
+# run's weights (transfer learning: init-from).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -19,12 +23,12 @@ case $NAME in
   nuclei)  # 0.5 um/px, U-Net, background / nucleus / nucleus boundary
     ARCH=(--arch unet --depth 4 --base-width 16 --classes background,nucleus,boundary
           --colors 000000,00c800,ffd700 --mpp 0.5 --patch-size 128)
-    PATCH=128; OVERLAP=48; LABELS="labelpatch masks=$DATA/train/labels/{name}.png instance-mode=boundary"
+    PATCH=128; OVERLAP=48; MASKS="instance-mode=boundary"
     TRAIN="loss=ce+dice class-weights=1,1,3 optimizer=adam learning-rate=0.001" ;;
-  glands)  # GlaS at 20x, U-Net, background / gland
+  glands)  # GlaS at 10x (1.24 um/px), U-Net, background / gland
     ARCH=(--arch unet --depth 4 --base-width 16 --classes background,gland
-          --colors 000000,00a0ff --mpp 0.62 --patch-size 256)
-    PATCH=256; OVERLAP=64; LABELS="labelpatch masks=$DATA/train/labels/{name}.png"
+          --colors 000000,00a0ff --mpp 1.24 --patch-size 128)
+    PATCH=128; OVERLAP=32; MASKS=""
     TRAIN="loss=ce+dice optimizer=adam learning-rate=0.001" ;;
   *) echo "usage: $0 nuclei|glands [max-steps]"; exit 2 ;;
 esac
@@ -34,6 +38,7 @@ if [ ! -f "$CKPT" ]; then
   /usr/bin/python3 models/reference/export_model.py "$WORK/init.safetensors" "${ARCH[@]}" \
     --seed 1 --preprocess rescale01 --description "gst-wsiseg $NAME model"
   MODEL="model=$WORK/init.safetensors"
+  [ -f "$WORK/init-from.safetensors" ] && MODEL="$MODEL init-from=$WORK/init-from.safetensors"
 else
   MODEL="model=$CKPT resume=true"
 fi
@@ -53,9 +58,14 @@ while :; do
     patchify patch-size=$PATCH overlap=$OVERLAP augment-flip=true augment-rotate=true seed=$((step + 7)) ! \
     tee name=t \
     t. ! queue ! colornorm mode=rescale01 augment=true seed=$((step + 3)) ! seg.sink \
-    t. ! queue ! $LABELS ! seg.annotation \
+    t. ! queue ! labelpatch masks="$DATA/train/labels/{name}.png" $MASKS ! seg.annotation \
     segment-fcn name=seg mode=train $MODEL checkpoint="$CKPT" checkpoint-interval=50 \
       batch-size=8 $TRAIN ! fakesink \
-    | grep --line-buffered -E "segment-fcn-(epoch|checkpoint)" >> "$WORK/train.log"
+    slidesrc location="$DATA/val/images/*.png" loop=0 tile-width=512 tile-height=512 ! \
+    patchify patch-size=$PATCH overlap=$OVERLAP ! tee name=v \
+    v. ! queue ! colornorm mode=rescale01 ! seg.validation \
+    v. ! queue ! labelpatch masks="$DATA/val/labels/{name}.png" $MASKS ! seg.validation_annotation \
+    | grep --line-buffered -E "segment-fcn-(epoch|checkpoint|validation)|ERROR|WARNING|error" \
+    | while IFS= read -r line; do echo "$(date -u +%T) $line"; done >> "$WORK/train.log"
   MODEL="model=$CKPT resume=true"
 done
