@@ -5,7 +5,8 @@
 # Usage: pipelines/train/train.sh nuclei|glands [max-steps]
 # Needs ../shared/data (prepared into out/train-NAME by prepare_data.py).
 # A model file at models/training/NAME/init-from.safetensors seeds a fresh
-# run's weights (transfer learning: init-from).
+# run's weights (transfer learning: init-from). WSISEG_TRAIN_LR overrides the
+# learning rate (e.g. a lower one for the last part of a resumed training).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -24,12 +25,12 @@ case $NAME in
     ARCH=(--arch unet --depth 4 --base-width 16 --classes background,nucleus,boundary
           --colors 000000,00c800,ffd700 --mpp 0.5 --patch-size 128)
     PATCH=128; OVERLAP=48; MASKS="instance-mode=boundary"
-    TRAIN="loss=ce+dice class-weights=1,1,3 optimizer=adam learning-rate=0.001" ;;
+    TRAIN="loss=ce+dice class-weights=1,1,3 optimizer=adam learning-rate=${WSISEG_TRAIN_LR:-0.001}" ;;
   glands)  # GlaS at 10x (1.24 um/px), U-Net, background / gland
     ARCH=(--arch unet --depth 4 --base-width 16 --classes background,gland
           --colors 000000,00a0ff --mpp 1.24 --patch-size 128)
     PATCH=128; OVERLAP=32; MASKS=""
-    TRAIN="loss=ce+dice optimizer=adam learning-rate=0.001" ;;
+    TRAIN="loss=ce+dice optimizer=adam learning-rate=${WSISEG_TRAIN_LR:-0.001}" ;;
   *) echo "usage: $0 nuclei|glands [max-steps]"; exit 2 ;;
 esac
 
