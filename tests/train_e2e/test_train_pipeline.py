@@ -104,6 +104,12 @@ if ok:
         dice = 2 * (pred & gt).sum() / max(1, pred.sum() + gt.sum())
         c.check(dice > 0.6, "held-out Dice of the trained model", f"{dice:.3f}")
 
+# a one-image dataset: every slidesrc pass is an epoch (tile meta epoch)
+one = os.path.join(data, "images", "img00.png")
+p, steps1, epochs1 = train(init, 3, images=one)
+c.check(p.returncode == 0 and len(epochs1) == 3, "one-image dataset: an epoch per pass",
+        f"{len(epochs1)} epochs over {len(steps1)} steps")
+
 # validation stream: one pass of the held-out images after every epoch and at
 # the end; its Dice must equal an independent computation with the final model
 val = (f"slidesrc location='{held}/images/*.png' loop=0 tile-width=96 tile-height=96 ! "
