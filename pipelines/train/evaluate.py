@@ -4,13 +4,14 @@ project's own pipeline (slidesrc ! patchify ! colornorm ! segment-fcn !
 stitchsink) and metrics tool (wsiseg-eval), and prints the figures for the
 model card as JSON.
 
-  evaluate.py nuclei MODEL [build-dir]   # pixel Dice (nucleus vs background), AJI, PQ, F1
-  evaluate.py glands MODEL [build-dir]   # pixel Dice, object F1, object Dice
+  evaluate.py nuclei MODEL [build-dir]   # + pixel Dice on the 17 binary-mask test images
+  evaluate.py glands MODEL [build-dir]
 
-nuclei: a pixel is nucleus when its class is nucleus or boundary; instances are
-the connected components (4-connectivity) of the nucleus-interior class, each
-grown by up to 2 pixels into predicted nucleus pixels (skimage expand_labels),
-then compared with the annotated instance maps."""
+Both models have the classes background, object interior, object boundary. A
+pixel is foreground when its class is interior or boundary (pixel Dice);
+instances are the connected components (4-connectivity) of the interior class,
+each grown by up to 2 pixels into predicted foreground (skimage expand_labels),
+compared with the annotated instance maps (object F1, PQ, AJI, object Dice)."""
 import json
 import os
 import subprocess
@@ -59,20 +60,17 @@ def main():
         gt = skimage.io.imread(os.path.join(data, "labels", n + ".png"))
         pred = predict(model, img, os.path.join(tmp, n + ".png"), build,
                        128, 32)
-        if task == "nuclei":
-            fg = pred > 0
-            inst = skimage.measure.label(pred == 1, connectivity=1)
-            inst = skimage.segmentation.expand_labels(inst, 2) * fg
-            png16(os.path.join(tmp, n + "-pred-inst.png"), inst)
-            skimage.io.imsave(os.path.join(tmp, n + "-pred-fg.png"), fg.astype(np.uint8), check_contrast=False)
-            skimage.io.imsave(os.path.join(tmp, n + "-gt-fg.png"), (gt > 0).astype(np.uint8), check_contrast=False)
-            pix = wsiseg_eval(build, os.path.join(tmp, n + "-pred-fg.png"), os.path.join(tmp, n + "-gt-fg.png"))
-            ins = wsiseg_eval(build, os.path.join(tmp, n + "-pred-inst.png"),
-                              os.path.join(data, "labels", n + ".png"), "--instances")
-        else:
-            gtp = os.path.join(data, "labels", n + ".png")
-            pix = ins = wsiseg_eval(build, os.path.join(tmp, n + ".png"), gtp, "--instances",
-                                    "--num-classes", "2")
+        # foreground = any non-background class; instances = connected
+        # interiors (class 1) grown by up to 2 pixels into the foreground
+        fg = pred > 0
+        inst = skimage.measure.label(pred == 1, connectivity=1)
+        inst = skimage.segmentation.expand_labels(inst, 2) * fg
+        png16(os.path.join(tmp, n + "-pred-inst.png"), inst)
+        skimage.io.imsave(os.path.join(tmp, n + "-pred-fg.png"), fg.astype(np.uint8), check_contrast=False)
+        skimage.io.imsave(os.path.join(tmp, n + "-gt-fg.png"), (gt > 0).astype(np.uint8), check_contrast=False)
+        pix = wsiseg_eval(build, os.path.join(tmp, n + "-pred-fg.png"), os.path.join(tmp, n + "-gt-fg.png"))
+        ins = wsiseg_eval(build, os.path.join(tmp, n + "-pred-inst.png"),
+                          os.path.join(data, "labels", n + ".png"), "--instances")
         im = ins["instance"]["images"][0]
         row = {"image": n, "dice": pix["pixel"]["classes"][1]["dice"], "f1": im["f1"],
                "pq": im["pq"], "aji": im["aji"], "object_dice": im["object_dice"],

@@ -4,7 +4,7 @@ images (area averaging) and label maps (nearest neighbour) to the microns per
 pixel the model is trained at, and splits off a held-back validation part.
 
   prepare_data.py nuclei OUT   # MoNuSeg images with instance maps, 0.25 -> 0.5 um/px
-  prepare_data.py glands OUT   # GlaS images with gland masks, 20x -> 10x (~1.24 um/px)
+  prepare_data.py glands OUT   # GlaS images, gland instance maps, 20x -> 10x (~1.24 um/px)
 
 Writes OUT/{train,val}/{images,labels}/NAME.png (same NAME in both). For
 nuclei also OUT/test: the 17 MoNuSeg images that have only binary masks
@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import skimage.io
+import skimage.measure
 import skimage.transform
 
 SHARED = os.environ.get("WSISEG_SHARED_DATA",
@@ -120,9 +121,11 @@ def glands(out):
         mask = skimage.io.imread(os.path.join(root, "masks", n + ".png"))
         if mask.ndim == 3:
             mask = mask[..., 0]
-        # a low-resolution pixel is gland when most of its 2x2 block is
+        # a low-resolution pixel is gland when most of its 2x2 block is; the
+        # glands are its 8-connected components (as wsiseg-eval counts them)
         frac = resample((mask > 0).astype(np.uint8) * 255, 2, False)
-        write(out, "val" if n in val else "train", n, resample(img, 2, False), (frac >= 128).astype(np.uint8))
+        inst = skimage.measure.label(frac >= 128, connectivity=2).astype(np.uint16)
+        write(out, "val" if n in val else "train", n, resample(img, 2, False), inst)
     return len(names) - len(val), len(val)
 
 

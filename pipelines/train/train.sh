@@ -26,11 +26,11 @@ case $NAME in
           --colors 000000,00c800,ffd700 --mpp 0.5 --patch-size 128)
     PATCH=128; OVERLAP=48; MASKS="instance-mode=boundary"
     TRAIN="loss=ce+dice class-weights=1,1,3 optimizer=adam learning-rate=${WSISEG_TRAIN_LR:-0.001}" ;;
-  glands)  # GlaS at 10x (1.24 um/px), U-Net, background / gland
-    ARCH=(--arch unet --depth 4 --base-width 16 --classes background,gland
-          --colors 000000,00a0ff --mpp 1.24 --patch-size 128)
-    PATCH=128; OVERLAP=32; MASKS=""
-    TRAIN="loss=ce+dice optimizer=adam learning-rate=${WSISEG_TRAIN_LR:-0.001}" ;;
+  glands)  # GlaS at 10x (1.24 um/px), U-Net, background / gland / gland boundary
+    ARCH=(--arch unet --depth 4 --base-width 16 --classes background,gland,boundary
+          --colors 000000,00a0ff,ff8000 --mpp 1.24 --patch-size 128)
+    PATCH=128; OVERLAP=32; MASKS="instance-mode=boundary boundary-connectivity=8"
+    TRAIN="loss=ce+dice class-weights=1,1,3 optimizer=adam learning-rate=${WSISEG_TRAIN_LR:-0.001}" ;;
   *) echo "usage: $0 nuclei|glands [max-steps]"; exit 2 ;;
 esac
 
@@ -66,7 +66,7 @@ while :; do
     patchify patch-size=$PATCH overlap=$OVERLAP ! tee name=v \
     v. ! queue ! colornorm mode=rescale01 ! seg.validation \
     v. ! queue ! labelpatch masks="$DATA/val/labels/{name}.png" $MASKS ! seg.validation_annotation \
-    | grep --line-buffered -E "segment-fcn-(epoch|checkpoint|validation)|ERROR|WARNING|error" \
+    | grep --line-buffered -E "segment-fcn-(epoch|checkpoint|validation|init-from)|ERROR|WARNING|error" \
     | while IFS= read -r line; do echo "$(date -u +%T) $line"; done >> "$WORK/train.log"
   MODEL="model=$CKPT resume=true"
 done
