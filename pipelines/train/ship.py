@@ -90,6 +90,23 @@ def wall_time(logs):
     return total
 
 
+def validation_curve(log, rows=8):
+    """(step, loss, foreground Dice per class) of the validation runs in
+    train.log, thinned to about @rows entries (the last one kept)."""
+    runs = []
+    if os.path.exists(log):
+        for line in open(log):
+            m = re.search(r"segment-fcn-validation, step=\(gint64\)(\d+).*?loss=\(double\)([\d.e+-]+)"
+                          r".*?dice=\(double\)< ([^>]*) >", line)
+            if m:
+                runs.append((int(m.group(1)), float(m.group(2)),
+                             [float(x) for x in m.group(3).split(",")][1:]))
+    if len(runs) > rows:
+        keep = sorted({round(i * (len(runs) - 1) / (rows - 1)) for i in range(rows)})
+        runs = [runs[i] for i in keep]
+    return runs
+
+
 def meta_of(path):
     sys.path.insert(0, os.path.join(ROOT, "models", "reference"))
     import safetensors_io
@@ -117,6 +134,16 @@ def main():
     agg, mean = ev["aggregate"], ev["mean_over_images"]
     rows = "\n".join(f"| {r['image']} | {r['dice']:.3f} | {r['f1']:.3f} | {r['pq']:.3f} | "
                      f"{r['aji']:.3f} | {r['gt_objects']} | {r['pred_objects']} |" for r in ev["per_image"])
+    curve = validation_curve(os.path.join(work, "train.log"))
+    names = json.loads(meta.get("class_names", "[]"))[1:]
+    curve_md = ""
+    if curve:
+        curve_md = ("\nValidation runs during training (segment-fcn `validation` pads, one pass over the "
+                    "held-back images; Dice per class over all their pixels, patches without blending):\n\n"
+                    "| step | loss | " + " | ".join(f"Dice {n}" for n in names) + " |\n|---|---|"
+                    + "---|" * len(names) + "\n"
+                    + "\n".join(f"| {st} | {lo:.3f} | " + " | ".join(f"{d:.3f}" for d in ds) + " |"
+                                 for st, lo, ds in curve) + "\n")
     test = ""
     if "test_pixel" in ev:
         t = ev["test_pixel"]
@@ -160,7 +187,7 @@ Steps: {meta.get('trained_step', '?')} optimiser steps of 8 patches (epoch {meta
 Adam. Wall time: {hours:.1f} h of training on this project's machine (2 cores AVX2, no GPU), one
 engine thread per job at low priority while a second model trained and the project was being
 built and tested on the same cores. `train.log` holds every epoch, validation run and checkpoint.
-
+{curve_md}
 ## Evaluation on the held-back images
 `pipelines/train/evaluate.py {name} models/{name}.safetensors` runs slidesrc ! patchify
 (128, overlap 32) ! colornorm ! segment-fcn (probabilities) ! stitchsink (gaussian blend) and
