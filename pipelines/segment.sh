@@ -8,7 +8,7 @@
 # model file declares.
 # Env: MIN_AREA (smallest exported object, model pixels; default 8), BATCH (8).
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n '2,10p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,9p' "$0"; exit 2; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SLIDE=$1 MODEL=$2 OUT=${3:-out/$(basename "${MODEL%.safetensors}")}
 INFO=$ROOT/build/models/wsimodel-info
