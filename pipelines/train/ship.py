@@ -31,13 +31,16 @@ CARDS = {
              "by synthetic slide glass labelled background (prepare_data.py `nuclei_glass`, added "
              "at step ~4050), because MoNuSeg tiles never show slide background. The other 17 "
              "MoNuSeg images, which have only binary masks, were never used in training: they are "
-             "the pixel-level test set.",
+             "the pixel-level test set. CPM-15 was not used: its tiles mix 20x and 40x without a "
+             "per-image resolution, and the model is defined by its 0.5 um/px.",
         licence="CC BY-NC-SA 4.0 (MoNuSeg's licence carries over to weights trained on it): "
                 "non-commercial, share alike, attribute MoNuSeg.",
         limits="Trained on 13 tiles of 7 organs at 0.5 um/px: other stains, scanners and tissue "
                "types are outside what it has seen. The sample slide (CMU-1) is not in its "
                "training data. Glass was learnt from synthetic examples only; pen marks, folds "
-               "and blur were never seen. Run it with `slidesrc target-mpp=0.5` and patchify "
+               "and blur were never seen. On the sample slide (skin) it also marks thin dark "
+               "strands (keratin, condensed collagen) as nuclei. Run it with `slidesrc "
+               "target-mpp=0.5` and patchify "
                "`min-tissue` to skip empty glass."),
     "glands": dict(
         title="Gland segmentation (colon H&E), U-Net with a gland-boundary class",
@@ -107,6 +110,22 @@ def validation_curve(log, rows=8):
     return runs
 
 
+def lr_changes(log):
+    """[(step, lr)] where train.log records a lowered learning rate."""
+    out, lr = [], None
+    if os.path.exists(log):
+        for line in open(log):
+            m = re.search(r"learning rate lowered to ([\d.e-]+)", line)
+            if m:
+                lr = m.group(1)
+                continue
+            m = re.search(r": step (\d+) of", line)
+            if m and lr:
+                out.append((int(m.group(1)), lr))
+                lr = None
+    return out
+
+
 def meta_of(path):
     sys.path.insert(0, os.path.join(ROOT, "models", "reference"))
     import safetensors_io
@@ -135,6 +154,9 @@ def main():
     rows = "\n".join(f"| {r['image']} | {r['dice']:.3f} | {r['f1']:.3f} | {r['pq']:.3f} | "
                      f"{r['aji']:.3f} | {r['gt_objects']} | {r['pred_objects']} |" for r in ev["per_image"])
     curve = validation_curve(os.path.join(work, "train.log"))
+    min_note = ", objects under 100 pixels dropped" if name == "glands" else ""
+    lr_note = "".join(f", {lr} from step {st} (`WSISEG_TRAIN_LR`)"
+                      for st, lr in lr_changes(os.path.join(work, "train.log")))
     names = json.loads(meta.get("class_names", "[]"))[1:]
     curve_md = ""
     if curve:
@@ -184,14 +206,16 @@ base width {meta.get('base_width')}, BatchNorm; {len(json.loads(meta.get('class_
       v. ! queue ! labelpatch masks='val/labels/{{name}}.png' ... ! seg.validation_annotation
 
 Steps: {meta.get('trained_step', '?')} optimiser steps of 8 patches (epoch {meta.get('trained_epoch', '?')}),
-Adam. Wall time: {hours:.1f} h of training on this project's machine (2 cores AVX2, no GPU), one
+Adam, learning rate 0.001{lr_note}. Wall time: {hours:.1f} h of training on this project's machine (2 cores AVX2, no GPU), one
 engine thread per job at low priority while a second model trained and the project was being
 built and tested on the same cores. `train.log` holds every epoch, validation run and checkpoint.
 {curve_md}
 ## Evaluation on the held-back images
 `pipelines/train/evaluate.py {name} models/{name}.safetensors` runs slidesrc ! patchify
 (128, overlap 32) ! colornorm ! segment-fcn (probabilities) ! stitchsink (gaussian blend) and
-wsiseg-eval. {ev['validation_images']} held-back images; aggregate over all objects/pixels:
+wsiseg-eval. A pixel is foreground when its class is interior or boundary; objects are the
+4-connected interiors grown by up to 2 pixels into the foreground{min_note}.
+{ev['validation_images']} held-back images; aggregate over all objects/pixels:
 
 | metric | value |
 |---|---|
