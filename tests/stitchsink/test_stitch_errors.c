@@ -286,6 +286,18 @@ drain (GstBus * bus)
     gst_message_unref (msg);
 }
 
+/* Starting @e fails with a settings/not-found error containing @needle. */
+static void
+expect_start_failure (GstElement * e, GstBus * bus, gint code,
+    const gchar * needle)
+{
+  fail_unless_equals_int (gst_element_set_state (e, GST_STATE_PAUSED),
+      GST_STATE_CHANGE_FAILURE);
+  expect_error (bus, GST_RESOURCE_ERROR, code, needle);
+  gst_element_set_state (e, GST_STATE_NULL);
+  drain (bus);                  /* basesink's own "Failed to start" */
+}
+
 GST_START_TEST (test_bad_properties)
 {
   GstElement *e = gst_element_factory_make ("stitchsink", NULL);
@@ -293,36 +305,18 @@ GST_START_TEST (test_bad_properties)
 
   gst_element_set_bus (e, bus);
   /* no location */
-  fail_unless_equals_int (gst_element_set_state (e, GST_STATE_PAUSED),
-      GST_STATE_CHANGE_FAILURE);
-  expect_error (bus, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NOT_FOUND,
-      "location");
-  gst_element_set_state (e, GST_STATE_NULL);
-  drain (bus);                  /* basesink's own "Failed to start" */
+  expect_start_failure (e, bus, GST_RESOURCE_ERROR_NOT_FOUND, "location");
   /* bad colour */
   g_object_set (e, "location", "/tmp/x.png", "class-colors", "ff0000,zz", NULL);
-  fail_unless_equals_int (gst_element_set_state (e, GST_STATE_PAUSED),
-      GST_STATE_CHANGE_FAILURE);
-  expect_error (bus, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS, "zz");
-  gst_element_set_state (e, GST_STATE_NULL);
-  drain (bus);                  /* basesink's own "Failed to start" */
+  expect_start_failure (e, bus, GST_RESOURCE_ERROR_SETTINGS, "zz");
   /* printf-like conversions are refused, not interpreted */
   g_object_set (e, "class-colors", NULL, "location", "/tmp/%n%x.png", NULL);
-  fail_unless_equals_int (gst_element_set_state (e, GST_STATE_PAUSED),
-      GST_STATE_CHANGE_FAILURE);
-  expect_error (bus, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS,
-      "pattern");
-  gst_element_set_state (e, GST_STATE_NULL);
-  drain (bus);                  /* basesink's own "Failed to start" */
+  expect_start_failure (e, bus, GST_RESOURCE_ERROR_SETTINGS, "pattern");
   /* the background cannot be the instance boundary class */
   g_object_set (e, "location", "/tmp/x.png", "geojson-boundary-class", 0,
       NULL);
-  fail_unless_equals_int (gst_element_set_state (e, GST_STATE_PAUSED),
-      GST_STATE_CHANGE_FAILURE);
-  expect_error (bus, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS,
+  expect_start_failure (e, bus, GST_RESOURCE_ERROR_SETTINGS,
       "geojson-boundary-class=0 is the background");
-  gst_element_set_state (e, GST_STATE_NULL);
-  drain (bus);                  /* basesink's own "Failed to start" */
   gst_object_unref (e);
   gst_object_unref (bus);
 }
