@@ -255,6 +255,29 @@ parse_rgb_tensor_dims (const gchar * dims, gint * w, gint * h)
   return TRUE;
 }
 
+/* Patch size and kind of image-pad caps: one float32 tensor 3:W:H:1, or
+ * RGB video (then @vinfo is filled). */
+static gboolean
+parse_patch_caps (GstCaps * caps, gint * width, gint * height,
+    gboolean * is_tensor, GstVideoInfo * vinfo)
+{
+  GstStructure *s = gst_caps_get_structure (caps, 0);
+  const gchar *dims;
+  gint n = 0;
+
+  *is_tensor = gst_structure_has_name (s, "other/tensors");
+  if (*is_tensor) {
+    dims = gst_structure_get_string (s, "dimensions");
+    return gst_structure_get_int (s, "num_tensors", &n) && n == 1 && dims
+        && parse_rgb_tensor_dims (dims, width, height);
+  }
+  if (!gst_video_info_from_caps (vinfo, caps))
+    return FALSE;
+  *width = GST_VIDEO_INFO_WIDTH (vinfo);
+  *height = GST_VIDEO_INFO_HEIGHT (vinfo);
+  return TRUE;
+}
+
 /* The model file's metadata as key, value, ..., NULL (for a new trainer). */
 static gchar **
 read_metadata_pairs (const gchar * path, gchar * err, gsize errlen)
@@ -504,12 +527,11 @@ make_src_caps (GstSegmentFcn * self, const GstCaps * in_caps)
 static gboolean
 set_input_caps (GstSegmentFcn * self, GstCaps * caps)
 {
-  GstStructure *s = gst_caps_get_structure (caps, 0);
   const WsiModelInfo *info;
   GstCaps *src_caps;
   GstVideoInfo vinfo;
-  gboolean is_tensor;
-  gint width, height;
+  gboolean is_tensor, resized;
+  gint width = 0, height = 0;
   gdouble batch_bytes;
 
   self->input_ok = FALSE;
@@ -517,24 +539,13 @@ set_input_caps (GstSegmentFcn * self, GstCaps * caps)
     return FALSE;
   info = model_info (self);
 
-  if (gst_structure_has_name (s, "other/tensors")) {
-    const gchar *dims = gst_structure_get_string (s, "dimensions");
-    gint n = 0;
-    if (!gst_structure_get_int (s, "num_tensors", &n) || n != 1 || !dims
-        || !parse_rgb_tensor_dims (dims, &width, &height)) {
+  if (!parse_patch_caps (caps, &width, &height, &is_tensor, &vinfo)) {
+    if (is_tensor)
       GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
           ("segment-fcn takes one float32 tensor with dimensions 3:W:H:1 "
               "(interleaved RGB, as colornorm emits), got %" GST_PTR_FORMAT,
               caps), (NULL));
-      return FALSE;
-    }
-    is_tensor = TRUE;
-  } else {
-    if (!gst_video_info_from_caps (&vinfo, caps))
-      return FALSE;
-    width = GST_VIDEO_INFO_WIDTH (&vinfo);
-    height = GST_VIDEO_INFO_HEIGHT (&vinfo);
-    is_tensor = FALSE;
+    return FALSE;
   }
   if (info->size_multiple > 1 && (width % info->size_multiple
           || height % info->size_multiple)) {
@@ -567,16 +578,15 @@ set_input_caps (GstSegmentFcn * self, GstCaps * caps)
     return FALSE;
   }
   /* patches of the old size go out before the size changes */
-  if (self->pending->len > 0 && (width != self->width
-          || height != self->height || is_tensor != self->input_is_tensor)) {
+  resized = width != self->width || height != self->height
+      || is_tensor != self->input_is_tensor;
+  if (resized && self->pending->len > 0) {
     GstFlowReturn ret = self->mode == SEGMENT_MODE_INFER ?
         process_batch (self) : train_batch (self, NULL);
     if (ret != GST_FLOW_OK)
       return FALSE;
   }
-  if (self->val_pending->len > 0 && (width != self->width
-          || height != self->height || is_tensor != self->input_is_tensor)
-      && !validate_batch (self))
+  if (resized && !validate_batch (self))
     return FALSE;
   self->width = width;
   self->height = height;
@@ -615,20 +625,10 @@ gst_segment_fcn_update_src_caps (GstAggregator * agg, GstCaps * caps,
 static void
 record_validation_caps (GstSegmentFcn * self, GstCaps * caps)
 {
-  GstStructure *s = gst_caps_get_structure (caps, 0);
   GstVideoInfo vinfo;
-  const gchar *dims;
 
-  self->val_is_tensor = gst_structure_has_name (s, "other/tensors");
-  if (self->val_is_tensor) {
-    dims = gst_structure_get_string (s, "dimensions");
-    self->val_caps_ok = dims && parse_rgb_tensor_dims (dims, &self->val_width,
-        &self->val_height);
-  } else {
-    self->val_caps_ok = gst_video_info_from_caps (&vinfo, caps);
-    self->val_width = GST_VIDEO_INFO_WIDTH (&vinfo);
-    self->val_height = GST_VIDEO_INFO_HEIGHT (&vinfo);
-  }
+  self->val_caps_ok = parse_patch_caps (caps, &self->val_width,
+      &self->val_height, &self->val_is_tensor, &vinfo);
 }
 
 static gboolean
@@ -1482,12 +1482,6 @@ gst_segment_fcn_aggregate (GstAggregator * agg, gboolean timeout)
 
   if (self->mode != SEGMENT_MODE_INFER)
     return aggregate_train (self);
-  if (self->annot_pad || self->val_pad || self->val_annot_pad) {
-    GST_ELEMENT_ERROR (self, CORE, PAD,
-        ("Annotation and validation pads are for mode=train only."),
-        ("Set mode=train or unlink them."));
-    return GST_FLOW_ERROR;
-  }
 
   buf = gst_aggregator_pad_pop_buffer (pad);
   if (buf) {

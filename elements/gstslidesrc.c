@@ -169,7 +169,7 @@ struct _GstSlideSrc
   gint row_loaded;              /* tile row in row_rgb, -1: none */
 
   guint32 *scratch;             /* ARGB read buffer */
-  gsize scratch_len;
+  gsize scratch_len;            /* bytes */
 
   /* resampling buffers (grown as needed, freed at stop) */
   guint8 *rs_rgb;               /* level block, RGB8 */
@@ -1270,15 +1270,26 @@ gst_slidesrc_get_times (GstBaseSrc * bsrc, GstBuffer * buffer,
 /* ------------------------------------------------------------------ */
 /* Reading                                                             */
 
+/* A reusable buffer of at least @bytes (its old content is not kept);
+ * NULL when out of memory. */
+static gpointer
+grow_buffer (gpointer * buf, gsize * len, gsize bytes)
+{
+  if (*len < bytes) {
+    g_free (*buf);
+    *buf = g_try_malloc (bytes);
+    *len = *buf ? bytes : 0;
+  }
+  return *buf;
+}
+
 static guint32 *
 scratch_get (GstSlideSrc * self, gsize pixels)
 {
-  if (self->scratch_len < pixels) {
-    g_free (self->scratch);
-    self->scratch = g_try_new (guint32, pixels);
-    self->scratch_len = self->scratch ? pixels : 0;
-  }
-  return self->scratch;
+  if (pixels > G_MAXSIZE / sizeof (guint32))
+    return NULL;
+  return grow_buffer ((gpointer *) & self->scratch, &self->scratch_len,
+      pixels * sizeof (guint32));
 }
 
 static gboolean
@@ -1576,17 +1587,6 @@ rs_read_block (GstSlideSrc * self, gint64 X, gint64 Y, gint64 bw, gint64 bh,
   }
 }
 
-static gpointer
-rs_grow (gpointer * buf, gsize * len, gsize bytes)
-{
-  if (*len < bytes) {
-    g_free (*buf);
-    *buf = g_try_malloc (bytes);
-    *len = *buf ? bytes : 0;
-  }
-  return *buf;
-}
-
 /* Resamples the @vw x @vh valid part of tile (@col, @row) into @data, cell
  * by cell: each cell reads one level block of about MAX_RESAMPLE_BLOCK
  * pixels, at most OS_CHUNK a side (so OpenSlide does not split it into
@@ -1624,9 +1624,9 @@ resample_tile (GstSlideSrc * self, gint col, gint row, gint vw, gint vh,
       gfloat *tmp, *acc;
 
       rs_taps_compute (&ay, ly + j0, n, &cy);
-      rgb = rs_grow ((gpointer *) & self->rs_rgb, &self->rs_rgb_len,
+      rgb = grow_buffer ((gpointer *) & self->rs_rgb, &self->rs_rgb_len,
           (gsize) cx.len * cy.len * 3);
-      tmp = rs_grow ((gpointer *) & self->rs_tmp, &self->rs_tmp_len,
+      tmp = grow_buffer ((gpointer *) & self->rs_tmp, &self->rs_tmp_len,
           ((gsize) cy.len + 1) * row_floats * sizeof (gfloat));
       if (!rgb || !tmp) {
         GST_ELEMENT_ERROR (self, RESOURCE, FAILED,

@@ -25,23 +25,10 @@ gst-launch-1.0 -q slidesrc location="$SLIDE" tile-width=1024 tile-height=1024 ! 
       overlay-location="$OUT/tissue-overlay.png" class-names=background,tissue
 
 if [ -f "$MODEL" ]; then
-  INFO=build/models/wsimodel-info
-  MPP=$($INFO "$MODEL" --get mpp)
-  PATCH=$($INFO "$MODEL" --get patch_size)
-  echo "Nuclei segmentation with $MODEL (trained at $MPP um/px, $PATCH px patches) ..."
-  # slidesrc resamples the slide to the model's pixel size; patchify drops
-  # patches of bare glass; stitchsink merges each nucleus interior with its
-  # boundary ring into one GeoJSON detection
-  gst-launch-1.0 -q slidesrc location="$SLIDE" target-mpp="$MPP" tile-width=1024 tile-height=1024 ! \
-    patchify patch-size="$PATCH" overlap=32 min-tissue=0.02 ! colornorm mode=rescale01 ! \
-    segment-fcn model="$MODEL" output=probabilities batch-size=8 ! \
-    stitchsink blend=gaussian location="$OUT/nuclei-mask.png" \
-      overlay-location="$OUT/nuclei-overlay.png" \
-      class-names="$($INFO "$MODEL" --get class_names)" \
-      class-colors="$($INFO "$MODEL" --get class_colors)" \
-      geojson-location="$OUT/nuclei.geojson" geojson-object-type=detection \
-      geojson-boundary-class=2 geojson-min-area=8
-  echo "$(grep -o '"objectType"' "$OUT/nuclei.geojson" | wc -l) nuclei in $OUT/nuclei.geojson"
+  echo "Nuclei segmentation with $MODEL (at $(build/models/wsimodel-info "$MODEL" --get mpp) um/px) ..."
+  # read at the model's pixel size, glass patches dropped, one GeoJSON
+  # detection per nucleus (interior + boundary ring)
+  pipelines/segment.sh "$SLIDE" "$MODEL" "$OUT"
 else
   echo "No shipped nuclei model yet ($MODEL): segmentation skipped."
 fi
