@@ -1091,6 +1091,20 @@ plan_deconv_1x1 (wsinn_net * net, wsinn_plan * p, int i)
   return 1;
 }
 
+dnnl_format_tag_t
+wsinn_activation_tag (void)
+{
+  dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa ();
+  return (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ?
+      dnnl_nChw16c : dnnl_nChw8c;
+}
+
+const char *
+wsinn_activation_layout (void)
+{
+  return wsinn_activation_tag () == dnnl_nChw16c ? "nChw16c" : "nChw8c";
+}
+
 static int
 plan_conv (wsinn_net * net, wsinn_plan * p, int i)
 {
@@ -1120,9 +1134,26 @@ plan_conv (wsinn_net * net, wsinn_plan * p, int i)
 
   dnnl_primitive_attr_t attr = s->post_relu ? relu_attr () : NULL;
   dnnl_primitive_desc_t pd = NULL;
-  /* First try reading the producer's layout as it is; keep that unless
+  /* Activations in the one blocked layout of this CPU's vector width:
+   * left to choose, oneDNN's AVX-512 brgemm convolutions write nhwc, which
+   * its deconvolutions only read by reference code (an inner reorder). */
+  {
+    dnnl_memory_desc_t bsrc = src, bdst;
+    md_tag (&bdst, s->n, s->c, s->h, s->w, wsinn_activation_tag ());
+    if (in->mem)
+      bsrc = in->md;
+    pd = conv_pd (p, deconv, prop, &bsrc, &wts, with_bias ? &bias : NULL,
+        &bdst, strides, dil, pl, pr, attr);
+    if (pd && !is_ref (pd)) {
+      src = bsrc;
+      dst = bdst;
+    } else {
+      pd = NULL;
+    }
+  }
+  /* Else try reading the producer's layout as it is; keep that unless
    * only a reference implementation takes it. */
-  if (in->mem && !md_equal (&in->md, &src)) {
+  if (!pd && in->mem && !md_equal (&in->md, &src)) {
     dnnl_memory_desc_t any_src = src;
     src = in->md;
     pd = deconv ? conv_pd (p, 1, prop, &src, &wts, with_bias ? &bias : NULL,

@@ -6,6 +6,8 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 
+dnnl_format_tag_t wsinn_activation_tag (void);
+
 #define WSINN_MAX_IN 8
 
 typedef enum

@@ -163,6 +163,9 @@ double wsinn_net_flops (wsinn_net * net, int n, int h, int w);
 /* Prints the current plan: one line per step with primitive kind,
  * implementation and the memory format of its output. */
 void wsinn_net_dump_plan (const wsinn_net * net, FILE * out);
+/* The blocked activation layout the engine uses on this CPU ("nChw16c"
+ * with AVX-512, "nChw8c" with AVX2; DNNL_MAX_CPU_ISA caps it). */
+const char *wsinn_activation_layout (void);
 
 #ifdef __cplusplus
 }

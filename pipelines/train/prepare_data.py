@@ -3,7 +3,8 @@
 images (area averaging) and label maps (nearest neighbour) to the microns per
 pixel the model is trained at, and splits off a held-back validation part.
 
-  prepare_data.py nuclei OUT   # MoNuSeg images with instance maps, 0.25 -> 0.5 um/px
+  prepare_data.py nuclei OUT   # MoNuSeg, the first 13 instance maps, 0.25 -> 0.5 um/px (shipped v1)
+  prepare_data.py nuclei30 OUT # MoNuSeg, all 30 instance maps, split by organ (NUCLEI30_VAL)
   prepare_data.py glands OUT   # GlaS images, gland instance maps, 20x -> 10x (~1.24 um/px)
 
 Writes OUT/{train,val}/{images,labels}/NAME.png (same NAME in both). For
@@ -50,6 +51,35 @@ def nuclei(out):
     nuclei_test(out)
     nuclei_glass(out)
     return len(names) - len(val), len(val)
+
+
+# MoNuSeg organs (the dataset's table; TCGA tissue-source-site codes):
+# breast A7/AR/E2, kidney B0/HE, liver 18/21/38/49/50, prostate CH/G9,
+# bladder DK/G2, colon AY/NH, stomach KB/RD. Each image is one patient.
+# Held back: two patients of each six-image organ, from two different sites
+# where the organ has them; the three two-image organs train only.
+NUCLEI30_VAL = {
+    "TCGA-A7-A13F-01Z-00-DX1", "TCGA-E2-A1B5-01Z-00-DX1",  # breast
+    "TCGA-B0-5710-01Z-00-DX1", "TCGA-HE-7129-01Z-00-DX1",  # kidney
+    "TCGA-21-5786-01Z-00-DX1", "TCGA-49-4488-01Z-00-DX1",  # liver
+    "TCGA-CH-5767-01Z-00-DX1", "TCGA-G9-6362-01Z-00-DX1",  # prostate
+}
+
+
+def nuclei30(out):
+    """All 30 MoNuSeg instance maps: 22 train / 8 held back (NUCLEI30_VAL)."""
+    root = os.path.join(SHARED, "nuclei", "monuseg-train")
+    names = sorted(f[:-9] for f in os.listdir(os.path.join(root, "instances")) if f.endswith("_inst.png"))
+    missing = NUCLEI30_VAL - set(names)
+    if missing:
+        sys.exit(f"held-back images missing from {root}: {sorted(missing)}")
+    for n in names:
+        img = skimage.io.imread(os.path.join(root, "images", n + ".png"))[..., :3]
+        inst = skimage.io.imread(os.path.join(root, "instances", n + "_inst.png"))
+        write(out, "val" if n in NUCLEI30_VAL else "train", n, resample(img, 2, False),
+              resample(inst, 2, True).astype(np.uint16))
+    nuclei_glass(out)
+    return len(names) - len(NUCLEI30_VAL), len(NUCLEI30_VAL)
 
 
 def nuclei_glass(out, seed=5):
@@ -130,9 +160,9 @@ def glands(out):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("nuclei", "glands"):
+    if len(sys.argv) != 3 or sys.argv[1] not in ("nuclei", "nuclei30", "glands"):
         sys.exit(__doc__)
     if not os.path.isdir(SHARED):
         sys.exit(f"needs the real data folder {SHARED}")
-    ntrain, nval = {"nuclei": nuclei, "glands": glands}[sys.argv[1]](sys.argv[2])
+    ntrain, nval = {"nuclei": nuclei, "nuclei30": nuclei30, "glands": glands}[sys.argv[1]](sys.argv[2])
     print(f"{sys.argv[1]}: {ntrain} training and {nval} validation images in {sys.argv[2]}")

@@ -2,7 +2,8 @@
 # Trains a shipped model with segment-fcn mode=train, resuming from its
 # checkpoint across sessions, with a validation run over the held-back images
 # after every epoch (segment-fcn-validation messages in the log).
-# Usage: pipelines/train/train.sh nuclei|glands [max-steps]
+# Usage: pipelines/train/train.sh nuclei|nuclei30|glands [max-steps]
+# (nuclei30: all 30 MoNuSeg instance maps, split by organ; prepare_data.py)
 # Needs ../shared/data (prepared into out/train-NAME by prepare_data.py).
 # A model file at models/training/NAME/init-from.safetensors seeds a fresh
 # run's weights (transfer learning: init-from). WSISEG_TRAIN_LR overrides the
@@ -21,7 +22,7 @@ mkdir -p "$WORK"
 [ -d "$DATA/train" ] || /usr/bin/python3 pipelines/train/prepare_data.py "$NAME" "$DATA"
 
 case $NAME in
-  nuclei)  # 0.5 um/px, U-Net, background / nucleus / nucleus boundary
+  nuclei|nuclei30)  # 0.5 um/px, U-Net, background / nucleus / nucleus boundary
     ARCH=(--arch unet --depth 4 --base-width 16 --classes background,nucleus,boundary
           --colors 000000,00c800,ffd700 --mpp 0.5 --patch-size 128)
     PATCH=128; OVERLAP=48; MASKS="instance-mode=boundary"
@@ -31,7 +32,7 @@ case $NAME in
           --colors 000000,00a0ff,ff8000 --mpp 1.24 --patch-size 128)
     PATCH=128; OVERLAP=32; MASKS="instance-mode=boundary boundary-connectivity=8"
     TRAIN="loss=ce+dice class-weights=1,1,3 optimizer=adam learning-rate=${WSISEG_TRAIN_LR:-0.001}" ;;
-  *) echo "usage: $0 nuclei|glands [max-steps]"; exit 2 ;;
+  *) echo "usage: $0 nuclei|nuclei30|glands [max-steps]"; exit 2 ;;
 esac
 
 CKPT=$WORK/checkpoint.safetensors

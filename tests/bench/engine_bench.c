@@ -5,6 +5,7 @@
  * section "engine".
  * usage: engine_bench [SOURCE_ROOT]   (runs by hand or `meson test --benchmark`) */
 #include "wsinn.h"
+#include "fmapeak.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,20 +34,6 @@ print_load (const char *when)
     fclose (f);
 }
 
-static double
-cpu_ghz (void)
-{
-  FILE *f = fopen ("/proc/cpuinfo", "r");
-  char line[256];
-  double mhz = 0;
-  while (f && fgets (line, sizeof line, f))
-    if (!strncmp (line, "cpu MHz", 7) && sscanf (strchr (line, ':') + 1,
-            "%lf", &mhz) == 1)
-      break;
-  if (f)
-    fclose (f);
-  return mhz / 1000.0;
-}
 
 /* Best forward time of @reps after one warm-up. */
 static double
@@ -107,9 +94,9 @@ main (int argc, char **argv)
 {
   const char *root = argc > 1 ? argv[1] : getenv ("WSISEG_SOURCE_ROOT");
   wsinn_set_num_threads (THREADS);
-  double ghz = cpu_ghz ();
   long cores = sysconf (_SC_NPROCESSORS_ONLN);
-  double peak = THREADS * 2.0 * 8 * 2 * ghz;    /* 2 FMA units x 8 floats x 2 */
+  const char *isa;
+  double peak = fma_peak_gflops (THREADS, &isa);
 
   print_load ("before");
   enum
@@ -173,10 +160,10 @@ main (int argc, char **argv)
   }
 
   print_load ("after");
-  printf ("machine: %ld cores online, %.2f GHz (/proc/cpuinfo), threads %d\n",
-      cores, ghz, THREADS);
-  printf ("FMA peak: %d cores x 2 FMA/cycle x 8 floats x 2 flops x %.2f GHz "
-      "= %.1f GFLOP/s\n\n", THREADS, ghz, peak);
+  printf ("machine: %ld cores online, threads %d, activations %s\n",
+      cores, THREADS, wsinn_activation_layout ());
+  printf ("FMA peak: %.1f GFLOP/s, measured (register-resident %s FMA loop, "
+      "%d threads)\n\n", peak, isa, THREADS);
   printf ("| workload | GFLOP | wsinn ms | wsinn GFLOP/s | %% peak | "
       "PyTorch ms | PyTorch GFLOP/s (layout) | wsinn / PyTorch |\n");
   printf ("|---|---|---|---|---|---|---|---|\n");

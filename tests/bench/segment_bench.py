@@ -38,9 +38,11 @@ MODELS = [
 ]
 
 
-def cpu_ghz():
-    mhz = [float(m) for m in re.findall(r"cpu MHz\s*:\s*([\d.]+)", open("/proc/cpuinfo").read())]
-    return max(mhz) / 1000 if mhz else 0.0
+def fma_peak():
+    """Measured FMA peak of the machine (tests/bench/fma_peak, 2 threads)."""
+    out = subprocess.run([os.path.join(BUILD, "tests", "bench", "fma_peak"), "2"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0]), out[1]
 
 
 def conv_flops(model, shape):
@@ -102,10 +104,9 @@ def gst_rate(model_path, batch, n):
     return fwd, n / wall
 
 
-ghz = cpu_ghz()
-peak = 2 * 2 * 8 * 2 * ghz
-print(f"machine: {os.cpu_count()} cores, {ghz:.2f} GHz (/proc/cpuinfo), "
-      f"FMA peak 2 cores x 2 FMA x 8 floats x 2 x GHz = {peak:.0f} GFLOP/s; torch {torch.__version__}")
+peak, isa = fma_peak()
+print(f"machine: {os.cpu_count()} cores, FMA peak {peak:.0f} GFLOP/s measured "
+      f"(register-resident {isa} FMA loop, 2 threads); torch {torch.__version__}")
 print(f"{SIZE}x{SIZE} patches, random weights; segment-fcn: forward-only rate "
       "(from its stats message) and whole gst-launch wall rate incl. start-up\n")
 print("| model | batch | GFLOP/patch | segment-fcn patches/s | (wall) | PyTorch patches/s | ratio | segment-fcn GFLOP/s | % peak |")
