@@ -9,16 +9,26 @@
 #include "config.h"
 #endif
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <glib/gstdio.h>
 
 #include <gst/base/gstaggregator.h>
 #include <gst/video/video.h>
 
+#include "gstwsiprops.h"
 #include "gstwsiseg.h"
 #include "gstwsitilemeta.h"
 #include "safetensors.h"
+#include "wsimetrics.h"
 #include "wsimodel.h"
+#include "wsinn.h"
 #include "wsitrain.h"
 
 GST_DEBUG_CATEGORY_STATIC (gst_segment_fcn_debug);
@@ -80,6 +90,66 @@ gst_segment_mode_get_type (void)
   return type;
 }
 
+/* Training choices: registered enums whose nicks are the strings the
+ * trainer parses (wsi_*_kind_from_string), so pipelines keep their text. */
+#define GST_TYPE_SEGMENT_LOSS (gst_segment_loss_get_type ())
+static GType
+gst_segment_loss_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {WSI_LOSS_CE, "Softmax cross-entropy (class-weights)", "ce"},
+    {WSI_LOSS_DICE, "Soft Dice over all classes", "dice"},
+    {WSI_LOSS_CE_DICE, "Cross-entropy + soft Dice", "ce+dice"},
+    {WSI_LOSS_BCE, "Binary cross-entropy (one-class models)", "bce"},
+    {0, NULL, NULL}
+  };
+
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstSegmentFcnLoss", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
+
+#define GST_TYPE_SEGMENT_OPTIMIZER (gst_segment_optimizer_get_type ())
+static GType
+gst_segment_optimizer_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {WSI_OPTIM_SGD, "SGD with momentum and L2 weight decay", "sgd"},
+    {WSI_OPTIM_ADAM, "Adam (L2 weight decay)", "adam"},
+    {WSI_OPTIM_ADAMW, "AdamW (decoupled weight decay)", "adamw"},
+    {0, NULL, NULL}
+  };
+
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstSegmentFcnOptimizer", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
+
+#define GST_TYPE_SEGMENT_SCHEDULE (gst_segment_schedule_get_type ())
+static GType
+gst_segment_schedule_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {WSI_SCHED_CONSTANT, "Constant learning rate", "constant"},
+    {WSI_SCHED_STEP, "Step decay", "step"},
+    {WSI_SCHED_COSINE, "Cosine decay to total-steps", "cosine"},
+    {0, NULL, NULL}
+  };
+
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstSegmentFcnSchedule", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
+
 #define GST_TYPE_SEGMENT_FCN (gst_segment_fcn_get_type ())
 G_DECLARE_FINAL_TYPE (GstSegmentFcn, gst_segment_fcn, GST, SEGMENT_FCN,
     GstAggregator);
@@ -103,9 +173,20 @@ struct _GstSegmentFcn
   gchar *init_from, *init_from_prefix;
   gchar *freeze;
   gint64 freeze_steps;
-  gchar *loss, *class_weights, *optimizer, *schedule;
+  WsiLossKind loss;
+  WsiOptimKind optimizer;
+  WsiSchedKind schedule;
+  gchar *class_weights;
   gdouble lr, momentum, weight_decay;
   guint64 warmup_steps, total_steps, seed;
+  guint64 max_memory;
+  gboolean post_messages;
+
+  gint running;                 /* between start and stop (gstwsiprops) */
+  gchar *classes;               /* the loaded model's class list, object lock */
+  gint64 last_step_msg_us, last_stats_msg_us;
+  gboolean need_gap;            /* training: a GAP event prerolls downstream */
+  gint lock_fd;                 /* flock on CHECKPOINT.lock, -1 none */
 
   /* state */
   WsiModel *model;
@@ -133,9 +214,11 @@ struct _GstSegmentFcn
   gint val_width, val_height;   /* the validation pad's caps */
   gboolean val_is_tensor, val_caps_ok;
   GPtrArray *val_pending, *val_pending_labels;
-  guint64 val_patches, val_valid, val_correct;
+  guint64 val_patches;
   gdouble val_loss_sum;
-  guint64 val_inter[256], val_pred[256], val_truth[256];
+  WsiConfusion val_cm;          /* centre crops, as segeval counts */
+  guint8 *val_pred_labels;      /* argmax of a validation batch */
+  gsize val_pred_capacity;
   GstStructure *deferred_epoch; /* epoch message waiting for validation */
   gboolean input_is_tensor;
   gboolean input_ok;            /* the image pad's caps were accepted */
@@ -181,12 +264,15 @@ enum
   PROP_TOTAL_STEPS,
   PROP_SEED,
   PROP_VALIDATION_INTERVAL,
+  PROP_MAX_MEMORY,
+  PROP_POST_MESSAGES,
 };
 
 #define DEFAULT_BATCH_SIZE 1
 #define DEFAULT_BATCH_TIMEOUT (100 * GST_MSECOND)
 #define DEFAULT_THREADS 0
 #define STATS_EVERY 64
+#define DEFAULT_MAX_MEMORY (G_GUINT64_CONSTANT (4) << 30)
 
 #define TENSOR_CAPS_IN "other/tensors, format=(string)static, " \
     "num_tensors=(int)1, types=(string)float32"
@@ -302,8 +388,6 @@ static gboolean
 make_train_config (GstSegmentFcn * self, WsiTrainConfig * cfg, gchar * err,
     gsize errlen)
 {
-  gint kind;
-
   wsi_train_config_init (cfg);
   cfg->threads = (int) self->threads;
   cfg->lr = self->lr;
@@ -312,32 +396,14 @@ make_train_config (GstSegmentFcn * self, WsiTrainConfig * cfg, gchar * err,
   cfg->warmup_steps = (int64_t) self->warmup_steps;
   cfg->total_steps = (int64_t) self->total_steps;
   cfg->freeze_steps = self->freeze_steps;
-  if ((kind = wsi_optim_kind_from_string (self->optimizer)) < 0) {
-    g_snprintf (err, errlen, "unknown optimizer '%s' (sgd, adam, adamw)",
-        self->optimizer);
-    return FALSE;
-  }
-  cfg->optim = kind;
-  if ((kind = wsi_sched_kind_from_string (self->schedule)) < 0) {
-    g_snprintf (err, errlen, "unknown lr-schedule '%s' (constant, step, "
-        "cosine)", self->schedule);
-    return FALSE;
-  }
-  cfg->schedule = kind;
+  cfg->optim = self->optimizer;
+  cfg->schedule = self->schedule;
   if (cfg->schedule == WSI_SCHED_COSINE && cfg->total_steps <= 0) {
     g_snprintf (err, errlen, "lr-schedule=cosine needs total-steps");
     return FALSE;
   }
-  if (self->mode == SEGMENT_MODE_PRETRAIN)
-    cfg->loss.kind = WSI_LOSS_MSE;
-  else if ((kind = wsi_loss_kind_from_string (self->loss)) < 0
-      || kind == WSI_LOSS_MSE) {
-    g_snprintf (err, errlen, "unknown loss '%s' (ce, dice, ce+dice, bce)",
-        self->loss);
-    return FALSE;
-  } else {
-    cfg->loss.kind = kind;
-  }
+  cfg->loss.kind = self->mode == SEGMENT_MODE_PRETRAIN ? WSI_LOSS_MSE :
+      self->loss;
   if (self->class_weights && *self->class_weights) {
     gchar **w = g_strsplit (self->class_weights, ",", -1);
     guint n = g_strv_length (w);
@@ -368,6 +434,53 @@ post_element_message (GstSegmentFcn * self, GstStructure * s)
       gst_message_new_element (GST_OBJECT (self), s));
 }
 
+/* Posts the error for a file that cannot be read (missing: NOT_FOUND,
+ * directory or no permission: OPEN_READ) and returns TRUE; FALSE when it
+ * is readable, so a later failure means malformed content. */
+static gboolean
+report_unreadable (GstSegmentFcn * self, const gchar * what,
+    const gchar * path)
+{
+  if (!g_file_test (path, G_FILE_TEST_EXISTS)) {
+    GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
+        ("%s \"%s\" does not exist.", what, path), (NULL));
+    return TRUE;
+  }
+  if (g_file_test (path, G_FILE_TEST_IS_DIR)) {
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+        ("%s \"%s\" is a directory, not a model file.", what, path), (NULL));
+    return TRUE;
+  }
+  if (g_access (path, R_OK) != 0) {
+    gint e = errno;
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+        ("%s \"%s\" cannot be read: %s.", what, path, g_strerror (e)),
+        (NULL));
+    return TRUE;
+  }
+  return FALSE;
+}
+
+/* The class list of the classes property, kept under the object lock so
+ * that readers never touch model state that stop() frees. */
+static void
+update_classes (GstSegmentFcn * self)
+{
+  GString *s = g_string_new (NULL);
+  const WsiModelInfo *info = model_info (self);
+  gchar *old;
+
+  for (gint c = 0; c < info->n_classes; c++)
+    g_string_append_printf (s, "%s%s:#%02x%02x%02x", c ? "," : "",
+        info->class_names[c], info->class_colors[c][0],
+        info->class_colors[c][1], info->class_colors[c][2]);
+  GST_OBJECT_LOCK (self);
+  old = self->classes;
+  self->classes = g_string_free (s, FALSE);
+  GST_OBJECT_UNLOCK (self);
+  g_free (old);
+}
+
 static gboolean
 create_trainer (GstSegmentFcn * self)
 {
@@ -379,6 +492,8 @@ create_trainer (GstSegmentFcn * self)
         ("Invalid training settings: %s", err), (NULL));
     return FALSE;
   }
+  if (report_unreadable (self, "Model", self->model_path))
+    return FALSE;
   if (wsi_model_info_load (self->model_path, &self->train_info, err,
           sizeof err) != 0)
     goto load_failed;
@@ -402,9 +517,11 @@ create_trainer (GstSegmentFcn * self)
     goto load_failed;
   if (self->init_from && *self->init_from) {
     WsiInitFromReport rep;
+    if (report_unreadable (self, "init-from file", self->init_from))
+      return FALSE;
     if (wsi_trainer_init_from (self->trainer, self->init_from,
             self->init_from_prefix, &rep, err, sizeof err) != 0) {
-      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+      GST_ELEMENT_ERROR (self, STREAM, DECODE,
           ("init-from \"%s\": %s", self->init_from, err), (NULL));
       return FALSE;
     }
@@ -419,10 +536,11 @@ create_trainer (GstSegmentFcn * self)
   self->epoch = wsi_trainer_get_epoch (self->trainer);
   GST_INFO_OBJECT (self, "training %s from step %" G_GINT64_FORMAT,
       self->model_path, self->last_saved_step);
+  update_classes (self);
   return TRUE;
 
 load_failed:
-  GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+  GST_ELEMENT_ERROR (self, STREAM, DECODE,
       ("Could not load model \"%s\" for training: %s", self->model_path,
           err), (NULL));
   return FALSE;
@@ -436,27 +554,72 @@ ensure_model (GstSegmentFcn * self)
   if (have_model (self))
     return TRUE;
   if (!self->model_path || !*self->model_path) {
-    GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
         ("No model file given."), ("Set the 'model' property to a "
             ".safetensors model file (see docs/model-format.md)."));
     return FALSE;
   }
   if (self->mode != SEGMENT_MODE_INFER)
     return create_trainer (self);
+  if (report_unreadable (self, "Model", self->model_path))
+    return FALSE;
   self->model = wsi_model_load (self->model_path, (int) self->threads, err,
       sizeof err);
   if (!self->model) {
-    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+    GST_ELEMENT_ERROR (self, STREAM, DECODE,
         ("Could not load model \"%s\": %s", self->model_path, err), (NULL));
     return FALSE;
   }
   GST_INFO_OBJECT (self, "loaded %s (%s, %d classes)", self->model_path,
       model_info (self)->arch, model_info (self)->n_classes);
+  update_classes (self);
   return TRUE;
 }
 
-/* Largest batch memory (input + output floats) accepted at negotiation. */
-#define MAX_BATCH_BYTES (G_GUINT64_CONSTANT (16) << 30)
+/* A net of the model file's architecture (weights not loaded), for
+ * memory estimates of an inference model. */
+static wsinn_net *
+net_of_model_file (const gchar * path)
+{
+  gchar err[256];
+  gchar **meta = read_metadata_pairs (path, err, sizeof err);
+  wsinn_spec spec;
+  wsinn_net *net = NULL;
+  gboolean ok = meta != NULL;
+
+  wsinn_spec_init (&spec);
+  for (guint i = 0; ok && meta[i] && meta[i + 1]; i += 2)
+    ok = wsinn_spec_set (&spec, meta[i], meta[i + 1], err, sizeof err) == 0;
+  if (ok)
+    net = wsinn_net_new_from_spec (&spec, err, sizeof err);
+  g_strfreev (meta);
+  return net;
+}
+
+/* Estimated memory of a batch of @n patches: the engine's activations
+ * (all of them, with gradients, when training) and the element's batch
+ * arrays. */
+static gdouble
+estimate_batch_bytes (GstSegmentFcn * self, gint width, gint height,
+    guint n)
+{
+  const gint nc = MAX (model_info (self)->n_classes, 1);
+  gdouble arrays = (gdouble) width * height * n * ((3 + nc) * sizeof (gfloat)
+      + 2);
+  gdouble engine = 0;
+
+  if (self->trainer) {
+    engine = wsinn_net_memory_estimate (wsi_trainer_net (self->trainer),
+        (int) n, height, width, 1);
+  } else {
+    wsinn_net *net = net_of_model_file (self->model_path);
+    if (net) {
+      engine = wsinn_net_memory_estimate (net, (int) n, height, width, 0);
+      wsinn_net_free (net);
+    }
+  }
+  return engine + arrays;
+}
 
 static gboolean
 grow_array (gpointer * array, gsize * capacity, gsize need, gsize elem_size)
@@ -490,8 +653,8 @@ ensure_batch_buffers (GstSegmentFcn * self, guint n, gboolean out,
               &self->label_capacity, npix, 1)))
     return TRUE;
   GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
-      ("Out of memory for a batch of %u patches of %dx%d.", n, self->width,
-          self->height), ("Lower batch-size or the patch size."));
+      ("Not enough memory for a batch of %u patches of %dx%d.", n,
+          self->width, self->height), ("Lower batch-size or the patch size."));
   return FALSE;
 }
 
@@ -541,7 +704,7 @@ set_input_caps (GstSegmentFcn * self, GstCaps * caps)
 
   if (!parse_patch_caps (caps, &width, &height, &is_tensor, &vinfo)) {
     if (is_tensor)
-      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+      GST_ELEMENT_ERROR (self, STREAM, FORMAT,
           ("segment-fcn takes one float32 tensor with dimensions 3:W:H:1 "
               "(interleaved RGB, as colornorm emits), got %" GST_PTR_FORMAT,
               caps), (NULL));
@@ -549,7 +712,7 @@ set_input_caps (GstSegmentFcn * self, GstCaps * caps)
   }
   if (info->size_multiple > 1 && (width % info->size_multiple
           || height % info->size_multiple)) {
-    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
         ("Patch size %dx%d does not suit model %s: sides must be multiples "
             "of %d.", width, height, info->arch, info->size_multiple),
         ("Set patchify patch-size to a multiple of %d.", info->size_multiple));
@@ -568,15 +731,18 @@ set_input_caps (GstSegmentFcn * self, GstCaps * caps)
             info->n_classes), ("Use output=probabilities."));
     return FALSE;
   }
-  batch_bytes = (gdouble) width * height * (3 + MAX (info->n_classes, 1))
-      * sizeof (gfloat) * self->batch_size;
-  if (batch_bytes > MAX_BATCH_BYTES) {
+  batch_bytes = estimate_batch_bytes (self, width, height, self->batch_size);
+  if (batch_bytes > self->max_memory) {
     GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
-        ("A batch of %u patches of %dx%d needs %.1f GiB.", self->batch_size,
-            width, height, batch_bytes / (1 << 30)),
-        ("Lower batch-size or the patch size."));
+        ("Not enough memory allowed: a batch of %u patches of %dx%d needs "
+            "about %.2f GiB, beyond max-memory (%.2f GiB).",
+            self->batch_size, width, height, batch_bytes / (1 << 30),
+            self->max_memory / (gdouble) (1 << 30)),
+        ("Lower batch-size or the patch size, or raise max-memory."));
     return FALSE;
   }
+  GST_DEBUG_OBJECT (self, "batch of %u patches of %dx%d: about %.1f MiB",
+      self->batch_size, width, height, batch_bytes / (1 << 20));
   /* patches of the old size go out before the size changes */
   resized = width != self->width || height != self->height
       || is_tensor != self->input_is_tensor;
@@ -812,7 +978,9 @@ process_batch (GstSegmentFcn * self)
     GstBuffer *out = make_output (self, in, self->out_batch + out_elems * i);
     ret = gst_aggregator_finish_buffer (GST_AGGREGATOR (self), out);
     self->patches++;
-    if (self->patches % STATS_EVERY == 0)
+    if (self->patches % STATS_EVERY == 0
+        && gst_wsi_periodic_message_due (g_atomic_int_get
+            (&self->post_messages), &self->last_stats_msg_us, 0))
       post_stats (self);
   }
   g_ptr_array_set_size (self->pending, 0);
@@ -867,11 +1035,9 @@ start_validation (GstSegmentFcn * self, gint epoch)
   self->validating = TRUE;
   self->val_epoch = epoch;
   self->val_pass = -1;
-  self->val_patches = self->val_valid = self->val_correct = 0;
+  self->val_patches = 0;
   self->val_loss_sum = 0;
-  memset (self->val_inter, 0, sizeof self->val_inter);
-  memset (self->val_pred, 0, sizeof self->val_pred);
-  memset (self->val_truth, 0, sizeof self->val_truth);
+  wsi_confusion_reset (&self->val_cm);
 }
 
 /* Closes the epoch; its message waits for the validation run that follows
@@ -1000,7 +1166,9 @@ train_batch (GstSegmentFcn * self, GstAggregatorPad * vimg)
   self->epoch_loss += res.loss;
   self->epoch_acc += res.accuracy;
   self->epoch_steps++;
-  post_element_message (self, gst_structure_new ("segment-fcn-train",
+  if (gst_wsi_periodic_message_due (g_atomic_int_get (&self->post_messages),
+          &self->last_step_msg_us, 0))
+    post_element_message (self, gst_structure_new ("segment-fcn-train",
           "step", G_TYPE_INT64, res.step,
           "epoch", G_TYPE_INT, self->epoch,
           "loss", G_TYPE_DOUBLE, res.loss,
@@ -1028,12 +1196,51 @@ failed:
 
 /* ----------------------------------------------------------- validation */
 
+/* Adds a validation patch's predicted labels to the confusion matrix over
+ * the pixels segeval counts: the centre crop of the valid area given by the
+ * annotation's tile metadata (the image's when the annotation has none;
+ * the whole patch without either). */
+static void
+count_validation_patch (GstSegmentFcn * self, GstBuffer * img,
+    GstBuffer * ann, const guint8 * pred, const guint8 * truth)
+{
+  GstWsiTileMeta *src = ann ? gst_buffer_get_wsi_tile_meta (ann) : NULL;
+  GstWsiTileMeta m;
+  WsiLabelView pv, tv;
+  gint x0 = 0, x1 = self->width, y0 = 0, y1 = self->height;
+
+  if (!src)
+    src = gst_buffer_get_wsi_tile_meta (img);
+  if (src) {
+    gint64 rw, rh, px, py;
+    m = *src;
+    gst_wsi_tile_meta_fit_to_size (&m, self->width, self->height);
+    if (m.downsample > 0 && isfinite (m.downsample) && m.overlap >= 0
+        && m.overlap < MIN (self->width, self->height)) {
+      gst_wsi_tile_meta_region_level_size (&m, &rw, &rh);
+      px = llround ((m.x - m.region_x) / m.downsample);
+      py = llround ((m.y - m.region_y) / m.downsample);
+      wsi_metrics_crop_span (self->width, m.overlap, m.pad_left,
+          m.valid_width, px, rw, m.col == 0, m.grid_cols > 0
+          && m.col == m.grid_cols - 1, &x0, &x1);
+      wsi_metrics_crop_span (self->height, m.overlap, m.pad_top,
+          m.valid_height, py, rh, m.row == 0, m.grid_rows > 0
+          && m.row == m.grid_rows - 1, &y0, &y1);
+    }
+  }
+  pv.stride = tv.stride = self->width;
+  pv.bpp = tv.bpp = 1;
+  pv.data = pred + (gsize) y0 * self->width + x0;
+  tv.data = truth + (gsize) y0 * self->width + x0;
+  wsi_confusion_add (&self->val_cm, &pv, &tv, x1 - x0, y1 - y0, 255);
+}
+
 static gboolean
 validate_batch (GstSegmentFcn * self)
 {
   const guint n = self->val_pending->len;
   const gboolean pretrain = self->mode == SEGMENT_MODE_PRETRAIN;
-  const gsize npix = (gsize) self->width * self->height * n;
+  const gsize npix = (gsize) self->width * self->height;
   WsiLossResult res;
   const gfloat *out;
   gchar err[512] = "";
@@ -1054,25 +1261,30 @@ validate_batch (GstSegmentFcn * self)
   }
   self->val_loss_sum += res.loss * n;
   self->val_patches += n;
-  self->val_valid += res.n_valid;
-  self->val_correct += res.n_correct;
-  out = wsi_trainer_output (self->trainer, &nc);
-  for (gsize i = 0; !pretrain && i < npix; i++) {
-    const gfloat *p = out + i * nc;
-    guint label = self->label_batch[i], pred = 0;
-    if (label == 255)
-      continue;
-    if (nc == 1) {
-      pred = p[0] > 0.0f;
-    } else {
-      for (gint c = 1; c < nc; c++)
-        if (p[c] > p[pred])
-          pred = c;
+  if (!pretrain) {
+    if (!grow_array ((gpointer *) & self->val_pred_labels,
+            &self->val_pred_capacity, npix * n, 1)) {
+      GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+          ("Not enough memory for the validation labels."), (NULL));
+      goto failed;
     }
-    self->val_pred[pred]++;
-    self->val_truth[label]++;
-    if (pred == label)
-      self->val_inter[label]++;
+    out = wsi_trainer_output (self->trainer, &nc);
+    for (gsize i = 0; i < npix * n; i++) {
+      const gfloat *p = out + i * nc;
+      guint pred = 0;
+      if (nc == 1) {
+        pred = p[0] > 0.0f;
+      } else {
+        for (gint c = 1; c < nc; c++)
+          if (p[c] > p[pred])
+            pred = c;
+      }
+      self->val_pred_labels[i] = (guint8) pred;
+    }
+    for (guint i = 0; i < n; i++)
+      count_validation_patch (self, g_ptr_array_index (self->val_pending, i),
+          g_ptr_array_index (self->val_pending_labels, i),
+          self->val_pred_labels + npix * i, self->label_batch + npix * i);
   }
   g_ptr_array_set_size (self->val_pending, 0);
   g_ptr_array_set_size (self->val_pending_labels, 0);
@@ -1084,16 +1296,17 @@ failed:
   return FALSE;
 }
 
-/* Posts the validation metrics (and the epoch message waiting for them).
- * Dice per class is -1 where neither prediction nor truth has the class. */
+/* Posts the validation metrics (and the epoch message waiting for them):
+ * gst/wsimetrics over the validation run's confusion matrix, as segeval
+ * reports them (Dice NaN where a class is in neither map, means over the
+ * defined classes, background included). */
 static GstFlowReturn
 finish_validation (GstSegmentFcn * self)
 {
   const gint nc = model_info (self)->n_classes;
   const gint n_labels = nc == 1 ? 2 : nc;
   GValue arr = G_VALUE_INIT, v = G_VALUE_INIT;
-  gdouble dice_sum = 0, loss, acc, mean_dice = -1;
-  gint dice_n = 0;
+  gdouble loss, acc, mean_dice, mean_iou;
   GstStructure *s;
 
   if (!validate_batch (self))
@@ -1106,21 +1319,16 @@ finish_validation (GstSegmentFcn * self)
             "every run."));
   } else {
     loss = self->val_loss_sum / self->val_patches;
-    acc = self->val_valid ? (gdouble) self->val_correct / self->val_valid : 0;
+    acc = wsi_confusion_accuracy (&self->val_cm);
+    wsi_confusion_means (&self->val_cm, n_labels, &mean_dice, &mean_iou);
     gst_value_array_init (&arr, n_labels);
     g_value_init (&v, G_TYPE_DOUBLE);
     for (gint c = 0; c < n_labels; c++) {
-      guint64 denom = self->val_pred[c] + self->val_truth[c];
-      gdouble d = denom ? 2.0 * self->val_inter[c] / denom : -1;
-      if (c > 0 && denom) {
-        dice_sum += d;
-        dice_n++;
-      }
-      g_value_set_double (&v, d);
+      WsiClassScore sc;
+      wsi_confusion_class_score (&self->val_cm, c, &sc);
+      g_value_set_double (&v, sc.dice);
       gst_value_array_append_value (&arr, &v);
     }
-    if (dice_n)
-      mean_dice = dice_sum / dice_n;
     s = gst_structure_new ("segment-fcn-validation",
         "step", G_TYPE_INT64, wsi_trainer_get_step (self->trainer),
         "epoch", G_TYPE_INT, self->val_epoch,
@@ -1130,6 +1338,9 @@ finish_validation (GstSegmentFcn * self)
       gst_structure_set (s, "accuracy", G_TYPE_DOUBLE, acc,
           "mean-dice", G_TYPE_DOUBLE, mean_dice, NULL);
       gst_structure_set_value (s, "dice", &arr);
+      gst_structure_set (s, "mean-iou", G_TYPE_DOUBLE, mean_iou,
+          "pixels", G_TYPE_UINT64, wsi_confusion_total (&self->val_cm),
+          NULL);
     }
     post_element_message (self, s);
     if (self->deferred_epoch) {
@@ -1378,6 +1589,35 @@ train_next (GstSegmentFcn * self, GstAggregatorPad * annot,
   return GST_FLOW_OK;
 }
 
+/* A GAP event at the segment start, after the sticky events it needs
+ * (GstAggregator 1.22 sends them only with a buffer or EOS). */
+static void
+push_gap (GstSegmentFcn * self)
+{
+  GstAggregator *agg = GST_AGGREGATOR (self);
+  GstPad *src = agg->srcpad;
+  GstEvent *ev;
+  GstSegment seg;
+
+  if (!(ev = gst_pad_get_sticky_event (src, GST_EVENT_STREAM_START, 0))) {
+    gchar *id = gst_pad_create_stream_id (src, GST_ELEMENT (self), NULL);
+    gst_pad_push_event (src, gst_event_new_stream_start (id));
+    g_free (id);
+  }
+  gst_clear_event (&ev);
+  if (!gst_pad_has_current_caps (src))
+    gst_pad_push_event (src, gst_event_new_caps (self->src_caps));
+  GST_OBJECT_LOCK (self);
+  seg = GST_AGGREGATOR_PAD (src)->segment;
+  GST_OBJECT_UNLOCK (self);
+  if (seg.format != GST_FORMAT_TIME)
+    gst_segment_init (&seg, GST_FORMAT_TIME);
+  if (!(ev = gst_pad_get_sticky_event (src, GST_EVENT_SEGMENT, 0)))
+    gst_pad_push_event (src, gst_event_new_segment (&seg));
+  gst_clear_event (&ev);
+  gst_pad_push_event (src, gst_event_new_gap (seg.start, GST_CLOCK_TIME_NONE));
+}
+
 static GstFlowReturn
 aggregate_train (GstSegmentFcn * self)
 {
@@ -1400,6 +1640,12 @@ aggregate_train (GstSegmentFcn * self)
   gst_clear_object (&annot);
   gst_clear_object (&vimg);
   gst_clear_object (&vann);
+  /* training outputs nothing: a GAP lets downstream preroll (once per
+   * start or flush) so the pipeline reaches PLAYING */
+  if (ret == GST_FLOW_OK && self->need_gap && self->src_caps) {
+    self->need_gap = FALSE;
+    push_gap (self);
+  }
   return ret;
 }
 
@@ -1419,7 +1665,7 @@ gst_segment_fcn_create_new_pad (GstAggregator * agg, GstPadTemplate * templ,
   else if (g_strcmp0 (name, "validation_annotation") == 0)
     slot = &self->val_annot_pad;
   if (!slot || *slot || (self->mode == SEGMENT_MODE_INFER
-          && GST_STATE (self) > GST_STATE_READY)) {
+          && g_atomic_int_get (&self->running))) {
     GST_OBJECT_UNLOCK (self);
     GST_WARNING_OBJECT (self, "pad %s refused (one of each; mode=train only)",
         name);
@@ -1530,35 +1776,140 @@ gst_segment_fcn_get_next_time (GstAggregator * agg)
   return GST_CLOCK_TIME_IS_VALID (ts) ? ts : 0;
 }
 
-/* The aggregator latency bounds how much each sink pad queues: with latency
- * 0 a pad holds one patch and upstream waits. Only a live inference stream
- * gets batch-timeout as latency (its timestamps bound the queue); otherwise
- * untimestamped patches would pile up without limit while a batch computes
- * or while training reads the other pads. */
-static gboolean
-gst_segment_fcn_src_query (GstAggregator * agg, GstQuery * query)
+/* A partial batch of a live inference stream waits at most batch-timeout:
+ * that is the element's own latency (gst_aggregator_set_latency), added to
+ * the user's "latency" property, which stays untouched. That property
+ * bounds how much each sink pad queues (0: one patch per pad, upstream
+ * waits), so untimestamped patches never pile up. */
+static void
+update_latency (GstSegmentFcn * self)
 {
-  GstSegmentFcn *self = GST_SEGMENT_FCN (agg);
-  gboolean live = FALSE;
-  GstClockTime want, have;
+  GstClockTime lat;
 
-  if (!GST_AGGREGATOR_CLASS (gst_segment_fcn_parent_class)->src_query (agg,
-          query))
-    return FALSE;
-  if (GST_QUERY_TYPE (query) != GST_QUERY_LATENCY)
-    return TRUE;
-  gst_query_parse_latency (query, &live, NULL, NULL);
   GST_OBJECT_LOCK (self);
-  want = live && self->mode == SEGMENT_MODE_INFER ? self->batch_timeout : 0;
+  lat = self->mode == SEGMENT_MODE_INFER ? self->batch_timeout : 0;
   GST_OBJECT_UNLOCK (self);
-  g_object_get (self, "latency", &have, NULL);
-  if (want != have) {
-    GST_INFO_OBJECT (self, "%s upstream: latency %" GST_TIME_FORMAT,
-        live ? "live" : "non-live", GST_TIME_ARGS (want));
-    /* posts a latency message: the pipeline asks again with it included */
-    g_object_set (self, "latency", want, NULL);
+  gst_aggregator_set_latency (GST_AGGREGATOR (self), lat, lat);
+}
+
+/* Training writes the checkpoint: its directory must exist and be writable
+ * before the first step, and one run at a time may write it (flock on
+ * CHECKPOINT.lock, which holds the holder's pid). Temporary files of runs
+ * that were killed while saving (.NAME.XXXXXX beside it) are removed once
+ * the lock is held: their writer is gone. */
+static gboolean
+prepare_checkpoint (GstSegmentFcn * self)
+{
+  const gchar *path = self->checkpoint;
+  gchar *dir, *base, *lock_path = NULL, *prefix;
+  gboolean ok = FALSE;
+  GDir *d;
+  const gchar *name;
+  gint fd = -1;
+
+  if (self->mode == SEGMENT_MODE_INFER || !path || !*path)
+    return TRUE;
+  dir = g_path_get_dirname (path);
+  base = g_path_get_basename (path);
+  if (g_file_test (path, G_FILE_TEST_IS_DIR)) {
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_WRITE,
+        ("checkpoint \"%s\" is a directory; give a file name.", path),
+        (NULL));
+    goto done;
   }
-  return TRUE;
+  if (!g_file_test (dir, G_FILE_TEST_IS_DIR)) {
+    GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
+        ("The checkpoint directory \"%s\" does not exist.", dir),
+        ("Create it before training: checkpoint=%s", path));
+    goto done;
+  }
+  if (g_access (dir, W_OK | X_OK) != 0) {
+    gint e = errno;
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_WRITE,
+        ("Cannot write the checkpoint \"%s\" into \"%s\": %s.", base, dir,
+            g_strerror (e)), (NULL));
+    goto done;
+  }
+  lock_path = g_strdup_printf ("%s.lock", path);
+  for (gint attempt = 0; attempt < 8 && fd < 0; attempt++) {
+    struct stat a, b;
+    fd = g_open (lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      gint e = errno;
+      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_WRITE,
+          ("Cannot create the checkpoint lock \"%s\": %s.", lock_path,
+              g_strerror (e)), (NULL));
+      goto done;
+    }
+    if (flock (fd, LOCK_EX | LOCK_NB) != 0) {
+      gchar holder[64] = "";
+      gssize n = pread (fd, holder, sizeof holder - 1, 0);
+      holder[MAX (n, 0)] = '\0';
+      g_strstrip (holder);
+      close (fd);
+      GST_ELEMENT_ERROR (self, RESOURCE, BUSY,
+          ("The checkpoint \"%s\" is being written by another training run "
+              "(pid %s, lock %s).", path, *holder ? holder : "unknown",
+              lock_path),
+          ("Give each training run its own checkpoint file."));
+      goto done;
+    }
+    /* the previous holder may have removed the file meanwhile */
+    if (fstat (fd, &a) != 0 || g_stat (lock_path, &b) != 0
+        || a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
+      close (fd);
+      fd = -1;
+    }
+  }
+  if (fd < 0) {
+    GST_ELEMENT_ERROR (self, RESOURCE, BUSY,
+        ("Could not lock the checkpoint \"%s\".", path), (NULL));
+    goto done;
+  }
+  {
+    gchar pid[32];
+    gint len = g_snprintf (pid, sizeof pid, "%d\n", (gint) getpid ());
+    if (ftruncate (fd, 0) != 0 || pwrite (fd, pid, len, 0) != len)
+      GST_DEBUG_OBJECT (self, "could not record the pid in %s", lock_path);
+  }
+  self->lock_fd = fd;
+  /* stale temporary files of this checkpoint */
+  prefix = g_strdup_printf (".%s.", base);
+  if ((d = g_dir_open (dir, 0, NULL))) {
+    while ((name = g_dir_read_name (d))) {
+      if (g_str_has_prefix (name, prefix)
+          && strlen (name) == strlen (prefix) + 6) {
+        gchar *stale = g_build_filename (dir, name, NULL);
+        if (g_unlink (stale) == 0)
+          GST_INFO_OBJECT (self, "removed %s, left by a killed run", stale);
+        g_free (stale);
+      }
+    }
+    g_dir_close (d);
+  }
+  g_free (prefix);
+  ok = TRUE;
+
+done:
+  g_free (lock_path);
+  g_free (dir);
+  g_free (base);
+  return ok;
+}
+
+static void
+release_checkpoint (GstSegmentFcn * self)
+{
+  gchar *lock_path;
+
+  if (self->lock_fd < 0)
+    return;
+  /* removed while still held: a waiting run then locks a new file */
+  lock_path = g_strdup_printf ("%s.lock", self->checkpoint);
+  g_unlink (lock_path);
+  g_free (lock_path);
+  close (self->lock_fd);
+  self->lock_fd = -1;
 }
 
 static gboolean
@@ -1566,28 +1917,38 @@ gst_segment_fcn_start (GstAggregator * agg)
 {
   GstSegmentFcn *self = GST_SEGMENT_FCN (agg);
 
+  gst_wsi_set_running (GST_ELEMENT (self), &self->running, TRUE);
   self->patches = self->batches = 0;
   self->busy_seconds = 0;
   self->first_patch_time = 0;
+  self->last_step_msg_us = self->last_stats_msg_us = 0;
+  GST_OBJECT_LOCK (self);
   if (self->mode == SEGMENT_MODE_INFER && (self->annot_pad || self->val_pad
           || self->val_annot_pad)) {
+    GST_OBJECT_UNLOCK (self);
     GST_ELEMENT_ERROR (self, CORE, PAD,
         ("Annotation and validation pads are for mode=train only."),
         ("Set mode=train or unlink them."));
     return FALSE;
   }
+  GST_OBJECT_UNLOCK (self);
   self->source_pass = -1;
   self->input_ok = FALSE;
   g_clear_pointer (&self->resolution_checked, g_free);
   self->checkpoint_written = FALSE;
   self->validating = self->final_validation = self->val_eos = FALSE;
-  return ensure_model (self);
+  self->epoch_loss = self->epoch_acc = 0;
+  self->epoch_steps = 0;
+  self->need_gap = TRUE;
+  update_latency (self);
+  return prepare_checkpoint (self) && ensure_model (self);
 }
 
 static gboolean
 gst_segment_fcn_stop (GstAggregator * agg)
 {
   GstSegmentFcn *self = GST_SEGMENT_FCN (agg);
+  gchar *classes;
 
   g_ptr_array_set_size (self->pending, 0);
   g_ptr_array_set_size (self->pending_labels, 0);
@@ -1597,26 +1958,55 @@ gst_segment_fcn_stop (GstAggregator * agg)
   g_clear_pointer (&self->in_batch, g_free);
   g_clear_pointer (&self->out_batch, g_free);
   g_clear_pointer (&self->label_batch, g_free);
+  g_clear_pointer (&self->val_pred_labels, g_free);
   self->in_capacity = self->out_capacity = self->label_capacity = 0;
+  self->val_pred_capacity = 0;
+  GST_OBJECT_LOCK (self);
+  classes = g_steal_pointer (&self->classes);
+  GST_OBJECT_UNLOCK (self);
+  g_free (classes);
   g_clear_pointer (&self->model, wsi_model_free);
   g_clear_pointer (&self->trainer, wsi_trainer_free);
   wsi_model_info_clear (&self->train_info);
   self->epoch_loss = self->epoch_acc = 0;
   self->epoch_steps = 0;
   gst_caps_replace (&self->src_caps, NULL);
+  release_checkpoint (self);
+  gst_wsi_set_running (GST_ELEMENT (self), &self->running, FALSE);
   return TRUE;
 }
 
-static gboolean
+/* A flushing seek (all sink pads flushed; the streaming task is stopped):
+ * patches waiting for a batch are dropped, a validation run in progress is
+ * abandoned (its epoch message goes out without validation results), the
+ * current epoch's sums restart and the next patch starts a new source pass.
+ * Weights, step and epoch numbers are kept. */
+static GstFlowReturn
 gst_segment_fcn_flush (GstAggregator * agg)
 {
   GstSegmentFcn *self = GST_SEGMENT_FCN (agg);
+  GstAggregatorClass *parent =
+      GST_AGGREGATOR_CLASS (gst_segment_fcn_parent_class);
 
   g_ptr_array_set_size (self->pending, 0);
   g_ptr_array_set_size (self->pending_labels, 0);
   g_ptr_array_set_size (self->val_pending, 0);
   g_ptr_array_set_size (self->val_pending_labels, 0);
-  return GST_AGGREGATOR_CLASS (gst_segment_fcn_parent_class)->flush (agg);
+  if (self->deferred_epoch) {
+    post_element_message (self, self->deferred_epoch);
+    self->deferred_epoch = NULL;
+  }
+  self->validating = self->final_validation = self->val_eos = FALSE;
+  self->val_pass = -1;
+  self->val_patches = 0;
+  self->val_loss_sum = 0;
+  wsi_confusion_reset (&self->val_cm);
+  self->source_pass = -1;
+  self->epoch_loss = self->epoch_acc = 0;
+  self->epoch_steps = 0;
+  self->need_gap = TRUE;
+  /* GstAggregator 1.22 has no default flush */
+  return parent->flush ? parent->flush (agg) : GST_FLOW_OK;
 }
 
 static void
@@ -1625,14 +2015,9 @@ gst_segment_fcn_set_property (GObject * object, guint prop_id,
 {
   GstSegmentFcn *self = GST_SEGMENT_FCN (object);
 
-  GST_OBJECT_LOCK (self);
-  if ((pspec->flags & GST_PARAM_MUTABLE_READY)
-      && GST_STATE (self) > GST_STATE_READY) {
-    GST_WARNING_OBJECT (self, "'%s' can only be changed in the NULL or "
-        "READY state; ignored", pspec->name);
-    GST_OBJECT_UNLOCK (self);
+  if (gst_wsi_property_refused (GST_ELEMENT (self), &self->running, pspec))
     return;
-  }
+  GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_MODEL:
       g_free (self->model_path);
@@ -1682,16 +2067,14 @@ gst_segment_fcn_set_property (GObject * object, guint prop_id,
       self->freeze_steps = g_value_get_int64 (value);
       break;
     case PROP_LOSS:
-      g_free (self->loss);
-      self->loss = g_value_dup_string (value);
+      self->loss = g_value_get_enum (value);
       break;
     case PROP_CLASS_WEIGHTS:
       g_free (self->class_weights);
       self->class_weights = g_value_dup_string (value);
       break;
     case PROP_OPTIMIZER:
-      g_free (self->optimizer);
-      self->optimizer = g_value_dup_string (value);
+      self->optimizer = g_value_get_enum (value);
       break;
     case PROP_LEARNING_RATE:
       self->lr = g_value_get_double (value);
@@ -1703,8 +2086,7 @@ gst_segment_fcn_set_property (GObject * object, guint prop_id,
       self->weight_decay = g_value_get_double (value);
       break;
     case PROP_LR_SCHEDULE:
-      g_free (self->schedule);
-      self->schedule = g_value_dup_string (value);
+      self->schedule = g_value_get_enum (value);
       break;
     case PROP_WARMUP_STEPS:
       self->warmup_steps = g_value_get_uint64 (value);
@@ -1718,27 +2100,17 @@ gst_segment_fcn_set_property (GObject * object, guint prop_id,
     case PROP_VALIDATION_INTERVAL:
       self->validation_interval = g_value_get_uint (value);
       break;
+    case PROP_MAX_MEMORY:
+      self->max_memory = g_value_get_uint64 (value);
+      break;
+    case PROP_POST_MESSAGES:
+      g_atomic_int_set (&self->post_messages, g_value_get_boolean (value));
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
   }
   GST_OBJECT_UNLOCK (self);
-}
-
-static gchar *
-class_list (GstSegmentFcn * self)
-{
-  GString *s = g_string_new (NULL);
-  const WsiModelInfo *info;
-
-  if (!have_model (self))
-    return g_string_free (s, FALSE);
-  info = model_info (self);
-  for (gint c = 0; c < info->n_classes; c++)
-    g_string_append_printf (s, "%s%s:#%02x%02x%02x", c ? "," : "",
-        info->class_names[c], info->class_colors[c][0],
-        info->class_colors[c][1], info->class_colors[c][2]);
-  return g_string_free (s, FALSE);
 }
 
 static void
@@ -1768,7 +2140,7 @@ gst_segment_fcn_get_property (GObject * object, guint prop_id, GValue * value,
       g_value_set_uint (value, self->class_index);
       break;
     case PROP_CLASSES:
-      g_value_take_string (value, class_list (self));
+      g_value_set_string (value, self->classes ? self->classes : "");
       break;
     case PROP_MODE:
       g_value_set_enum (value, self->mode);
@@ -1795,13 +2167,13 @@ gst_segment_fcn_get_property (GObject * object, guint prop_id, GValue * value,
       g_value_set_int64 (value, self->freeze_steps);
       break;
     case PROP_LOSS:
-      g_value_set_string (value, self->loss);
+      g_value_set_enum (value, self->loss);
       break;
     case PROP_CLASS_WEIGHTS:
       g_value_set_string (value, self->class_weights);
       break;
     case PROP_OPTIMIZER:
-      g_value_set_string (value, self->optimizer);
+      g_value_set_enum (value, self->optimizer);
       break;
     case PROP_LEARNING_RATE:
       g_value_set_double (value, self->lr);
@@ -1813,7 +2185,7 @@ gst_segment_fcn_get_property (GObject * object, guint prop_id, GValue * value,
       g_value_set_double (value, self->weight_decay);
       break;
     case PROP_LR_SCHEDULE:
-      g_value_set_string (value, self->schedule);
+      g_value_set_enum (value, self->schedule);
       break;
     case PROP_WARMUP_STEPS:
       g_value_set_uint64 (value, self->warmup_steps);
@@ -1826,6 +2198,12 @@ gst_segment_fcn_get_property (GObject * object, guint prop_id, GValue * value,
       break;
     case PROP_VALIDATION_INTERVAL:
       g_value_set_uint (value, self->validation_interval);
+      break;
+    case PROP_MAX_MEMORY:
+      g_value_set_uint64 (value, self->max_memory);
+      break;
+    case PROP_POST_MESSAGES:
+      g_value_set_boolean (value, g_atomic_int_get (&self->post_messages));
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -1844,10 +2222,10 @@ gst_segment_fcn_finalize (GObject * object)
   g_free (self->init_from);
   g_free (self->init_from_prefix);
   g_free (self->freeze);
-  g_free (self->loss);
   g_free (self->class_weights);
-  g_free (self->optimizer);
-  g_free (self->schedule);
+  g_free (self->classes);
+  g_free (self->val_pred_labels);
+  wsi_confusion_clear (&self->val_cm);
   g_free (self->label_batch);
   g_free (self->resolution_checked);
   g_ptr_array_unref (self->pending_labels);
@@ -1957,17 +2335,15 @@ gst_segment_fcn_class_init (GstSegmentFcnClass * klass)
           "Training: steps the frozen prefixes stay fixed (-1: always)", -1,
           G_MAXINT64, 0, TRAIN_FLAGS));
   g_object_class_install_property (gobject_class, PROP_LOSS,
-      g_param_spec_string ("loss", "Loss",
-          "Training loss: ce, dice, ce+dice, bce (one-class models)", "ce",
-          TRAIN_FLAGS));
+      g_param_spec_enum ("loss", "Loss", "Training loss (bce: one-class "
+          "models)", GST_TYPE_SEGMENT_LOSS, WSI_LOSS_CE, TRAIN_FLAGS));
   g_object_class_install_property (gobject_class, PROP_CLASS_WEIGHTS,
       g_param_spec_string ("class-weights", "Class weights",
           "Training: comma-separated cross-entropy weight per class", NULL,
           TRAIN_FLAGS));
   g_object_class_install_property (gobject_class, PROP_OPTIMIZER,
-      g_param_spec_string ("optimizer", "Optimizer",
-          "Training optimiser: sgd (momentum), adam, adamw", "sgd",
-          TRAIN_FLAGS));
+      g_param_spec_enum ("optimizer", "Optimizer", "Training optimiser",
+          GST_TYPE_SEGMENT_OPTIMIZER, WSI_OPTIM_SGD, TRAIN_FLAGS));
   g_object_class_install_property (gobject_class, PROP_LEARNING_RATE,
       g_param_spec_double ("learning-rate", "Learning rate",
           "Training: base learning rate", 1e-9, 10.0, 0.01, TRAIN_FLAGS));
@@ -1979,9 +2355,9 @@ gst_segment_fcn_class_init (GstSegmentFcnClass * klass)
           "Training: L2 weight decay (decoupled for adamw)", 0.0, 1.0, 0.0,
           TRAIN_FLAGS));
   g_object_class_install_property (gobject_class, PROP_LR_SCHEDULE,
-      g_param_spec_string ("lr-schedule", "LR schedule",
-          "Training: constant, step or cosine (cosine needs total-steps)",
-          "constant", TRAIN_FLAGS));
+      g_param_spec_enum ("lr-schedule", "LR schedule",
+          "Training: learning-rate schedule (cosine needs total-steps)",
+          GST_TYPE_SEGMENT_SCHEDULE, WSI_SCHED_CONSTANT, TRAIN_FLAGS));
   g_object_class_install_property (gobject_class, PROP_WARMUP_STEPS,
       g_param_spec_uint64 ("warmup-steps", "Warmup steps",
           "Training: linear learning-rate warmup steps", 0, G_MAXINT64, 0,
@@ -2000,6 +2376,17 @@ gst_segment_fcn_class_init (GstSegmentFcnClass * klass)
           "'validation' pads' stream (0: at the end of every epoch); a "
           "final run follows the end of training", 0, G_MAXUINT, 0,
           TRAIN_FLAGS));
+
+  g_object_class_install_property (gobject_class, PROP_MAX_MEMORY,
+      g_param_spec_uint64 ("max-memory", "Maximum memory",
+          "Largest estimated memory (bytes) of one batch: the engine's "
+          "activations (with gradients when training) and the batch arrays; "
+          "a patch size or batch-size needing more is refused", 1 << 20,
+          G_MAXUINT64, DEFAULT_MAX_MEMORY,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_POST_MESSAGES,
+      gst_wsi_param_spec_post_messages ());
 
   gst_element_class_add_static_pad_template_with_gtype (element_class,
       &sink_template, GST_TYPE_AGGREGATOR_PAD);
@@ -2020,7 +2407,6 @@ gst_segment_fcn_class_init (GstSegmentFcnClass * klass)
   agg_class->aggregate = GST_DEBUG_FUNCPTR (gst_segment_fcn_aggregate);
   agg_class->sink_event = GST_DEBUG_FUNCPTR (gst_segment_fcn_sink_event);
   agg_class->start = GST_DEBUG_FUNCPTR (gst_segment_fcn_start);
-  agg_class->src_query = GST_DEBUG_FUNCPTR (gst_segment_fcn_src_query);
   agg_class->stop = GST_DEBUG_FUNCPTR (gst_segment_fcn_stop);
   agg_class->flush = GST_DEBUG_FUNCPTR (gst_segment_fcn_flush);
   agg_class->get_next_time = GST_DEBUG_FUNCPTR (gst_segment_fcn_get_next_time);
@@ -2032,6 +2418,9 @@ gst_segment_fcn_class_init (GstSegmentFcnClass * klass)
 
   gst_type_mark_as_plugin_api (GST_TYPE_SEGMENT_OUTPUT, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_SEGMENT_MODE, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_SEGMENT_LOSS, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_SEGMENT_OPTIMIZER, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_SEGMENT_SCHEDULE, 0);
 }
 
 static void
@@ -2045,9 +2434,12 @@ gst_segment_fcn_init (GstSegmentFcn * self)
   gst_element_add_pad (GST_ELEMENT (self), pad);
   self->image_pad = GST_AGGREGATOR_PAD (pad);
   self->checkpoint_interval = 100;
-  self->loss = g_strdup ("ce");
-  self->optimizer = g_strdup ("sgd");
-  self->schedule = g_strdup ("constant");
+  self->loss = WSI_LOSS_CE;
+  self->optimizer = WSI_OPTIM_SGD;
+  self->schedule = WSI_SCHED_CONSTANT;
+  self->max_memory = DEFAULT_MAX_MEMORY;
+  self->lock_fd = -1;
+  wsi_confusion_init (&self->val_cm);
   self->lr = 0.01;
   self->momentum = 0.9;
   self->seed = 1;

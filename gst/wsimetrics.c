@@ -146,6 +146,28 @@ wsi_confusion_accuracy (const WsiConfusion * cm)
   return total ? right / (gdouble) total : NAN;
 }
 
+void
+wsi_metrics_crop_span (gint size, gint overlap, gint pad, gint valid,
+    gint64 pos, gint64 extent, gboolean first, gboolean last, gint * k0,
+    gint * k1)
+{
+  gint64 a = overlap / 2, b = size - (overlap - overlap / 2);
+
+  if (first)
+    a = 0;
+  if (last)
+    b = size;
+  a = MAX (a, pad);
+  b = MIN (b, (gint64) pad + valid);
+  a = MAX (a, -pos);
+  if (extent > 0)
+    b = MIN (b, extent - pos);
+  a = CLAMP (a, 0, size);
+  b = CLAMP (b, a, size);
+  *k0 = (gint) a;
+  *k1 = (gint) b;
+}
+
 /* ---- connected components: two passes with union-find ---- */
 
 static guint32

@@ -69,6 +69,17 @@ void wsi_confusion_means (const WsiConfusion * cm, gint n_classes,
 /* Fraction of counted pixels whose prediction equals the annotation. */
 gdouble wsi_confusion_accuracy (const WsiConfusion * cm);
 
+/* Which pixels of a patch count, along one axis: columns [*k0, *k1) of a
+ * @size-pixel patch with @overlap, the centre crop (overlap/2 trimmed on
+ * each side; the whole outer margin kept when @first / @last: the grid's
+ * first / last column or row), intersected with the valid area [@pad,
+ * @pad + @valid) and with the region (@pos: the patch's offset in the
+ * region in level pixels, @extent: the region's size, <= 0 unknown). With
+ * patchify's grid the crops tile the region: every pixel counts once. */
+void wsi_metrics_crop_span (gint size, gint overlap, gint pad, gint valid,
+    gint64 pos, gint64 extent, gboolean first, gboolean last, gint * k0,
+    gint * k1);
+
 /* Labels the connected components of the non-zero pixels of @fg (@width x
  * @height, row stride @stride bytes) with 4- or 8-connectivity. @out
  * (width * height) gets 0 for background and 1..n for components numbered

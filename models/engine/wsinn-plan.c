@@ -2461,6 +2461,68 @@ wsinn_net_stats (const wsinn_net * net, wsinn_stats * st)
   st->activation_bytes = p->act_bytes;
 }
 
+size_t
+wsinn_net_memory_estimate (wsinn_net * net, int n, int h, int w,
+    int training)
+{
+  char err[256];
+  wsinn_plan tmp;
+  int *last = NULL;
+  double peak = 0, params = 0;
+
+  if (n < 1 || h < 1 || w < 1 || check_net (net, err, sizeof err) < 0)
+    return 0;
+  memset (&tmp, 0, sizeof tmp);
+  tmp.n = n;
+  tmp.h = h;
+  tmp.w = w;
+  tmp.err = err;
+  tmp.errlen = sizeof err;
+  tmp.ns = calloc ((size_t) net->n_nodes, sizeof *tmp.ns);
+  last = calloc ((size_t) net->n_nodes, sizeof *last);
+  if (!tmp.ns || !last || !infer_shapes (net, &tmp)) {
+    free (tmp.ns);
+    free (last);
+    return 0;
+  }
+  /* float32, channels padded to the 16-channel blocks of the layout */
+#define NODE_BYTES(i) (4.0 * tmp.ns[i].n * tmp.ns[i].h * tmp.ns[i].w \
+    * ((tmp.ns[i].c + 15) / 16 * 16))
+  for (int i = 0; i < net->n_nodes; i++)
+    last[i] = i;
+  for (int j = 0; j < net->n_nodes; j++)
+    for (int k = 0; k < net->nodes[j].n_in; k++)
+      if (last[net->nodes[j].in[k]] < j)
+        last[net->nodes[j].in[k]] = j;
+  last[net->output] = net->n_nodes;
+  if (training) {
+    /* every activation kept for backward, a gradient of each, and
+     * parameter gradients plus two optimiser states */
+    for (int i = 0; i < net->n_nodes; i++)
+      peak += 2 * NODE_BYTES (i);
+    for (size_t i = 0; i < net->n_params; i++)
+      params += 4.0 * 4 * net->params[i].size;
+  } else {
+    /* activations alive at once (shared buffers); reorders, scratchpad
+     * and the input/output copies add about 3/4 of that (measured: RSS
+     * grows 1.7x the live activations with the patch area) */
+    for (int t = 0; t < net->n_nodes; t++) {
+      double live = 0;
+      for (int i = 0; i <= t; i++)
+        if (last[i] >= t)
+          live += NODE_BYTES (i);
+      if (live > peak)
+        peak = live;
+    }
+    peak *= 1.75;
+  }
+#undef NODE_BYTES
+  free (tmp.ns);
+  free (last);
+  peak += params;
+  return peak > (double) SIZE_MAX ? SIZE_MAX : (size_t) peak;
+}
+
 /* "nChw8c"-style name of a 4-D memory layout. */
 static void
 md_name (const dnnl_memory_desc_t * md, char *buf, size_t len)

@@ -160,6 +160,13 @@ void wsinn_net_stats (const wsinn_net * net, wsinn_stats * stats);
 /* Multiply-adds x 2 of the convolutions and transposed convolutions of one
  * forward at n x h x w (0 if the size does not fit). */
 double wsinn_net_flops (wsinn_net * net, int n, int h, int w);
+/* Estimated engine memory (bytes) of a forward at n x h x w without
+ * building a plan: activations alive at once in inference (@training 0),
+ * or every activation, its gradient and the parameter gradients and
+ * optimiser state for a training step. Channels are counted padded to the
+ * blocked layout. 0 if the size does not fit the net. */
+size_t wsinn_net_memory_estimate (wsinn_net * net, int n, int h, int w,
+    int training);
 /* Prints the current plan: one line per step with primitive kind,
  * implementation and the memory format of its output. */
 void wsinn_net_dump_plan (const wsinn_net * net, FILE * out);
