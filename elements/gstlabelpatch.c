@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "gstwsiseg.h"
+#include "gstwsiprops.h"
 #include "gstwsitilemeta.h"
 #include "wsiannot.h"
 #include "wsipng.h"
@@ -28,11 +29,14 @@ GST_DEBUG_CATEGORY_STATIC (gst_label_patch_debug);
 
 #define WSI_AUGMENT_META_NAME "WsiAugmentMeta"
 
-/* Limits on untrusted annotation files. */
-#define MAX_MASK_PIXELS ((gsize) 1 << 31)
+/* Limits on untrusted annotation files. A mask of 2^28 pixels takes at
+ * most 1 GiB while it is turned into labels (docs/labelpatch.md). */
+#define MAX_MASK_PIXELS ((gsize) 1 << 28)
 #define MAX_GEOJSON_BYTES (G_GINT64_CONSTANT (256) << 20)
 #define MAX_GEOJSON_VERTICES (G_GUINT64_CONSTANT (1) << 26)
 #define MAX_GEOJSON_DEPTH 8
+/* FeatureCollections nested in 'features' are read this deep. */
+#define MAX_COLLECTION_DEPTH 8
 /* JSON nesting accepted before parsing: json-glib's parser recurses. */
 #define MAX_JSON_NESTING 64
 #define MAX_COORDINATE 1e12
@@ -67,6 +71,7 @@ enum
   LOAD_READ,
   LOAD_FORMAT,
   LOAD_SETTINGS,
+  LOAD_TOO_LARGE,               /* over a size limit, or out of memory */
 };
 
 #define DEFAULT_IGNORE_INDEX -1
@@ -108,6 +113,8 @@ struct _GstLabelPatch
   Connectivity connectivity;
   UnknownClass unknown_class;
   guint background;
+
+  gint running;
 
   /* streaming state */
   LabelPatchConfig cfg;
@@ -278,6 +285,7 @@ gst_label_patch_start (GstBaseTransform * trans)
   gint ignore_index;
 
   config_clear (cfg);
+  gst_wsi_set_running (GST_ELEMENT (self), &self->running, TRUE);
   GST_OBJECT_LOCK (self);
   cfg->masks = (self->masks && *self->masks) ? g_strdup (self->masks) : NULL;
   cfg->geojson = (self->geojson && *self->geojson) ?
@@ -294,14 +302,14 @@ gst_label_patch_start (GstBaseTransform * trans)
 
   if (!cfg->masks == !cfg->geojson) {
     g_free (class_map);
-    GST_ELEMENT_ERROR (self, LIBRARY, SETTINGS,
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
         ("Set exactly one of the properties 'masks' (PNG label images) and "
             "'geojson' (QuPath polygons)."), (NULL));
     return FALSE;
   }
   if (cfg->geojson && cfg->instance_mode != INSTANCE_MODE_CLASSES) {
     g_free (class_map);
-    GST_ELEMENT_ERROR (self, LIBRARY, SETTINGS,
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
         ("instance-mode=boundary/instances needs PNG instance maps "
             "('masks'), not GeoJSON."), (NULL));
     return FALSE;
@@ -312,14 +320,14 @@ gst_label_patch_start (GstBaseTransform * trans)
     cfg->ignore = ignore_index;
   if (cfg->instance_mode != INSTANCE_MODE_INSTANCES && cfg->ignore > 255) {
     g_free (class_map);
-    GST_ELEMENT_ERROR (self, LIBRARY, SETTINGS,
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
         ("ignore-index %u does not fit the GRAY8 output (0..255).",
             cfg->ignore), (NULL));
     return FALSE;
   }
   if (cfg->background > 255) {
     g_free (class_map);
-    GST_ELEMENT_ERROR (self, LIBRARY, SETTINGS,
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
         ("background %u does not fit the GRAY8 output (0..255).",
             cfg->background), (NULL));
     return FALSE;
@@ -331,7 +339,7 @@ gst_label_patch_start (GstBaseTransform * trans)
     cfg->classes = parse_class_map (class_map, 255, &err);
   g_free (class_map);
   if (err) {
-    GST_ELEMENT_ERROR (self, LIBRARY, SETTINGS, ("%s", err->message), (NULL));
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", err->message), (NULL));
     g_error_free (err);
     return FALSE;
   }
@@ -352,6 +360,7 @@ gst_label_patch_stop (GstBaseTransform * trans)
 {
   GstLabelPatch *self = GST_LABEL_PATCH (trans);
 
+  gst_wsi_set_running (GST_ELEMENT (self), &self->running, FALSE);
   drop_annotation (self);
   config_clear (&self->cfg);
   g_clear_pointer (&self->scratch, g_free);
@@ -375,8 +384,11 @@ load_png (const gchar * path, WsiLabelImage * img, GError ** error)
       code = LOAD_NOT_FOUND;
       break;
     case WSI_PNG_ERROR_OPEN:
-    case WSI_PNG_ERROR_NO_MEMORY:
       code = LOAD_READ;
+      break;
+    case WSI_PNG_ERROR_NO_MEMORY:
+    case WSI_PNG_ERROR_TOO_LARGE:
+      code = LOAD_TOO_LARGE;
       break;
     default:
       code = LOAD_FORMAT;
@@ -461,8 +473,9 @@ prepare_label_image (GstLabelPatch * self, const gchar * path,
   return TRUE;
 
 oom:
-  g_set_error (error, WSI_ANNOT_ERROR, LOAD_READ,
-      "out of memory converting mask '%s'", path);
+  g_set_error (error, WSI_ANNOT_ERROR, LOAD_TOO_LARGE,
+      "Not enough memory converting mask '%s' (%dx%d)", path, img->width,
+      img->height);
   return FALSE;
 }
 
@@ -526,7 +539,11 @@ read_polygon (GeoJsonReader * r, WsiPolygonSet * set, JsonNode * coords,
     n = json_array_get_length (ring);
     if (wsi_polygon_set_n_vertices (set) + n > MAX_GEOJSON_VERTICES) {
       wsi_polygon_set_end (set);
-      return geojson_fail (r, error, "too many vertices in the file");
+      g_set_error (error, WSI_ANNOT_ERROR, LOAD_TOO_LARGE,
+          "GeoJSON '%s', feature %u: more than the limit of %"
+          G_GUINT64_FORMAT " vertices in the file", r->path, r->feature,
+          MAX_GEOJSON_VERTICES);
+      return FALSE;
     }
     g_array_set_size (r->xy, 0);
     for (j = 0; j < n; j++) {
@@ -638,9 +655,12 @@ feature_class_name (JsonObject * feature)
   return g_strdup (UNCLASSIFIED_NAME);
 }
 
+static gboolean read_features (GeoJsonReader * r, WsiPolygonSet * set,
+    JsonArray * features, guint depth, GError ** error);
+
 static gboolean
 read_feature (GeoJsonReader * r, WsiPolygonSet * set, JsonNode * node,
-    GError ** error)
+    guint depth, GError ** error)
 {
   LabelPatchConfig *cfg = &r->self->cfg;
   JsonObject *feature;
@@ -653,6 +673,18 @@ read_feature (GeoJsonReader * r, WsiPolygonSet * set, JsonNode * node,
   if (!JSON_NODE_HOLDS_OBJECT (node))
     return geojson_fail (r, error, "not an object");
   feature = json_node_get_object (node);
+  if (!g_strcmp0 (json_object_get_string_member_with_default (feature,
+              "type", NULL), "FeatureCollection")) {
+    /* a FeatureCollection inside 'features': its features are read too */
+    JsonNode *fn = json_object_get_member (feature, "features");
+    if (depth >= MAX_COLLECTION_DEPTH)
+      return geojson_fail (r, error, "FeatureCollections nested too deep");
+    if (!fn || !JSON_NODE_HOLDS_ARRAY (fn))
+      return geojson_fail (r, error, "nested FeatureCollection without a "
+          "'features' array");
+    return read_features (r, set, json_node_get_array (fn), depth + 1,
+        error);
+  }
   gn = json_object_get_member (feature, "geometry");
   if (!gn || JSON_NODE_HOLDS_NULL (gn))
     return TRUE;                /* a feature may lack geometry */
@@ -678,6 +710,24 @@ read_feature (GeoJsonReader * r, WsiPolygonSet * set, JsonNode * node,
   g_free (name);
   ok = read_geometry (r, set, json_node_get_object (gn), label, 0, error);
   return ok;
+}
+
+/* Features of a collection; @depth counts the collections around it. The
+ * index in messages is the top-level feature's. */
+static gboolean
+read_features (GeoJsonReader * r, WsiPolygonSet * set, JsonArray * features,
+    guint depth, GError ** error)
+{
+  guint i;
+
+  for (i = 0; i < json_array_get_length (features); i++) {
+    if (depth == 0)
+      r->feature = i;
+    if (!read_feature (r, set, json_array_get_element (features, i), depth,
+            error))
+      return FALSE;
+  }
+  return TRUE;
 }
 
 /* Deepest nesting of arrays/objects in @text (outside strings). */
@@ -721,7 +771,6 @@ load_geojson (GstLabelPatch * self, const gchar * path, GError ** error)
   GError *err = NULL;
   gchar *text = NULL;
   gsize len = 0;
-  guint i;
 
   if (g_stat (path, &st) != 0) {
     gint e = errno;
@@ -731,13 +780,16 @@ load_geojson (GstLabelPatch * self, const gchar * path, GError ** error)
     return NULL;
   }
   if (st.st_size > MAX_GEOJSON_BYTES) {
-    g_set_error (error, WSI_ANNOT_ERROR, LOAD_FORMAT,
-        "GeoJSON '%s' is larger than %" G_GINT64_FORMAT " MiB", path,
+    g_set_error (error, WSI_ANNOT_ERROR, LOAD_TOO_LARGE,
+        "GeoJSON '%s' is %" G_GINT64_FORMAT " bytes, more than the limit of %"
+        G_GINT64_FORMAT " MiB", path, (gint64) st.st_size,
         MAX_GEOJSON_BYTES >> 20);
     return NULL;
   }
   if (!g_file_get_contents (path, &text, &len, &err)) {
-    g_set_error (error, WSI_ANNOT_ERROR, LOAD_READ,
+    g_set_error (error, WSI_ANNOT_ERROR,
+        g_error_matches (err, G_FILE_ERROR, G_FILE_ERROR_NOENT) ?
+        LOAD_NOT_FOUND : LOAD_READ,
         "cannot read GeoJSON '%s': %s", path, err->message);
     g_error_free (err);
     return NULL;
@@ -787,13 +839,8 @@ load_geojson (GstLabelPatch * self, const gchar * path, GError ** error)
 
   set = wsi_polygon_set_new ();
   r.xy = g_array_new (FALSE, FALSE, sizeof (gdouble));
-  for (i = 0; i < json_array_get_length (features); i++) {
-    r.feature = i;
-    if (!read_feature (&r, set, json_array_get_element (features, i), error)) {
-      g_clear_pointer (&set, wsi_polygon_set_free);
-      break;
-    }
-  }
+  if (!read_features (&r, set, features, 0, error))
+    g_clear_pointer (&set, wsi_polygon_set_free);
   g_array_unref (r.xy);
   json_array_unref (features);
   g_object_unref (parser);
@@ -822,10 +869,13 @@ post_load_error (GstLabelPatch * self, GError * err,
       GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("%s", text), (NULL));
       break;
     case LOAD_READ:
-      GST_ELEMENT_ERROR (self, RESOURCE, READ, ("%s", text), (NULL));
+      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ, ("%s", text), (NULL));
       break;
     case LOAD_SETTINGS:
-      GST_ELEMENT_ERROR (self, LIBRARY, SETTINGS, ("%s", text), (NULL));
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", text), (NULL));
+      break;
+    case LOAD_TOO_LARGE:
+      GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, ("%s", text), (NULL));
       break;
     default:
       GST_ELEMENT_ERROR (self, STREAM, DECODE, ("%s", text), (NULL));
@@ -877,7 +927,7 @@ check_classes (GstLabelPatch * self, const guint8 * data, gint w, gint h,
     for (i = 0; i < w; i++) {
       guint v = data[j * stride + i];
       if (v >= n && v != ignore) {
-        GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        GST_ELEMENT_ERROR (self, STREAM, DECODE,
             ("Annotation '%s' has class index %u at patch pixel (%d, %d), "
                 "beyond num-classes=%u (for " PATCH_FMT ")", path, v, i, j,
                 n, PATCH_ARGS (m)), (NULL));
@@ -931,7 +981,7 @@ gst_label_patch_transform_frame (GstVideoFilter * filter,
   path = wsi_annot_expand_pattern (cfg->masks ? cfg->masks : cfg->geojson,
       m.slide, &err);
   if (!path) {
-    GST_ELEMENT_ERROR (self, LIBRARY, SETTINGS, ("%s", err->message), (NULL));
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", err->message), (NULL));
     g_error_free (err);
     return GST_FLOW_ERROR;
   }
@@ -970,7 +1020,7 @@ gst_label_patch_transform_frame (GstVideoFilter * filter,
       geom.scale_x = (gdouble) img->width / m.slide_width;
       geom.scale_y = (gdouble) img->height / m.slide_height;
       if (fabs (geom.scale_x / geom.scale_y - 1.0) > MAX_ASPECT_MISMATCH) {
-        GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        GST_ELEMENT_ERROR (self, STREAM, DECODE,
             ("Mask '%s' is %dx%d, not a scale of the %" G_GINT64_FORMAT "x%"
                 G_GINT64_FORMAT " slide (aspect ratios differ by more than "
                 "1%%) (for " PATCH_FMT ")", path, img->width, img->height,
@@ -1062,6 +1112,8 @@ gst_label_patch_set_property (GObject * object, guint prop_id,
   GstLabelPatch *self = GST_LABEL_PATCH (object);
   gboolean reconfigure = FALSE;
 
+  if (gst_wsi_property_refused (GST_ELEMENT (self), &self->running, pspec))
+    return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_MASKS:

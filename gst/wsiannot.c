@@ -279,11 +279,23 @@ wsi_annot_augment (const guint8 * src, gint w, gint h, gsize src_stride,
 
 /* ---- polygons ---- */
 
+/* Edge index of a polygon with many edges: its bounding box cut into
+ * horizontal bands; band b lists (as point index pairs a, b) the edges whose
+ * y span meets it, so a scanline tests only the edges of its band. */
+typedef struct
+{
+  guint n_bands;
+  gdouble band_h;
+  guint32 *band_start;          /* n_bands + 1 offsets into edges */
+  guint32 *edges;               /* pairs: current point, previous point */
+} WsiEdgeIndex;
+
 typedef struct
 {
   guint label;
   guint first_ring, n_rings;
   gdouble x0, y0, x1, y1;       /* bounding box */
+  WsiEdgeIndex *index;          /* NULL for small polygons */
 } WsiPolygon;
 
 typedef struct
@@ -298,7 +310,130 @@ struct _WsiPolygonSet
   GArray *rings;                /* WsiRing */
   GArray *points;               /* gdouble x, y pairs */
   gboolean open;
+  guint64 edges_visited;        /* edges tested by rasterise (for tests) */
 };
+
+/* Polygons with fewer edges are scanned whole. */
+#define EDGE_INDEX_MIN_EDGES 64
+/* Band entries allowed per edge before bands are made taller. */
+#define EDGE_INDEX_MAX_FILL 4
+
+static void
+edge_index_free (WsiEdgeIndex * index)
+{
+  if (!index)
+    return;
+  g_free (index->band_start);
+  g_free (index->edges);
+  g_free (index);
+}
+
+static inline guint
+edge_band (const WsiEdgeIndex * index, gdouble y0, gdouble y)
+{
+  gdouble b = floor ((y - y0) / index->band_h);
+
+  if (!(b > 0))
+    return 0;
+  if (b >= index->n_bands)
+    return index->n_bands - 1;
+  return (guint) b;
+}
+
+/* Entries an index of @n_bands bands needs (capped at @cap + 1). */
+static guint64
+edge_index_count (const WsiPolygonSet * set, const WsiPolygon * poly,
+    WsiEdgeIndex * index, guint32 * counts, guint64 cap)
+{
+  const gdouble *pts = (const gdouble *) set->points->data;
+  guint64 total = 0;
+  guint r;
+
+  for (r = 0; r < poly->n_rings; r++) {
+    const WsiRing *ring = &g_array_index (set->rings, WsiRing,
+        poly->first_ring + r);
+    const gdouble *v = pts + 2 * ring->first_point;
+    guint a, b;
+    for (a = 0, b = ring->n_points - 1; a < ring->n_points; b = a++) {
+      gdouble ya = v[2 * a + 1], yb = v[2 * b + 1];
+      guint b0, b1, k;
+      if (ya == yb)
+        continue;               /* never crosses a scanline */
+      b0 = edge_band (index, poly->y0, MIN (ya, yb));
+      b1 = edge_band (index, poly->y0, MAX (ya, yb));
+      total += b1 - b0 + 1;
+      if (total > cap)
+        return cap + 1;
+      if (counts)
+        for (k = b0; k <= b1; k++)
+          counts[k]++;
+    }
+  }
+  return total;
+}
+
+/* Builds the band index of @poly: about one band per few edges, fewer
+ * (taller) bands when long edges would be listed in too many of them. */
+static void
+edge_index_build (WsiPolygonSet * set, WsiPolygon * poly)
+{
+  const gdouble *pts = (const gdouble *) set->points->data;
+  guint64 n_edges = 0, total, cap;
+  WsiEdgeIndex *index;
+  guint32 *fill;
+  guint r, b;
+
+  for (r = 0; r < poly->n_rings; r++)
+    n_edges += g_array_index (set->rings, WsiRing,
+        poly->first_ring + r).n_points;
+  if (n_edges < EDGE_INDEX_MIN_EDGES || !(poly->y1 > poly->y0))
+    return;
+  index = g_new0 (WsiEdgeIndex, 1);
+  index->n_bands = MIN (n_edges / 2, 1u << 22);
+  cap = EDGE_INDEX_MAX_FILL * n_edges;
+  for (;;) {
+    index->band_h = (poly->y1 - poly->y0) / index->n_bands;
+    if (!(index->band_h > 0)) {
+      edge_index_free (index);
+      return;
+    }
+    total = edge_index_count (set, poly, index, NULL, cap);
+    if (total <= cap || index->n_bands == 1)
+      break;
+    index->n_bands /= 2;
+  }
+  if (total > G_MAXUINT32 / 2) {
+    edge_index_free (index);
+    return;
+  }
+  index->band_start = g_new0 (guint32, index->n_bands + 1);
+  edge_index_count (set, poly, index, index->band_start + 1, G_MAXUINT64);
+  for (b = 0; b < index->n_bands; b++)
+    index->band_start[b + 1] += index->band_start[b];
+  index->edges = g_new (guint32, 2 * total);
+  fill = g_memdup2 (index->band_start, sizeof (guint32) * index->n_bands);
+  for (r = 0; r < poly->n_rings; r++) {
+    const WsiRing *ring = &g_array_index (set->rings, WsiRing,
+        poly->first_ring + r);
+    const gdouble *v = pts + 2 * ring->first_point;
+    guint a, p;
+    for (a = 0, p = ring->n_points - 1; a < ring->n_points; p = a++) {
+      gdouble ya = v[2 * a + 1], yb = v[2 * p + 1];
+      guint b0, b1, k;
+      if (ya == yb)
+        continue;
+      b0 = edge_band (index, poly->y0, MIN (ya, yb));
+      b1 = edge_band (index, poly->y0, MAX (ya, yb));
+      for (k = b0; k <= b1; k++) {
+        guint32 at = fill[k]++;
+        index->edges[2 * at] = (guint32) (ring->first_point + a);
+        index->edges[2 * at + 1] = (guint32) (ring->first_point + p);
+      }
+    }
+  }
+  g_free (fill);
+  poly->index = index;
+}
 
 WsiPolygonSet *
 wsi_polygon_set_new (void)
@@ -314,8 +449,12 @@ wsi_polygon_set_new (void)
 void
 wsi_polygon_set_free (WsiPolygonSet * set)
 {
+  guint i;
+
   if (!set)
     return;
+  for (i = 0; i < set->polygons->len; i++)
+    edge_index_free (g_array_index (set->polygons, WsiPolygon, i).index);
   g_array_unref (set->polygons);
   g_array_unref (set->rings);
   g_array_unref (set->points);
@@ -338,7 +477,7 @@ void
 wsi_polygon_set_begin (WsiPolygonSet * set, guint label)
 {
   WsiPolygon poly = { label, set->rings->len, 0, INFINITY, INFINITY,
-    -INFINITY, -INFINITY
+    -INFINITY, -INFINITY, NULL
   };
 
   g_return_if_fail (!set->open);
@@ -378,11 +517,36 @@ wsi_polygon_set_add_ring (WsiPolygonSet * set, const gdouble * xy,
 void
 wsi_polygon_set_end (WsiPolygonSet * set)
 {
+  WsiPolygon *poly;
+
   g_return_if_fail (set->open);
   set->open = FALSE;
-  if (g_array_index (set->polygons, WsiPolygon,
-          set->polygons->len - 1).n_rings == 0)
+  poly = &g_array_index (set->polygons, WsiPolygon, set->polygons->len - 1);
+  if (poly->n_rings == 0)
     g_array_set_size (set->polygons, set->polygons->len - 1);
+  else
+    edge_index_build (set, poly);
+}
+
+guint64
+wsi_polygon_set_edges_visited (const WsiPolygonSet * set)
+{
+  return set->edges_visited;
+}
+
+/* Adds the crossing of edge (a, b) with the scanline at @cy, if any. */
+static inline void
+add_crossing (const gdouble * pts, guint64 a, guint64 b, gdouble cy,
+    GArray * xs)
+{
+  gdouble ya = pts[2 * a + 1], yb = pts[2 * b + 1];
+
+  /* half-open: an edge counts for rows in [min y, max y) */
+  if ((ya <= cy) != (yb <= cy)) {
+    gdouble xa = pts[2 * a], xb = pts[2 * b];
+    gdouble xc = xa + (cy - ya) * (xb - xa) / (yb - ya);
+    g_array_append_val (xs, xc);
+  }
 }
 
 static gint
@@ -407,7 +571,7 @@ first_centre_at_or_after (gdouble edge, gdouble origin, gdouble ds, gint n)
 }
 
 guint
-wsi_polygon_set_rasterise (const WsiPolygonSet * set, const WsiPatchGeom * g,
+wsi_polygon_set_rasterise (WsiPolygonSet * set, const WsiPatchGeom * g,
     guint8 * dst, gsize dst_stride)
 {
   GArray *xs = g_array_new (FALSE, FALSE, sizeof (gdouble));
@@ -431,19 +595,24 @@ wsi_polygon_set_rasterise (const WsiPolygonSet * set, const WsiPatchGeom * g,
       guint r, k;
 
       g_array_set_size (xs, 0);
-      for (r = 0; r < poly->n_rings; r++) {
-        const WsiRing *ring = &g_array_index (set->rings, WsiRing,
-            poly->first_ring + r);
-        const gdouble *v = pts + 2 * ring->first_point;
-        guint a, b;
-        for (a = 0, b = ring->n_points - 1; a < ring->n_points; b = a++) {
-          gdouble ya = v[2 * a + 1], yb = v[2 * b + 1];
-          /* half-open: an edge counts for rows in [min y, max y) */
-          if ((ya <= cy) != (yb <= cy)) {
-            gdouble xa = v[2 * a], xb = v[2 * b];
-            gdouble xc = xa + (cy - ya) * (xb - xa) / (yb - ya);
-            g_array_append_val (xs, xc);
-          }
+      if (poly->index) {
+        const WsiEdgeIndex *index = poly->index;
+        guint band = edge_band (index, poly->y0, cy), e;
+        for (e = index->band_start[band]; e < index->band_start[band + 1];
+            e++)
+          add_crossing (pts, index->edges[2 * e], index->edges[2 * e + 1],
+              cy, xs);
+        set->edges_visited += index->band_start[band + 1] -
+            index->band_start[band];
+      } else {
+        for (r = 0; r < poly->n_rings; r++) {
+          const WsiRing *ring = &g_array_index (set->rings, WsiRing,
+              poly->first_ring + r);
+          guint64 first = ring->first_point;
+          guint a, b;
+          for (a = 0, b = ring->n_points - 1; a < ring->n_points; b = a++)
+            add_crossing (pts, first + a, first + b, cy, xs);
+          set->edges_visited += ring->n_points;
         }
       }
       if (xs->len < 2)

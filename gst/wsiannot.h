@@ -80,8 +80,13 @@ gboolean wsi_polygon_set_add_ring (WsiPolygonSet * set, const gdouble * xy,
 void wsi_polygon_set_end (WsiPolygonSet * set);
 /* Paints every polygon's label, in the order they were added, into the 8-bit
  * patch @dst where its centre test holds (later polygons paint over earlier
- * ones). Returns the number of polygons touching the patch. */
-guint wsi_polygon_set_rasterise (const WsiPolygonSet * set,
+ * ones). Only polygons whose bounding box meets the patch are looked at, and
+ * a polygon with many edges keeps an index of its edges by horizontal band
+ * (built when it ends), so a scanline tests only the edges near it. Returns
+ * the number of polygons touching the patch. */
+guint wsi_polygon_set_rasterise (WsiPolygonSet * set,
     const WsiPatchGeom * geom, guint8 * dst, gsize dst_stride);
+/* Edges tested by every rasterise call so far (a cost counter for tests). */
+guint64 wsi_polygon_set_edges_visited (const WsiPolygonSet * set);
 
 G_END_DECLS

@@ -179,12 +179,20 @@ reader_decode (PngReader * r, ReadKind kind, WsiPngRgbFlags flags,
     png_error (r->png, "image has no pixels");
   if ((guint64) w * h > max_pixels) {
     g_set_error (error, WSI_PNG_ERROR, WSI_PNG_ERROR_TOO_LARGE,
-        "'%s' is %ux%u pixels, more than the %" G_GSIZE_FORMAT " accepted",
-        r->path, w, h, max_pixels);
+        "'%s' is %ux%u pixels, more than the limit of %" G_GSIZE_FORMAT
+        " pixels", r->path, w, h, max_pixels);
     return FALSE;
   }
 
   bpp = setup_transforms (r, kind, flags, depth, ctype);
+  if ((guint64) w * h * bpp > WSI_PNG_MAX_DECODED_BYTES) {
+    g_set_error (error, WSI_PNG_ERROR, WSI_PNG_ERROR_TOO_LARGE,
+        "'%s' is %ux%u pixels, %" G_GUINT64_FORMAT " MiB decoded, more than "
+        "the limit of %" G_GSIZE_FORMAT " MiB of decoded pixels", r->path, w,
+        h, ((guint64) w * h * bpp + (1 << 20) - 1) >> 20,
+        WSI_PNG_MAX_DECODED_BYTES >> 20);
+    return FALSE;
+  }
   png_set_interlace_handling (r->png);
   png_read_update_info (r->png, r->info);
   if (png_get_rowbytes (r->png, r->info) != (gsize) w * bpp)

@@ -11,6 +11,13 @@ G_BEGIN_DECLS
 /* Largest width or height accepted (libpng user limit). */
 #define WSI_PNG_MAX_SIDE (1u << 20)
 
+/* Largest decoded image, in bytes of what libpng delivers (RGBA before
+ * compositing, 16-bit labels at 2 bytes a pixel). PNG compresses a uniform
+ * image about 1000:1, so this, not the file size, bounds the memory a small
+ * file can claim. Checked with the caller's max_pixels before anything is
+ * allocated. */
+#define WSI_PNG_MAX_DECODED_BYTES ((gsize) 1 << 30)
+
 #define WSI_PNG_ERROR (wsi_png_error_quark ())
 GQuark wsi_png_error_quark (void);
 
@@ -21,7 +28,8 @@ typedef enum
   WSI_PNG_ERROR_NOT_PNG,        /* no PNG signature (empty file included) */
   WSI_PNG_ERROR_CORRUPT,        /* libpng refused it: truncated, bad CRC... */
   WSI_PNG_ERROR_COLOUR,         /* a colour PNG where labels are expected */
-  WSI_PNG_ERROR_TOO_LARGE,      /* more pixels than max_pixels */
+  WSI_PNG_ERROR_TOO_LARGE,      /* more than max_pixels pixels, or more
+                                 * than WSI_PNG_MAX_DECODED_BYTES decoded */
   WSI_PNG_ERROR_NO_MEMORY,
 } WsiPngError;
 
@@ -40,8 +48,10 @@ typedef enum
 /* Any PNG (gray, gray+alpha, RGB, RGBA, palette; 1..16 bit; interlaced) as
  * RGB8, stride width * 3. By default 16-bit samples are rounded to 8 bit
  * and alpha is composited on white: v * a + 255 * (1 - a), rounded.
- * Returns NULL and sets @error when the file is unusable or has more than
- * @max_pixels pixels. Free with g_free(). */
+ * Returns NULL and sets @error when the file is unusable, has more than
+ * @max_pixels pixels or decodes to more than WSI_PNG_MAX_DECODED_BYTES
+ * (WSI_PNG_ERROR_TOO_LARGE, naming the limit and the image size). Free with
+ * g_free(). */
 guint8 *wsi_png_read_rgb8 (const gchar * path, gint * width, gint * height,
     gsize max_pixels, WsiPngRgbFlags flags, GError ** error);
 
@@ -57,7 +67,8 @@ typedef struct
 /* A grayscale (1..16 bit, alpha dropped) or indexed PNG as labels: values
  * of up to 8 bit and palette indices (not colours) become 8-bit labels,
  * unscaled; 16-bit values stay 16-bit. Colour PNGs are refused
- * (WSI_PNG_ERROR_COLOUR). On failure @img is left cleared. */
+ * (WSI_PNG_ERROR_COLOUR). Size limits as for wsi_png_read_rgb8. On failure
+ * @img is left cleared. */
 gboolean wsi_png_read_labels (const gchar * path, WsiLabelImage * img,
     gsize max_pixels, GError ** error);
 

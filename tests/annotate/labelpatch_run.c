@@ -71,8 +71,8 @@ report_error (GstBus * bus)
         gst_message_parse_error (msg, &err, &dbg);
       else
         gst_message_parse_warning (msg, &err, &dbg);
-      fprintf (stderr, "%s: %s\n", is_error ? "ERROR" : "WARNING",
-          err->message);
+      fprintf (stderr, "%s: %s [%s %d]\n", is_error ? "ERROR" : "WARNING",
+          err->message, g_quark_to_string (err->domain), err->code);
       found |= is_error;
       g_error_free (err);
       g_free (dbg);
@@ -86,10 +86,15 @@ static GstBuffer *
 make_patch (gint w, gint h, gint64 x, gint64 y, gint64 sw, gint64 sh,
     gint pl, gint pt, gint vw, gint vh, guint frame)
 {
-  GstBuffer *buf = gst_buffer_new_allocate (NULL, (gsize) w * h * 3, NULL);
+  GstVideoInfo info;
+  GstBuffer *buf;
   GstWsiTileMeta *m;
 
-  gst_buffer_memset (buf, 0, 0x80, (gsize) w * h * 3);
+  /* the pushed frame: turned by an odd rot90, rows 4-byte aligned */
+  gst_video_info_set_format (&info, GST_VIDEO_FORMAT_RGB, (rot90 & 1) ? h : w,
+      (rot90 & 1) ? w : h);
+  buf = gst_buffer_new_allocate (NULL, GST_VIDEO_INFO_SIZE (&info), NULL);
+  gst_buffer_memset (buf, 0, 0x80, GST_VIDEO_INFO_SIZE (&info));
   if (no_meta)
     return buf;
   m = gst_wsi_tile_meta_add (buf);

@@ -45,6 +45,15 @@ def expect_error(name, props, annotation, *want, slide_path=slide, patch=PATCH, 
             res.stderr[-600:] if not wsitest.asan_clean(res.proc) else "")
 
 
+# GStreamer error domains and codes as the driver prints them (docs/labelpatch.md)
+NOT_FOUND = "[gst-resource-error-quark 3]"
+OPEN_READ = "[gst-resource-error-quark 5]"
+SETTINGS = "[gst-resource-error-quark 13]"
+NO_SPACE = "[gst-resource-error-quark 14]"
+DECODE = "[gst-stream-error-quark 7]"
+FORMAT = "[gst-stream-error-quark 11]"
+
+
 def write(name, data, mode="wb"):
     path = os.path.join(tmp, name)
     with open(path, mode) as f:
@@ -54,13 +63,15 @@ def write(name, data, mode="wb"):
 
 # ---- PNG masks ----
 masks = os.path.join(tmp, "{name}.png")
-expect_error("missing mask", {"masks": masks}, os.path.join(tmp, "bad-case.png"), "cannot open")
+expect_error("missing mask", {"masks": masks}, os.path.join(tmp, "bad-case.png"), "cannot open",
+             NOT_FOUND)
 
 good = np.arange(SW * SH, dtype=np.uint32).reshape(SH, SW) % 5
 full = annot.write_png(os.path.join(tmp, "full.png"), good.astype(np.uint8))
 data = open(full, "rb").read()
 write("bad-case.png", data[:len(data) // 2])
-expect_error("truncated PNG", {"masks": masks}, os.path.join(tmp, "bad-case.png"), "corrupt or truncated")
+expect_error("truncated PNG", {"masks": masks}, os.path.join(tmp, "bad-case.png"), "corrupt or truncated",
+             DECODE)
 
 corrupt = bytearray(data)
 corrupt[len(data) // 2] ^= 0x55
@@ -77,7 +88,25 @@ Image.fromarray(np.zeros((SH, SW, 3), np.uint8)).save(os.path.join(tmp, "bad-cas
 expect_error("RGB mask", {"masks": masks}, os.path.join(tmp, "bad-case.png"), "colour PNG")
 
 write("bad-case.png", png_header_only(100000, 100000))
-expect_error("huge declared size", {"masks": masks}, os.path.join(tmp, "bad-case.png"), "more than")
+expect_error("huge declared size", {"masks": masks}, os.path.join(tmp, "bad-case.png"), "more than",
+             "limit of 268435456 pixels", "100000x100000", NO_SPACE)
+
+
+# issue #9 point 14: a decompression bomb within the old limit (2^31 pixels):
+# a valid 1-bit PNG of 20000x20000 zeros, ~60 KB on disk, 400 MB decoded
+def bomb_png(w, h):
+    z = zlib.compressobj(9)
+    row = b"\0" * (1 + (w + 7) // 8)
+    idat = b"".join(z.compress(row) for _ in range(h)) + z.flush()
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)) + \
+        png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+
+
+bomb = bomb_png(20000, 20000)
+c.check(len(bomb) < 200000, "bomb PNG is small on disk", str(len(bomb)))
+write("bad-case.png", bomb)
+expect_error("decompression bomb mask", {"masks": masks}, os.path.join(tmp, "bad-case.png"),
+             "20000x20000", "limit", NO_SPACE)
 write("bad-case.png", png_header_only((1 << 20) + 1, 10))
 expect_error("side beyond libpng limit", {"masks": masks}, os.path.join(tmp, "bad-case.png"),
              "corrupt or truncated")
@@ -86,11 +115,11 @@ expect_error("zero width", {"masks": masks}, os.path.join(tmp, "bad-case.png"), 
 
 annot.write_png(os.path.join(tmp, "bad-case.png"), np.zeros((100, 100), np.uint8))
 expect_error("mask aspect differs from slide", {"masks": masks}, os.path.join(tmp, "bad-case.png"),
-             "not a scale", "100x100", "200x150")
+             "not a scale", "100x100", "200x150", DECODE)
 
 annot.write_png(os.path.join(tmp, "bad-case.png"), good.astype(np.uint8))
 expect_error("class index beyond num-classes", {"masks": masks, "num-classes": 3},
-             os.path.join(tmp, "bad-case.png"), "beyond num-classes=3")
+             os.path.join(tmp, "bad-case.png"), "beyond num-classes=3", DECODE)
 
 inst = (good + 1).astype(np.uint16)
 annot.write_png(os.path.join(tmp, "bad-case.png"), inst)
@@ -111,7 +140,7 @@ def fc(*geoms, name="Tumor"):
 
 
 gprops = {"geojson": gj, "class-map": "Tumor=1"}
-expect_error("missing GeoJSON", gprops, gpath, "cannot open")
+expect_error("missing GeoJSON", gprops, gpath, "cannot open", NOT_FOUND)
 cases = [
     ("not JSON", "{ nope", "bad GeoJSON"),
     ("wrong root", json.dumps({"type": "Topology"}), "expected a FeatureCollection"),
@@ -138,7 +167,15 @@ cases = [
      "position is not [x, y]"),
     ("unknown classification", fc({"type": "Polygon", "coordinates": [square]}, name="Necrosis"),
      "classification 'Necrosis' is not in class-map"),
+    ("nested FeatureCollection without features",
+     json.dumps({"type": "FeatureCollection", "features": [{"type": "FeatureCollection"}]}),
+     "without a 'features' array"),
 ]
+nested = json.loads(fc({"type": "Polygon", "coordinates": [square]}))
+for _ in range(12):
+    nested = {"type": "FeatureCollection", "features": [nested]}
+cases.append(("FeatureCollections nested too deep", json.dumps(nested),
+              "FeatureCollections nested too deep"))
 deep = {"type": "Polygon", "coordinates": [square]}
 for _ in range(12):
     deep = {"type": "GeometryCollection", "geometries": [deep]}
@@ -147,7 +184,8 @@ cases.append(("JSON nested a million deep", "[" * 1000000, "nested deeper than 6
 cases.append(("empty file", "", "expected a FeatureCollection"))
 for name, text, want in cases:
     write("bad-case.geojson", text, "w")
-    expect_error(f"GeoJSON: {name}", gprops, gpath, want)
+    expect_error(f"GeoJSON: {name}", gprops, gpath, want,
+                 SETTINGS if "class-map" in want else DECODE)
 
 # a feature index in the message points at the bad one
 write("bad-case.geojson", json.dumps([
@@ -157,7 +195,12 @@ write("bad-case.geojson", json.dumps([
 expect_error("GeoJSON: error names the feature", gprops, gpath, "feature 1")
 
 # ---- settings (checked at start) and missing meta ----
-expect_error("neither masks nor geojson", {}, None, "exactly one", names_patch=False)
+expect_error("neither masks nor geojson", {}, None, "exactly one", SETTINGS, names_patch=False)
+if os.geteuid() != 0:
+    write("bad-case.png", data)
+    os.chmod(os.path.join(tmp, "bad-case.png"), 0)
+    expect_error("unreadable mask", {"masks": masks}, os.path.join(tmp, "bad-case.png"),
+                 "Permission denied", OPEN_READ)
 expect_error("both masks and geojson", {"masks": masks, "geojson": gj}, None, "exactly one",
              names_patch=False)
 expect_error("unknown placeholder", {"masks": os.path.join(tmp, "{nmae}.png")}, "{nmae}",
@@ -171,6 +214,6 @@ expect_error("ignore-index beyond GRAY8", {"masks": masks, "ignore-index": 300},
              "GRAY8", names_patch=False)
 expect_error("GeoJSON with instance-mode", {"geojson": gj, "instance-mode": "boundary"}, None,
              "instance-mode", names_patch=False)
-expect_error("buffer without tile meta", {"masks": masks}, None, "GstWsiTileMeta",
+expect_error("buffer without tile meta", {"masks": masks}, None, "GstWsiTileMeta", FORMAT,
              extra=["--no-meta"], names_patch=False)
 c.finish()

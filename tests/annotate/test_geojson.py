@@ -150,4 +150,35 @@ want = annot.augment(ref_c[40 + M:40 + M + W, 80 + M:80 + M + W], True, False, 3
 c.check(res.returncode == 0 and len(res.labels) == 1 and np.array_equal(res.labels[0], want),
         "single Feature root, flip-h + 3 turns", res.stderr[-300:])
 features[:] = saved
+
+# issue #9 point 14: a FeatureCollection nested in 'features' (as some tools
+# export layers) is read, not dropped; same labels as the flat file
+nested = {"type": "FeatureCollection", "features": [
+    features[0],
+    {"type": "FeatureCollection", "features": [
+        features[1], {"type": "FeatureCollection", "features": features[2:4]}]},
+    features[4], features[5]]}
+with open(os.path.join(tmp, "ann", "slide-d.geojson"), "w") as f:
+    json.dump(nested, f)
+res = annot.run({"geojson": pattern, "class-map": cmap, "unknown-class": "skip"},
+                os.path.join(tmp, "slides", "slide-d.svs"), positions, (W, H), (SW, SH))
+check("FeatureCollection nested in features", res, ref_skip, positions)
+
+# issue #9 point 14: a polygon of 30 000 vertices (a wiggly ring around the
+# whole slide) rasterised exactly; the edge index keeps it fast
+n = 30000
+t = np.linspace(0, 2 * np.pi, n, endpoint=False) + rng.uniform(0, 1e-6, n)
+r = 80 + 15 * np.sin(37 * t) + rng.uniform(0, 3, n)
+big = [[float(150.3 + rr * np.cos(a)), float(100.7 + rr * np.sin(a))] for rr, a in zip(r, t)]
+big.append(big[0])
+saved = features[:]
+features[:] = [feature({"type": "Polygon", "coordinates": [big]}, "Tumor")]
+with open(os.path.join(tmp, "ann", "slide-e.geojson"), "w") as f:
+    json.dump({"type": "FeatureCollection", "features": features}, f)
+ref_e = reference(classes.get)
+c.check((ref_e == 1).sum() > 10000, "big polygon: reference covers the slide")
+res = annot.run({"geojson": pattern, "class-map": cmap}, os.path.join(tmp, "slides", "slide-e.svs"),
+                positions, (W, H), (SW, SH))
+check("30k-vertex polygon", res, ref_e, positions)
+features[:] = saved
 c.finish()

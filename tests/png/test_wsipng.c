@@ -431,6 +431,68 @@ expect_failure (const gchar * path, gsize max_pixels, gint code, gint code2)
   g_clear_error (&error);
 }
 
+/* A valid 1-bit gray PNG of @w x @h zero pixels: a few hundred KB that
+ * decode to gigabytes (a decompression bomb). */
+static gchar *
+bomb_png (const gchar * name, guint32 w, guint32 h)
+{
+  gchar *path = g_build_filename (tmpdir, name, NULL);
+  FILE *fp = g_fopen (path, "wb");
+  png_structp png;
+  png_infop info;
+  guint8 *row = g_malloc0 ((w + 7) / 8);
+  guint32 y;
+
+  g_assert_nonnull (fp);
+  png = png_create_write_struct (PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+  info = png_create_info_struct (png);
+  g_assert_true (png && info);
+  if (setjmp (png_jmpbuf (png)))
+    g_error ("libpng failed writing %s", path);
+  png_init_io (png, fp);
+  png_set_compression_level (png, 1);
+  png_set_IHDR (png, info, w, h, 1, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
+      PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_write_info (png, info);
+  for (y = 0; y < h; y++)
+    png_write_row (png, row);
+  png_write_end (png, NULL);
+  png_destroy_write_struct (&png, &info);
+  fclose (fp);
+  g_free (row);
+  return path;
+}
+
+/* Issue #9 point 14: a small valid file whose pixel count is within the
+ * caller's max_pixels but whose decoded size is not is refused before any
+ * allocation, with the limit and the image size in the message. */
+static void
+test_decompression_bomb (void)
+{
+  gchar *path = bomb_png ("bomb.png", 40000, 40000);
+  GStatBuf st;
+  GError *error = NULL;
+  WsiLabelImage img;
+  gint w, h;
+
+  g_assert_cmpint (g_stat (path, &st), ==, 0);
+  g_test_message ("bomb: %" G_GINT64_FORMAT " bytes on disk",
+      (gint64) st.st_size);
+  g_assert_cmpint (st.st_size, <, 4 << 20);
+  g_assert_cmpuint ((guint64) 40000 * 40000, <, BIG_MAX);
+  expect_failure (path, BIG_MAX, WSI_PNG_ERROR_TOO_LARGE, -1);
+  g_assert_null (wsi_png_read_rgb8 (path, &w, &h, BIG_MAX, 0, &error));
+  g_assert_nonnull (strstr (error->message, "40000x40000"));
+  g_assert_nonnull (strstr (error->message, "limit of 1024 MiB"));
+  g_clear_error (&error);
+  g_assert_false (wsi_png_read_labels (path, &img, BIG_MAX, &error));
+  g_assert_nonnull (strstr (error->message, "40000x40000"));
+  g_assert_nonnull (strstr (error->message, "limit"));
+  g_clear_error (&error);
+  g_unlink (path);
+  g_free (path);
+}
+
 static GBytes *
 good_png_bytes (const Kind * k)
 {
@@ -628,6 +690,7 @@ main (int argc, char **argv)
   g_test_add_func ("/wsipng/bad-files", test_bad_files);
   g_test_add_func ("/wsipng/forged-ihdr", test_forged_ihdr);
   g_test_add_func ("/wsipng/mutations", test_mutations);
+  g_test_add_func ("/wsipng/decompression-bomb", test_decompression_bomb);
   ret = g_test_run ();
   {
     GDir *d = g_dir_open (tmpdir, 0, NULL);
