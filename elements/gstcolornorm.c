@@ -6,6 +6,7 @@
 #include "config.h"
 #endif
 
+#include "gstwsiprops.h"
 #include "gstwsiseg.h"
 #include "gstwsitilemeta.h"
 #include "wsicolor.h"
@@ -15,8 +16,11 @@
 #include <gst/video/video.h>
 #include <openslide.h>
 
+#include <errno.h>
+#include <unistd.h>
 #include <math.h>
 #include <string.h>
+#include <glib/gstdio.h>
 
 GST_DEBUG_CATEGORY_STATIC (colornorm_debug);
 #define GST_CAT_DEFAULT colornorm_debug
@@ -128,11 +132,16 @@ typedef struct
   guint tissue_patches;
 } SlideFit;
 
+/* A held buffer, or a serialized event kept in order with them. */
 typedef struct
 {
   GstBuffer *buf;
+  GstEvent *event;              /* instead of buf */
   SlideFit *fit;                /* NULL: needs no slide estimate */
 } Held;
+
+/* Buffers held at most while a slide's estimate is pending. */
+#define MAX_HELD(fit_patches) (4 * (guint64) (fit_patches) + 32)
 
 #define GST_TYPE_COLORNORM (gst_colornorm_get_type ())
 G_DECLARE_FINAL_TYPE (GstColorNorm, gst_colornorm, GST, COLORNORM,
@@ -158,6 +167,8 @@ struct _GstColorNorm
   gboolean augment;
   gint64 seed;
   gdouble aug_scale, aug_shift, aug_hed_scale, aug_hed_shift;
+  gboolean post_messages;
+  gint64 last_notify_us;
   GRand *rand;
   /* latest source estimate, object lock */
   gboolean source_valid;
@@ -208,6 +219,7 @@ enum
   PROP_AUGMENT_SHIFT,
   PROP_AUGMENT_HED_SCALE,
   PROP_AUGMENT_HED_SHIFT,
+  PROP_POST_MESSAGES,
   N_PROPS
 };
 
@@ -265,27 +277,45 @@ is_stain_mode (GstColorNormMode m)
   return m == MODE_REINHARD || m == MODE_MACENKO;
 }
 
-/* Sets the source properties from @f and notifies them. */
+/* Sets the source properties and notifies those whose value changed.
+ * @periodic (a per-patch fit): notified only with post-messages. */
 static void
 publish_source (GstColorNorm * self, gboolean valid, GstColorNormMode mode,
-    const WsiLabStats * lab, const WsiStainParams * stain)
+    const WsiLabStats * lab, const WsiStainParams * stain, gboolean periodic)
 {
+  gboolean fitted_changed, lab_mean = FALSE, lab_std = FALSE;
+  gboolean matrix = FALSE, conc = FALSE, notify;
+
   GST_OBJECT_LOCK (self);
+  fitted_changed = self->source_valid != valid;
   self->source_valid = valid;
-  if (valid && mode == MODE_REINHARD)
-    self->source_lab = *lab;
-  if (valid && mode == MODE_MACENKO)
-    self->source_stain = *stain;
-  GST_OBJECT_UNLOCK (self);
-  g_object_notify_by_pspec (G_OBJECT (self), props[PROP_SOURCE_FITTED]);
   if (valid && mode == MODE_REINHARD) {
+    lab_mean = memcmp (self->source_lab.mean, lab->mean, sizeof (lab->mean));
+    lab_std = memcmp (self->source_lab.std, lab->std, sizeof (lab->std));
+    self->source_lab = *lab;
+  }
+  if (valid && mode == MODE_MACENKO) {
+    matrix = memcmp (self->source_stain.he, stain->he, sizeof (stain->he));
+    conc = memcmp (self->source_stain.max_conc, stain->max_conc,
+        sizeof (stain->max_conc));
+    self->source_stain = *stain;
+  }
+  notify = !periodic || gst_wsi_periodic_message_due (self->post_messages,
+      &self->last_notify_us, 0);
+  GST_OBJECT_UNLOCK (self);
+  if (!notify)
+    return;
+  if (fitted_changed)
+    g_object_notify_by_pspec (G_OBJECT (self), props[PROP_SOURCE_FITTED]);
+  if (lab_mean)
     g_object_notify_by_pspec (G_OBJECT (self), props[PROP_SOURCE_LAB_MEAN]);
+  if (lab_std)
     g_object_notify_by_pspec (G_OBJECT (self), props[PROP_SOURCE_LAB_STD]);
-  } else if (valid) {
+  if (matrix)
     g_object_notify_by_pspec (G_OBJECT (self),
         props[PROP_SOURCE_STAIN_MATRIX]);
+  if (conc)
     g_object_notify_by_pspec (G_OBJECT (self), props[PROP_SOURCE_MAX_CONC]);
-  }
 }
 
 static void
@@ -302,7 +332,7 @@ slide_fit_finish (GstColorNorm * self, SlideFit * f)
   GST_INFO_OBJECT (self, "slide '%s': source estimate from %u tissue patches "
       "%s", f->slide, f->tissue_patches, f->valid ? "done" :
       "impossible (too little tissue): stain step is the identity");
-  publish_source (self, f->valid, f->mode, &f->lab, &f->stain);
+  publish_source (self, f->valid, f->mode, &f->lab, &f->stain, FALSE);
 }
 
 /* The real (non-padded) rectangle of a buffer, from its tile meta. */
@@ -482,9 +512,19 @@ load_target (GstColorNorm * self)
   rgb = wsi_png_read_rgb8 (path, &w, &h, MAX_PNG_PIXELS, TARGET_PNG_FLAGS,
       &error);
   if (!rgb) {
-    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
-        ("Cannot read the stain target image \"%s\".", path),
-        ("%s; target-location must be an H&E PNG image", error->message));
+    if (!g_file_test (path, G_FILE_TEST_EXISTS))
+      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
+          ("The stain target image \"%s\" does not exist.", path),
+          ("%s", error ? error->message : ""));
+    else if (g_access (path, R_OK) != 0)
+      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+          ("Cannot read the stain target image \"%s\": %s.", path,
+              g_strerror (errno)), ("%s", error ? error->message : ""));
+    else
+      GST_ELEMENT_ERROR (self, STREAM, DECODE,
+          ("The stain target image \"%s\" is not a readable PNG.", path),
+          ("%s; target-location must be an H&E PNG image", error ?
+              error->message : ""));
     g_clear_error (&error);
     g_free (path);
     return FALSE;
@@ -493,7 +533,7 @@ load_target (GstColorNorm * self)
   ok = fit_image (rgb, w, h, WSI_ACC_LAB | WSI_ACC_OD, &lab, &stain, why);
   g_free (rgb);
   if (!ok) {
-    GST_ELEMENT_ERROR (self, RESOURCE, READ,
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
         ("The stain target image \"%s\" has too little H&E tissue.", path),
         ("%s; tissue pixels are those with R, G and B all <= %d", why->str,
             WSI_TISSUE_MAX_VALUE));
@@ -546,11 +586,42 @@ fit_from_overview (GstColorNorm * self, SlideFit * f)
   }
   g_string_free (why, TRUE);
   f->done = TRUE;
-  publish_source (self, TRUE, f->mode, &f->lab, &f->stain);
+  publish_source (self, TRUE, f->mode, &f->lab, &f->stain, FALSE);
   return TRUE;
 }
 
 /* --- held buffers (fit-once) --------------------------------------------- */
+
+/* Maps an input frame with the strides of its GstVideoMeta, else those of
+ * the caps (RGB rows 4-byte aligned); posts an error if it does not fit. */
+static gboolean
+map_input (GstColorNorm * self, GstVideoFrame * frame, GstBuffer * buf)
+{
+  GstVideoMeta *vm;
+
+  if (gst_video_frame_map (frame, &self->in_info, buf, GST_MAP_READ))
+    return TRUE;
+  vm = gst_buffer_get_video_meta (buf);
+  GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("Cannot read the input buffer."),
+      ("a %dx%d RGB buffer of %" G_GSIZE_FORMAT " bytes is smaller than the "
+          "negotiated caps say (%" G_GSIZE_FORMAT " bytes, row stride %d)",
+          GST_VIDEO_INFO_WIDTH (&self->in_info),
+          GST_VIDEO_INFO_HEIGHT (&self->in_info), gst_buffer_get_size (buf),
+          GST_VIDEO_INFO_SIZE (&self->in_info), vm ? vm->stride[0] :
+          GST_VIDEO_INFO_PLANE_STRIDE (&self->in_info, 0)));
+  return FALSE;
+}
+
+static guint
+held_buffers (GstColorNorm * self)
+{
+  GList *l;
+  guint n = 0;
+
+  for (l = self->held.head; l; l = l->next)
+    n += ((Held *) l->data)->buf != NULL;
+  return n;
+}
 
 static void
 held_clear (GstColorNorm * self)
@@ -558,7 +629,10 @@ held_clear (GstColorNorm * self)
   Held *h;
 
   while ((h = g_queue_pop_head (&self->held))) {
-    gst_buffer_unref (h->buf);
+    if (h->buf)
+      gst_buffer_unref (h->buf);
+    if (h->event)
+      gst_event_unref (h->event);
     slide_fit_unref (h->fit);
     g_free (h);
   }
@@ -624,9 +698,7 @@ gst_colornorm_submit_input_buffer (GstBaseTransform * trans,
             (guint) MAX (1.0, ceil (px / OD_CAPACITY)));
         f->acc_ready = TRUE;
       }
-      if (!gst_video_frame_map (&frame, &self->in_info, buf, GST_MAP_READ)) {
-        GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot read the input "
-                "buffer."), ("buffer too small for the negotiated caps"));
+      if (!map_input (self, &frame, buf)) {
         gst_buffer_unref (buf);
         g_free (h);
         return GST_FLOW_ERROR;
@@ -635,7 +707,7 @@ gst_colornorm_submit_input_buffer (GstBaseTransform * trans,
         f->tissue_patches++;
       gst_video_frame_unmap (&frame);
       if (f->tissue_patches >= fit_patches
-          || g_queue_get_length (&self->held) + 1 >= 4 * fit_patches + 32)
+          || held_buffers (self) + 1 >= MAX_HELD (fit_patches))
         slide_fit_finish (self, f);
     }
     h->fit = slide_fit_ref (self->fit);
@@ -654,10 +726,16 @@ static GstFlowReturn
 gst_colornorm_generate_output (GstBaseTransform * trans, GstBuffer ** outbuf)
 {
   GstColorNorm *self = GST_COLORNORM (trans);
-  Held *h = g_queue_peek_head (&self->held);
+  Held *h;
   GstFlowReturn ret;
 
   *outbuf = NULL;
+  /* serialized events that came after the buffer pushed last */
+  while ((h = g_queue_peek_head (&self->held)) && h->event) {
+    g_queue_pop_head (&self->held);
+    gst_pad_push_event (trans->srcpad, h->event);
+    g_free (h);
+  }
   if (!h || (h->fit && !h->fit->done))
     return GST_FLOW_OK;
   g_queue_pop_head (&self->held);
@@ -688,8 +766,12 @@ drain (GstColorNorm * self)
   while (ret == GST_FLOW_OK) {
     GstBuffer *out = NULL;
     ret = gst_colornorm_generate_output (trans, &out);
-    if (!out)
-      break;
+    if (!out) {
+      Held *h = g_queue_peek_head (&self->held);
+      if (!h || (h->buf && h->fit && !h->fit->done))
+        break;
+      continue;
+    }
     if (ret == GST_FLOW_OK)
       ret = gst_pad_push (trans->srcpad, out);
     else
@@ -716,10 +798,72 @@ gst_colornorm_sink_event (GstBaseTransform * trans, GstEvent * event)
       held_clear (self);
       break;
     default:
+      /* GAP, TAG, custom...: stay behind the buffers held before them */
+      if (GST_EVENT_IS_SERIALIZED (event) && !g_queue_is_empty (&self->held)) {
+        Held *h = g_new0 (Held, 1);
+        h->event = event;
+        g_queue_push_tail (&self->held, h);
+        return TRUE;
+      }
       break;
   }
   return GST_BASE_TRANSFORM_CLASS (gst_colornorm_parent_class)->sink_event
       (trans, event);
+}
+
+/* Holding buffers for a slide estimate delays them: up to MAX_HELD frames
+ * (fit=first-patches in the stain modes) on top of upstream's latency. */
+static gboolean
+gst_colornorm_query (GstBaseTransform * trans, GstPadDirection direction,
+    GstQuery * query)
+{
+  GstColorNorm *self = GST_COLORNORM (trans);
+  gboolean ret;
+
+  ret = GST_BASE_TRANSFORM_CLASS (gst_colornorm_parent_class)->query (trans,
+      direction, query);
+  if (ret && direction == GST_PAD_SRC
+      && GST_QUERY_TYPE (query) == GST_QUERY_LATENCY) {
+    gboolean live, holds;
+    GstClockTime min, max, frame = GST_CLOCK_TIME_NONE, extra;
+    guint64 n;
+    gint fn, fd;
+
+    gst_query_parse_latency (query, &live, &min, &max);
+    GST_OBJECT_LOCK (self);
+    holds = is_stain_mode (self->mode) && self->fit_mode != FIT_PER_PATCH;
+    n = MAX_HELD (self->fit_patches);
+    GST_OBJECT_UNLOCK (self);
+    fn = GST_VIDEO_INFO_FPS_N (&self->in_info);
+    fd = GST_VIDEO_INFO_FPS_D (&self->in_info);
+    if (fn > 0 && fd > 0)
+      frame = gst_util_uint64_scale_int (GST_SECOND, fd, fn);
+    if (live && holds) {
+      if (GST_CLOCK_TIME_IS_VALID (frame)) {
+        extra = n * frame;
+        min += extra;
+        if (GST_CLOCK_TIME_IS_VALID (max))
+          max += extra;
+      } else {
+        /* no frame rate: the delay has no bound in time */
+        max = GST_CLOCK_TIME_NONE;
+      }
+      GST_DEBUG_OBJECT (self, "latency: holding up to %" G_GUINT64_FORMAT
+          " buffers -> min %" GST_TIME_FORMAT " max %" GST_TIME_FORMAT, n,
+          GST_TIME_ARGS (min), GST_TIME_ARGS (max));
+      gst_query_set_latency (query, live, min, max);
+    }
+  }
+  return ret;
+}
+
+/* Strided input (GstVideoMeta) is read as it comes. */
+static gboolean
+gst_colornorm_propose_allocation (GstBaseTransform * trans,
+    GstQuery * decide_query, GstQuery * query)
+{
+  gst_query_add_allocation_meta (query, GST_VIDEO_META_API_TYPE, NULL);
+  return TRUE;
 }
 
 /* --- caps ---------------------------------------------------------------- */
@@ -1037,7 +1181,7 @@ prepare_stain (GstColorNorm * self, const Snapshot * s, GstVideoFrame * in,
       valid = wsi_lab_stats_fit (&self->patch_acc, &lab);
     else if (valid)
       valid = wsi_macenko_fit (&self->patch_acc, &stain);
-    publish_source (self, valid, s->mode, &lab, &stain);
+    publish_source (self, valid, s->mode, &lab, &stain, TRUE);
   }
   if (!valid)
     return STAIN_NONE;
@@ -1069,11 +1213,8 @@ gst_colornorm_transform (GstBaseTransform * trans, GstBuffer * inbuf,
 
   if (!load_target (self))
     return GST_FLOW_ERROR;
-  if (!gst_video_frame_map (&in, &self->in_info, inbuf, GST_MAP_READ)) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot read the input "
-            "buffer."), ("buffer smaller than the negotiated caps say"));
+  if (!map_input (self, &in, inbuf))
     return GST_FLOW_ERROR;
-  }
   w = GST_VIDEO_FRAME_WIDTH (&in);
   h = GST_VIDEO_FRAME_HEIGHT (&in);
   if (self->out_tensor) {
@@ -1243,36 +1384,38 @@ set_array (GValue * value, const gdouble * v, guint n)
   }
 }
 
-/* Copies a GstValueArray of exactly @n numbers into @v. */
+/* Copies a GstValueArray of exactly @n numbers, each finite and >= @min,
+ * into @v; otherwise leaves @v alone and posts a warning (a bad value from
+ * the user is not a programming error). Called without the object lock. */
 static gboolean
 get_array (GstColorNorm * self, const GValue * value, const gchar * name,
     gdouble * v, guint n, gdouble min)
 {
-  guint i;
-  gdouble tmp[6];
+  guint i, size = gst_value_array_get_size (value);
+  gchar *problem = NULL;
 
-  if (gst_value_array_get_size (value) != n) {
-    g_warning ("colornorm: %s needs %u numbers, got %u; ignored", name, n,
-        gst_value_array_get_size (value));
-    return FALSE;
-  }
-  for (i = 0; i < n; i++) {
+  if (size != n)
+    problem = g_strdup_printf ("needs %u numbers, got %u", n, size);
+  for (i = 0; !problem && i < n; i++) {
     const GValue *e = gst_value_array_get_value (value, i);
     if (G_VALUE_HOLDS_DOUBLE (e))
-      tmp[i] = g_value_get_double (e);
+      v[i] = g_value_get_double (e);
     else if (G_VALUE_HOLDS_INT (e))
-      tmp[i] = g_value_get_int (e);
-    else {
-      g_warning ("colornorm: %s must hold numbers; ignored", name);
-      return FALSE;
-    }
-    if (!isfinite (tmp[i]) || tmp[i] < min) {
-      g_warning ("colornorm: %s value %g out of range (finite, >= %g); "
-          "ignored", name, tmp[i], min);
-      return FALSE;
-    }
+      v[i] = g_value_get_int (e);
+    else
+      problem = g_strdup ("must hold numbers");
+    if (!problem && (!isfinite (v[i]) || v[i] < min))
+      problem = g_strdup_printf ("value %g out of range (finite, >= %g)",
+          v[i], min);
   }
-  memcpy (v, tmp, n * sizeof (gdouble));
+  if (problem) {
+    GST_WARNING_OBJECT (self, "%s %s; ignored", name, problem);
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("Invalid value for property '%s': %s; the value was ignored.", name,
+            problem), (NULL));
+    g_free (problem);
+    return FALSE;
+  }
   return TRUE;
 }
 
@@ -1282,6 +1425,31 @@ gst_colornorm_set_property (GObject * object, guint prop_id,
 {
   GstColorNorm *self = GST_COLORNORM (object);
   gdouble v[6];
+  gboolean ok = TRUE;
+
+  /* arrays are checked before the lock: a refusal posts a message */
+  switch (prop_id) {
+    case PROP_MEAN:
+    case PROP_TARGET_LAB_MEAN:
+      ok = get_array (self, value, pspec->name, v, 3, -G_MAXDOUBLE);
+      break;
+    case PROP_STD:
+      ok = get_array (self, value, pspec->name, v, 3, 1e-6);
+      break;
+    case PROP_TARGET_LAB_STD:
+      ok = get_array (self, value, pspec->name, v, 3, 0.0);
+      break;
+    case PROP_TARGET_STAIN_MATRIX:
+      ok = get_array (self, value, pspec->name, v, 6, -G_MAXDOUBLE);
+      break;
+    case PROP_TARGET_MAX_CONC:
+      ok = get_array (self, value, pspec->name, v, 2, 1e-6);
+      break;
+    default:
+      break;
+  }
+  if (!ok)
+    return;
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
@@ -1292,10 +1460,10 @@ gst_colornorm_set_property (GObject * object, guint prop_id,
       self->tensor_scale = g_value_get_enum (value);
       break;
     case PROP_MEAN:
-      get_array (self, value, "mean", self->mean, 3, -G_MAXDOUBLE);
+      memcpy (self->mean, v, 3 * sizeof (gdouble));
       break;
     case PROP_STD:
-      get_array (self, value, "std", self->std, 3, 1e-6);
+      memcpy (self->std, v, 3 * sizeof (gdouble));
       break;
     case PROP_TARGET_LOCATION:
       g_free (self->target_location);
@@ -1303,19 +1471,16 @@ gst_colornorm_set_property (GObject * object, guint prop_id,
       self->target_dirty = TRUE;
       break;
     case PROP_TARGET_LAB_MEAN:
-      get_array (self, value, "target-lab-mean", self->target_lab.mean, 3,
-          -G_MAXDOUBLE);
+      memcpy (self->target_lab.mean, v, 3 * sizeof (gdouble));
       break;
     case PROP_TARGET_LAB_STD:
-      get_array (self, value, "target-lab-std", self->target_lab.std, 3, 0.0);
+      memcpy (self->target_lab.std, v, 3 * sizeof (gdouble));
       break;
     case PROP_TARGET_STAIN_MATRIX:
-      if (get_array (self, value, "target-stain-matrix", v, 6, -G_MAXDOUBLE))
-        memcpy (self->target_stain.he, v, sizeof (v));
+      memcpy (self->target_stain.he, v, 6 * sizeof (gdouble));
       break;
     case PROP_TARGET_MAX_CONC:
-      get_array (self, value, "target-max-conc", self->target_stain.max_conc,
-          2, 1e-6);
+      memcpy (self->target_stain.max_conc, v, 2 * sizeof (gdouble));
       break;
     case PROP_KEEP_RESIDUAL:
       self->keep_residual = g_value_get_boolean (value);
@@ -1350,6 +1515,9 @@ gst_colornorm_set_property (GObject * object, guint prop_id,
       break;
     case PROP_AUGMENT_HED_SHIFT:
       self->aug_hed_shift = g_value_get_double (value);
+      break;
+    case PROP_POST_MESSAGES:
+      self->post_messages = g_value_get_boolean (value);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -1440,6 +1608,9 @@ gst_colornorm_get_property (GObject * object, guint prop_id, GValue * value,
       break;
     case PROP_AUGMENT_HED_SHIFT:
       g_value_set_double (value, self->aug_hed_shift);
+      break;
+    case PROP_POST_MESSAGES:
+      g_value_set_boolean (value, self->post_messages);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -1569,6 +1740,7 @@ gst_colornorm_class_init (GstColorNormClass * klass)
   props[PROP_AUGMENT_HED_SHIFT] = g_param_spec_double ("augment-hed-shift",
       "Augment HED shift", "Per-stain concentration shift drawn from [-x, x] "
       "(optical density units)", 0.0, 1.0, 0.02, rw);
+  props[PROP_POST_MESSAGES] = gst_wsi_param_spec_post_messages ();
   g_object_class_install_properties (gobject_class, N_PROPS, props);
 
   gst_element_class_set_static_metadata (element_class,
@@ -1593,6 +1765,9 @@ gst_colornorm_class_init (GstColorNormClass * klass)
       GST_DEBUG_FUNCPTR (gst_colornorm_generate_output);
   trans_class->sink_event = GST_DEBUG_FUNCPTR (gst_colornorm_sink_event);
   trans_class->start = GST_DEBUG_FUNCPTR (gst_colornorm_start);
+  trans_class->query = GST_DEBUG_FUNCPTR (gst_colornorm_query);
+  trans_class->propose_allocation =
+      GST_DEBUG_FUNCPTR (gst_colornorm_propose_allocation);
   trans_class->stop = GST_DEBUG_FUNCPTR (gst_colornorm_stop);
 
   gst_type_mark_as_plugin_api (GST_TYPE_COLORNORM_MODE, 0);

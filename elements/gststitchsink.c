@@ -11,6 +11,7 @@
 #include "config.h"
 #endif
 
+#include "gstwsiprops.h"
 #include "gstwsiseg.h"
 #include "gstwsitilemeta.h"
 #include "stitchblend.h"
@@ -32,6 +33,15 @@ GST_DEBUG_CATEGORY_STATIC (stitchsink_debug);
 #define MAX_REGION_HEIGHT G_MAXINT32
 /* Probability tensors: classes per pixel. */
 #define MAX_CLASSES 255
+
+/* Stale "<output>.partial-XXXXXX" files older than this many seconds that no
+ * writer holds are removed when an output is opened. */
+#define STALE_TEMP_AGE_S 2
+/* PNG tEXt key and GeoJSON member marking an output cut short at EOS. */
+#define PARTIAL_KEY "wsiseg-partial"
+/* Custom serialized downstream event: a grid position the producer skipped
+ * (tissue detection), fields col, row (int). Counts as covered. */
+#define TILE_SKIPPED_EVENT "wsi-tile-skipped"
 
 #define TENSOR_CAPS "other/tensors, format=(string)static, " \
     "num_tensors=(int)1, types=(string)float32"
@@ -118,6 +128,7 @@ enum
   PROP_GEOJSON_BOUNDARY_GROW,
   PROP_MAX_BAND_ROWS,
   PROP_IMAGES_WRITTEN,
+  PROP_POST_MESSAGES,
 };
 
 #define DEFAULT_BLEND GST_STITCH_SINK_BLEND_CROP
@@ -162,6 +173,8 @@ struct _GstStitchSink
   guint geojson_boundary_grow;
   guint64 max_band_rows;        /* peak over the run, read-only */
   guint images_written;
+  gboolean post_messages;
+  gint running;
 
   /* negotiated format; n_classes > 0: probability tensors */
   gboolean negotiated;
@@ -212,6 +225,8 @@ struct _GstStitchSink
   guint64 patches;
   guint64 patches_since_message;
   gdouble fraction;
+  guint64 grid_done;            /* grid positions up to the last one seen */
+  gint64 last_message_us;
 };
 
 G_DEFINE_TYPE (GstStitchSink, gst_stitch_sink, GST_TYPE_BASE_SINK);
@@ -295,6 +310,9 @@ location_has_pattern (const gchar * location)
   g_free (s);
   return has;
 }
+
+static void optional_output_failed (GstStitchSink * self, const gchar * what,
+    const gchar * location, GError * err);
 
 /* ---- band management ---- */
 
@@ -383,24 +401,48 @@ emit_row (GstStitchSink * self, gint64 y, const guint8 * row, GError ** error)
   }
   if (self->geojson) {
     gint64 x;
+    GError *gerr = NULL;
     if (self->bytes_per_sample_img == 2)
       for (x = 0; x < self->width; x++)
         self->label16_row[x] = row[2 * x] | (row[2 * x + 1] << 8);
     else
       for (x = 0; x < self->width; x++)
         self->label16_row[x] = row[x];
-    if (!stitch_geojson_push_row (self->geojson, self->label16_row, error))
-      return FALSE;
+    if (!stitch_geojson_push_row (self->geojson, self->label16_row, &gerr)) {
+      stitch_geojson_abort (self->geojson);
+      self->geojson = NULL;
+      optional_output_failed (self, "GeoJSON", self->out_geojson_location,
+          gerr);
+    }
   }
-  if (self->spool)
-    return stitch_spool_write_row (self->spool, row, error)
-        && (!self->prob_spool
-        || stitch_spool_write_row (self->prob_spool, self->prob_row, error));
+  if (self->spool) {
+    GError *perr = NULL;
+    if (!stitch_spool_write_row (self->spool, row, error))
+      return FALSE;
+    if (self->prob_spool && !stitch_spool_write_row (self->prob_spool,
+            self->prob_row, &perr)) {
+      g_clear_pointer (&self->prob_spool, stitch_spool_free);
+      stitch_png_abort (self->prob_png);
+      self->prob_png = NULL;
+      optional_output_failed (self, "probability map",
+          self->out_prob_location, perr);
+    }
+    return TRUE;
+  }
   if (self->overlay)
     stitch_overlay_push_row (self->overlay, y, row);
-  return stitch_png_write_row (self->png, row, error)
-      && (!self->prob_png
-      || stitch_png_write_row (self->prob_png, self->prob_row, error));
+  if (!stitch_png_write_row (self->png, row, error))
+    return FALSE;
+  if (self->prob_png) {
+    GError *perr = NULL;
+    if (!stitch_png_write_row (self->prob_png, self->prob_row, &perr)) {
+      stitch_png_abort (self->prob_png);
+      self->prob_png = NULL;
+      optional_output_failed (self, "probability map",
+          self->out_prob_location, perr);
+    }
+  }
+  return TRUE;
 }
 
 /* Writes every row above @y_end (exclusive) and recycles its memory. */
@@ -458,22 +500,73 @@ image_reset (GstStitchSink * self)
   self->patches = 0;
   self->patches_since_message = 0;
   self->fraction = 0;
+  self->grid_done = 0;
 }
 
-static void
-post_progress (GstStitchSink * self)
+/* Grid positions of the image (0: unknown). */
+static guint64
+grid_expected (GstStitchSink * self)
 {
-  GstStructure *s = gst_structure_new ("stitchsink-progress",
+  if (self->grid_cols > 0 && self->grid_rows > 0)
+    return (guint64) self->grid_cols * (guint64) self->grid_rows;
+  return 0;
+}
+
+/* Progress while streaming is periodic (post-messages); the message at the
+ * end of an image (@final) is always posted and says whether it is
+ * partial. */
+static void
+post_progress (GstStitchSink * self, gboolean final, gboolean partial)
+{
+  GstStructure *s;
+  gboolean post;
+
+  self->patches_since_message = 0;
+  GST_OBJECT_LOCK (self);
+  post = final || gst_wsi_periodic_message_due (self->post_messages,
+      &self->last_message_us, 0);
+  GST_OBJECT_UNLOCK (self);
+  if (!post)
+    return;
+  s = gst_structure_new ("stitchsink-progress",
       "fraction", G_TYPE_DOUBLE, self->fraction,
       "rows-written", G_TYPE_UINT64, (guint64) self->band_top,
       "rows-total", G_TYPE_UINT64, (guint64) self->height,
       "patches", G_TYPE_UINT64, self->patches,
+      "patches-expected", G_TYPE_UINT64, grid_expected (self),
       "image", G_TYPE_UINT, self->image_index,
       "location", G_TYPE_STRING, self->out_location, NULL);
-
-  self->patches_since_message = 0;
+  if (final)
+    gst_structure_set (s, "final", G_TYPE_BOOLEAN, TRUE,
+        "partial", G_TYPE_BOOLEAN, partial, NULL);
   gst_element_post_message (GST_ELEMENT (self),
       gst_message_new_element (GST_OBJECT (self), s));
+}
+
+/* An optional output (overlay, probability map, GeoJSON) failed: warn; the
+ * other outputs go on. */
+static void
+optional_output_failed (GstStitchSink * self, const gchar * what,
+    const gchar * location, GError * err)
+{
+  GST_ELEMENT_WARNING (self, RESOURCE, WRITE,
+      ("Could not write the %s '%s'; the other outputs are kept.", what,
+          location), ("%s", err ? err->message : "unknown error"));
+  g_clear_error (&err);
+}
+
+/* Removes temp files a killed run left next to @location. */
+static void
+clean_stale (GstStitchSink * self, const gchar * location)
+{
+  guint n;
+
+  if (!location)
+    return;
+  n = stitch_atomic_clean_stale (location, STALE_TEMP_AGE_S);
+  if (n > 0)
+    GST_INFO_OBJECT (self, "removed %u stale temp file%s of '%s' (left by a "
+        "run that was killed)", n, n > 1 ? "s" : "", location);
 }
 
 /* Opens an output that goes along with the image: @pattern expanded like
@@ -520,6 +613,10 @@ image_begin (GstStitchSink * self, const GstWsiTileMeta * m)
   gp.boundary_class = self->geojson_boundary_class;
   gp.boundary_grow = self->geojson_boundary_grow;
   GST_OBJECT_UNLOCK (self);
+  /* for tests: a smaller tracing limit than 2^32 pixels */
+  if (g_getenv ("STITCHSINK_MAX_TRACE_PIXELS"))
+    gp.max_trace_pixels = g_ascii_strtoull (g_getenv
+        ("STITCHSINK_MAX_TRACE_PIXELS"), NULL, 10);
 
   ok = expand_extra_location (self, location, m, &self->out_location)
       && expand_extra_location (self, overlay_location, m,
@@ -579,6 +676,11 @@ image_begin (GstStitchSink * self, const GstWsiTileMeta * m)
     return FALSE;
   }
   fill_background (self, self->bg_row);
+
+  clean_stale (self, self->out_location);
+  clean_stale (self, self->out_overlay_location);
+  clean_stale (self, self->out_prob_location);
+  clean_stale (self, self->out_geojson_location);
 
   /* output PNGs are labels (1 channel, 8 bit) for probability input */
   failed_location = self->out_location;
@@ -652,6 +754,8 @@ image_finish (GstStitchSink * self)
   const gchar *failed_location = NULL;
   guint max_size;
   gint level;
+  guint64 expected;
+  gboolean partial;
 
   GST_OBJECT_LOCK (self);
   max_size = self->overlay_max_size;
@@ -714,6 +818,29 @@ image_finish (GstStitchSink * self)
     g_clear_pointer (&self->prob_spool, stitch_spool_free);
   }
 
+  /* EOS (or the next slide) before the last grid position: what arrived is
+   * written, marked partial */
+  expected = grid_expected (self);
+  partial = expected > 0 && self->grid_done < expected;
+  if (partial) {
+    gchar *text = g_strdup_printf ("stream ended after %" G_GUINT64_FORMAT
+        " of %" G_GUINT64_FORMAT " grid positions (%" G_GUINT64_FORMAT
+        " patches received); the rest is background", self->grid_done,
+        expected, self->patches);
+    stitch_png_set_text (self->png, PARTIAL_KEY, text);
+    if (self->prob_png)
+      stitch_png_set_text (self->prob_png, PARTIAL_KEY, text);
+    if (self->geojson)
+      stitch_geojson_set_partial (self->geojson, TRUE);
+    GST_ELEMENT_WARNING (self, STREAM, FAILED,
+        ("The stream ended before the whole region was received: '%s' is "
+            "partial (%" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " grid "
+            "positions).", self->out_location, self->grid_done, expected),
+        ("%s", text));
+    g_free (text);
+  }
+
+  /* the main output first: an optional one never costs it */
   if (!stitch_png_commit (self->png, &err)) {
     self->png = NULL;
     goto write_failed;
@@ -723,28 +850,38 @@ image_finish (GstStitchSink * self)
   if (self->prob_png) {
     gboolean ok = stitch_png_commit (self->prob_png, &err);
     self->prob_png = NULL;
-    if (!ok) {
-      failed_location = self->out_prob_location;
-      goto write_failed;
-    }
+    if (!ok)
+      optional_output_failed (self, "probability map",
+          self->out_prob_location, err);
+    err = NULL;
   }
 
   if (self->geojson) {
     gboolean ok = stitch_geojson_end (self->geojson, &err);
     if (ok) {
+      const gchar *why = NULL;
+      guint64 skipped = stitch_geojson_get_skipped (self->geojson, &why);
       GST_INFO_OBJECT (self, "%s: %" G_GUINT64_FORMAT " features, peak %"
           G_GUINT64_FORMAT " runs held, %" G_GUINT64_FORMAT " boundary "
           "pixels reached no object (dropped)", self->out_geojson_location,
           stitch_geojson_get_features (self->geojson),
           stitch_geojson_get_peak_runs (self->geojson),
           stitch_geojson_get_orphan_pixels (self->geojson));
+      if (skipped > 0)
+        GST_ELEMENT_WARNING (self, RESOURCE, NO_SPACE_LEFT,
+            ("%" G_GUINT64_FORMAT " region%s left out of '%s': too large to "
+                "trace (the size limit of one object's bounding box).",
+                skipped, skipped > 1 ? "s" : "", self->out_geojson_location),
+            ("first: %s", why));
       ok = stitch_geojson_commit (self->geojson, &err);
-      self->geojson = NULL;
+    } else {
+      stitch_geojson_abort (self->geojson);
     }
-    if (!ok) {
-      failed_location = self->out_geojson_location;
-      goto write_failed;
-    }
+    self->geojson = NULL;
+    if (!ok)
+      optional_output_failed (self, "GeoJSON", self->out_geojson_location,
+          err);
+    err = NULL;
   }
 
   if (self->overlay) {
@@ -753,21 +890,21 @@ image_finish (GstStitchSink * self)
     source.region_y = self->region_y;
     source.downsample = self->downsample;
     if (!stitch_overlay_write (self->overlay, self->out_overlay_location,
-            &self->style, &source, &err)) {
-      GST_ELEMENT_ERROR (self, RESOURCE, WRITE,
-          ("Could not write overlay '%s'.", self->out_overlay_location),
-          ("%s", err->message));
-      g_error_free (err);
-      return FALSE;
-    }
+            &self->style, &source, &err))
+      optional_output_failed (self, "overlay", self->out_overlay_location,
+          err);
+    err = NULL;
   }
 
-  self->fraction = 1.0;
-  post_progress (self);
+  if (partial)
+    self->fraction = (gdouble) self->grid_done / (gdouble) expected;
+  else
+    self->fraction = 1.0;
+  post_progress (self, TRUE, partial);
   GST_INFO_OBJECT (self, "wrote %s (%" G_GINT64_FORMAT " x %" G_GINT64_FORMAT
       ", %" G_GUINT64_FORMAT " patches, peak band %" G_GUINT64_FORMAT
-      " rows)", self->out_location, self->width, self->height, self->patches,
-      self->max_band_rows);
+      " rows%s)", self->out_location, self->width, self->height, self->patches,
+      self->max_band_rows, partial ? ", partial" : "");
   GST_OBJECT_LOCK (self);
   self->images_written++;
   GST_OBJECT_UNLOCK (self);
@@ -1035,9 +1172,19 @@ gst_stitch_sink_render (GstBaseSink * sink, GstBuffer * buffer)
       self->extent = MAX (self->extent, py + y1);
       goto done;
     }
+    /* strides from the GstVideoMeta if any, else GstVideoInfo's (RGB and
+     * GRAY rows 4-byte aligned) */
     if (!gst_video_frame_map (&frame, &self->info, buffer, GST_MAP_READ)) {
-      GST_ELEMENT_ERROR (self, RESOURCE, READ, ("Could not map buffer."),
-          (NULL));
+      GstVideoMeta *vm = gst_buffer_get_video_meta (buffer);
+      GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+          ("A %s %dx%d buffer of %" G_GSIZE_FORMAT " bytes does not hold the "
+              "frame its caps describe (%" G_GSIZE_FORMAT " bytes, row stride "
+              "%d).", gst_video_format_to_string (GST_VIDEO_INFO_FORMAT
+                  (&self->info)), self->frame_width, self->frame_height,
+              gst_buffer_get_size (buffer), GST_VIDEO_INFO_SIZE (&self->info),
+              vm ? vm->stride[0] : GST_VIDEO_INFO_PLANE_STRIDE (&self->info,
+                  0)), ("rows must be padded to the stride GstVideoInfo "
+              "gives, or the buffer must carry a GstVideoMeta"));
       return GST_FLOW_ERROR;
     }
     for (y = y0; y < y1; y++) {
@@ -1054,10 +1201,14 @@ done:
   self->patches++;
   self->patches_since_message++;
   /* kept monotone: a serpentine producer walks columns backwards */
-  if (m.grid_cols > 0 && m.grid_rows > 0)
+  if (m.grid_cols > 0 && m.grid_rows > 0) {
+    if (m.row >= 0 && m.col >= 0)
+      self->grid_done = MAX (self->grid_done, MIN ((guint64) m.row *
+              m.grid_cols + m.col + 1, grid_expected (self)));
     self->fraction = MAX (self->fraction,
         CLAMP (((gdouble) m.row * m.grid_cols + m.col + 1) /
             ((gdouble) m.grid_cols * m.grid_rows), 0.0, 1.0));
+  }
   else if (self->height > 0)
     self->fraction = CLAMP ((gdouble) self->band_top / self->height, 0.0, 1.0);
   else
@@ -1067,7 +1218,7 @@ done:
   interval = self->progress_interval;
   GST_OBJECT_UNLOCK (self);
   if (wrote_rows || (interval > 0 && self->patches_since_message >= interval))
-    post_progress (self);
+    post_progress (self, FALSE, FALSE);
 
   return GST_FLOW_OK;
 }
@@ -1326,8 +1477,8 @@ gst_stitch_sink_start (GstBaseSink * sink)
   gchar *location, *overlay_location, *prob_location, *geojson_location;
   gchar *names, *colors;
   gboolean ok = TRUE;
-  gint boundary;
 
+  gst_wsi_set_running (GST_ELEMENT (self), &self->running, TRUE);
   GST_OBJECT_LOCK (self);
   location = g_strdup (self->location);
   overlay_location = g_strdup (self->overlay_location);
@@ -1336,7 +1487,6 @@ gst_stitch_sink_start (GstBaseSink * sink)
   names = g_strdup (self->class_names);
   colors = g_strdup (self->class_colors);
   self->style.opacity = self->overlay_opacity;
-  boundary = self->geojson_boundary_class;
   self->max_band_rows = 0;
   self->images_written = 0;
   GST_OBJECT_UNLOCK (self);
@@ -1345,12 +1495,6 @@ gst_stitch_sink_start (GstBaseSink * sink)
   if (!location || !*location) {
     GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
         ("No output file name given: set the location property."), (NULL));
-    ok = FALSE;
-  } else if (boundary == 0) {
-    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
-        ("geojson-boundary-class=0 is the background label: give the label "
-            "of the instance boundary class (2 for the nuclei model), or -1 "
-            "to export every class as it is."), (NULL));
     ok = FALSE;
   } else if (!stitch_overlay_parse_colors (colors, &self->style.colors,
           &self->style.n_colors, &err)) {
@@ -1409,6 +1553,8 @@ gst_stitch_sink_start (GstBaseSink * sink)
   image_reset (self);
   self->image_index = 0;
   self->any_tile = FALSE;
+  if (!ok)                      /* stop() is not called after a failed start */
+    gst_wsi_set_running (GST_ELEMENT (self), &self->running, FALSE);
   return ok;
 }
 
@@ -1422,6 +1568,15 @@ gst_stitch_sink_stop (GstBaseSink * sink)
         self->out_location);
   image_reset (self);
   style_clear (self);
+  gst_wsi_set_running (GST_ELEMENT (self), &self->running, FALSE);
+  return TRUE;
+}
+
+/* Strided video (GstVideoMeta) is read as it comes. */
+static gboolean
+gst_stitch_sink_propose_allocation (GstBaseSink * sink, GstQuery * query)
+{
+  gst_query_add_allocation_meta (query, GST_VIDEO_META_API_TYPE, NULL);
   return TRUE;
 }
 
@@ -1446,6 +1601,17 @@ gst_stitch_sink_event (GstBaseSink * sink, GstEvent * event)
         return FALSE;
       }
       break;
+    case GST_EVENT_CUSTOM_DOWNSTREAM:{
+      const GstStructure *st = gst_event_get_structure (event);
+      gint col, row;
+      if (self->active && st && gst_structure_has_name (st, TILE_SKIPPED_EVENT)
+          && gst_structure_get_int (st, "col", &col)
+          && gst_structure_get_int (st, "row", &row) && col >= 0 && row >= 0
+          && grid_expected (self) > 0)
+        self->grid_done = MAX (self->grid_done, MIN ((guint64) row *
+                self->grid_cols + col + 1, grid_expected (self)));
+      break;
+    }
     case GST_EVENT_FLUSH_STOP:
       if (self->active)
         GST_INFO_OBJECT (self, "flush: discarding %s", self->out_location);
@@ -1467,8 +1633,13 @@ gst_stitch_sink_set_property (GObject * object, guint prop_id,
 {
   GstStitchSink *self = GST_STITCH_SINK (object);
 
+  if (gst_wsi_property_refused (GST_ELEMENT (self), &self->running, pspec))
+    return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
+    case PROP_POST_MESSAGES:
+      self->post_messages = g_value_get_boolean (value);
+      break;
     case PROP_LOCATION:
       g_free (self->location);
       self->location = g_value_dup_string (value);
@@ -1610,6 +1781,9 @@ gst_stitch_sink_get_property (GObject * object, guint prop_id,
     case PROP_IMAGES_WRITTEN:
       g_value_set_uint (value, self->images_written);
       break;
+    case PROP_POST_MESSAGES:
+      g_value_set_boolean (value, self->post_messages);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -1695,9 +1869,13 @@ gst_stitch_sink_class_init (GstStitchSinkClass * klass)
           "is always transparent", NULL, rw));
   g_object_class_install_property (gobject_class, PROP_PROGRESS_INTERVAL,
       g_param_spec_uint ("progress-interval", "Progress interval",
-          "Post a stitchsink-progress message every this many patches (and "
-          "whenever a band of rows is written); 0 = on bands only",
-          0, G_MAXUINT, DEFAULT_PROGRESS_INTERVAL, rw));
+          "With post-messages: post a stitchsink-progress message every this "
+          "many patches (and whenever a band of rows is written); 0 = on "
+          "bands only", 0, G_MAXUINT, DEFAULT_PROGRESS_INTERVAL,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_POST_MESSAGES,
+      gst_wsi_param_spec_post_messages ());
   g_object_class_install_property (gobject_class, PROP_SIGMA,
       g_param_spec_double ("sigma", "Gaussian sigma",
           "blend=gaussian: standard deviation of the patch weight in level "
@@ -1729,7 +1907,7 @@ gst_stitch_sink_class_init (GstStitchSinkClass * klass)
   g_object_class_install_property (gobject_class, PROP_GEOJSON_BOUNDARY_CLASS,
       g_param_spec_int ("geojson-boundary-class", "GeoJSON boundary class",
           "Label of an instance-boundary class (e.g. 2, the nuclei model's "
-          "ring), -1 = none. When set, that class is not exported: each "
+          "ring); -1 or 0 (the background label) = none. When set, that class is not exported: each "
           "region of another class is grown into the boundary pixels next to "
           "it (geojson-boundary-grow steps), so one polygon covers a nucleus "
           "and its ring and touching nuclei stay apart; boundary pixels no "
@@ -1762,6 +1940,8 @@ gst_stitch_sink_class_init (GstStitchSinkClass * klass)
   basesink_class->set_caps = GST_DEBUG_FUNCPTR (gst_stitch_sink_set_caps);
   basesink_class->render = GST_DEBUG_FUNCPTR (gst_stitch_sink_render);
   basesink_class->event = GST_DEBUG_FUNCPTR (gst_stitch_sink_event);
+  basesink_class->propose_allocation =
+      GST_DEBUG_FUNCPTR (gst_stitch_sink_propose_allocation);
 
   gst_type_mark_as_plugin_api (GST_TYPE_STITCH_SINK_BLEND, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_STITCH_SINK_OBJECT_TYPE, 0);

@@ -97,6 +97,9 @@ struct _StitchGeoJson
   GArray *pending;              /* Delayed: complete at row (traced) */
   GArray *retired;              /* Delayed: merged ids, freed at row */
   guint64 orphans;
+  guint64 skipped;              /* objects too large to trace */
+  gchar *skip_message;          /* the first one */
+  gboolean partial;
   gboolean ended;               /* stitch_geojson_end() done */
 };
 
@@ -600,13 +603,19 @@ emit_component (StitchGeoJson * g, gint32 id, GError ** error)
   bh = c->y_max - c->y_min + 3;
   ox = c->x_min - 1;
   oy = c->y_min - 1;
-  if ((guint64) bw * (guint64) bh > MAX_TRACE_PIXELS
+  if ((guint64) bw * (guint64) bh > (g->params.max_trace_pixels ?
+          g->params.max_trace_pixels : MAX_TRACE_PIXELS)
       || !(bm = g_try_malloc0 ((gsize) bw * bh))) {
-    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_NOMEM,
-        "Region of class %u is too large to trace for '%s' (bounding box %"
-        G_GINT64_FORMAT " x %" G_GINT64_FORMAT " pixels)", c->label,
-        g->file.final_path, bw - 2, bh - 2);
-    return FALSE;
+    /* an optional output: skip this object, keep the others */
+    if (!g->skip_message)
+      g->skip_message = g_strdup_printf ("region of class %u is too large "
+          "to trace (bounding box %" G_GINT64_FORMAT " x %" G_GINT64_FORMAT
+          " level pixels at (%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "), "
+          "limit %" G_GUINT64_FORMAT " pixels)", c->label, bw - 2, bh - 2,
+          c->x_min, c->y_min, g->params.max_trace_pixels ?
+          g->params.max_trace_pixels : MAX_TRACE_PIXELS);
+    g->skipped++;
+    return TRUE;
   }
   for (i = 0; i < c->runs->len; i++) {
     const Run *r = &g_array_index (c->runs, Run, i);
@@ -943,6 +952,7 @@ geojson_free (StitchGeoJson * g)
     g_array_free (g->retired, TRUE);
   g_free (g->levels);
   g_free (g->outside);
+  g_free (g->skip_message);
   g_free (g);
 }
 
@@ -987,11 +997,11 @@ stitch_geojson_end (StitchGeoJson * g, GError ** error)
 gboolean
 stitch_geojson_commit (StitchGeoJson * g, GError ** error)
 {
-  static const gchar trailer[] = "\n]}\n";
+  const gchar *trailer = g->partial ? "\n],\"partial\":true}\n" : "\n]}\n";
+  gsize n = strlen (trailer);
   gboolean ok = stitch_geojson_end (g, error);
 
-  if (ok && fwrite (trailer, 1, sizeof trailer - 1, g->file.fp)
-      != sizeof trailer - 1) {
+  if (ok && fwrite (trailer, 1, n, g->file.fp) != n) {
     g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errno),
         "Could not write '%s': %s", g->file.final_path, g_strerror (errno));
     ok = FALSE;
@@ -1023,6 +1033,20 @@ guint64
 stitch_geojson_get_peak_runs (StitchGeoJson * g)
 {
   return g->peak_runs;
+}
+
+void
+stitch_geojson_set_partial (StitchGeoJson * g, gboolean partial)
+{
+  g->partial = partial;
+}
+
+guint64
+stitch_geojson_get_skipped (StitchGeoJson * g, const gchar ** first_reason)
+{
+  if (first_reason)
+    *first_reason = g->skip_message;
+  return g->skipped;
 }
 
 guint64

@@ -33,6 +33,7 @@ typedef struct
   const StitchOverlayStyle *style;      /* class names and colours */
   gint boundary_class;          /* label of instance boundaries, < 1: none */
   guint boundary_grow;          /* growth steps into them, <= MAX below */
+  guint64 max_trace_pixels;     /* bounding box limit, 0: 2^32 */
 } StitchGeoJsonParams;
 
 #define STITCH_GEOJSON_MAX_BOUNDARY_GROW 8
@@ -50,6 +51,13 @@ gboolean stitch_geojson_end (StitchGeoJson * geojson, GError ** error);
 /* Writes the remaining objects, closes the collection and renames the file
  * into place; frees @geojson, also on failure. */
 gboolean stitch_geojson_commit (StitchGeoJson * geojson, GError ** error);
+/* Marks the collection partial: a top-level "partial": true. */
+void stitch_geojson_set_partial (StitchGeoJson * geojson, gboolean partial);
+/* Objects not exported because their bounding box is larger than
+ * max_trace_pixels (or could not be allocated); @first_reason: the first
+ * one's description, owned by @geojson. */
+guint64 stitch_geojson_get_skipped (StitchGeoJson * geojson,
+    const gchar ** first_reason);
 /* Removes the temp file; frees @geojson. NULL-safe. */
 void stitch_geojson_abort (StitchGeoJson * geojson);
 

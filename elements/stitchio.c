@@ -6,6 +6,9 @@
 #include <png.h>
 #include <setjmp.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <glib/gstdio.h>
 
@@ -31,6 +34,54 @@ sync_parent_dir (const gchar * path)
   g_free (dir);
 }
 
+/* "<base>.partial-XXXXXX": the temp name stitch_atomic_open() uses. */
+static gboolean
+is_temp_of (const gchar * name, const gchar * base)
+{
+  gsize n = strlen (base);
+
+  return strncmp (name, base, n) == 0
+      && strncmp (name + n, ".partial-", 9) == 0
+      && strlen (name + n + 9) == 6;
+}
+
+guint
+stitch_atomic_clean_stale (const gchar * location, guint min_age_s)
+{
+  gchar *dir = g_path_get_dirname (location);
+  gchar *base = g_path_get_basename (location);
+  GDir *d = g_dir_open (dir, 0, NULL);
+  const gchar *name;
+  guint removed = 0;
+  time_t now = time (NULL);
+
+  while (d && (name = g_dir_read_name (d))) {
+    gchar *path;
+    struct stat st;
+    int fd;
+
+    if (!is_temp_of (name, base))
+      continue;
+    path = g_build_filename (dir, name, NULL);
+    /* a live writer holds an exclusive flock on its temp file */
+    fd = open (path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0 && fstat (fd, &st) == 0 && S_ISREG (st.st_mode)
+        && now - st.st_mtime >= (time_t) min_age_s
+        && flock (fd, LOCK_EX | LOCK_NB) == 0) {
+      if (g_unlink (path) == 0)
+        removed++;
+    }
+    if (fd >= 0)
+      close (fd);
+    g_free (path);
+  }
+  if (d)
+    g_dir_close (d);
+  g_free (dir);
+  g_free (base);
+  return removed;
+}
+
 gboolean
 stitch_atomic_open (StitchAtomicFile * af, const gchar * location,
     GError ** error)
@@ -48,6 +99,8 @@ stitch_atomic_open (StitchAtomicFile * af, const gchar * location,
     g_clear_pointer (&af->final_path, g_free);
     return FALSE;
   }
+  /* held until close: marks the temp file as in use (see clean_stale) */
+  flock (fd, LOCK_EX | LOCK_NB);
   af->fp = fdopen (fd, "wb");
   if (!af->fp) {
     set_errno_error (error, errno, "Could not open", af->tmp_path);
@@ -105,6 +158,7 @@ struct _StitchPng
   png_structp png;
   png_infop info;
   gchar errmsg[256];
+  gchar *text_key, *text_value;
 };
 
 static void
@@ -211,11 +265,32 @@ stitch_png_commit (StitchPng * p, GError ** error)
     stitch_png_abort (p);
     return FALSE;
   }
+  if (p->text_key) {
+    /* after IDAT: written by png_write_end */
+    png_text t;
+    memset (&t, 0, sizeof (t));
+    t.compression = PNG_TEXT_COMPRESSION_NONE;
+    t.key = p->text_key;
+    t.text = p->text_value;
+    t.text_length = strlen (p->text_value);
+    png_set_text (p->png, p->info, &t, 1);
+  }
   png_write_end (p->png, p->info);
   png_free_structs (p);
   ok = stitch_atomic_commit (&p->file, error);
+  g_free (p->text_key);
+  g_free (p->text_value);
   g_free (p);
   return ok;
+}
+
+void
+stitch_png_set_text (StitchPng * p, const gchar * key, const gchar * value)
+{
+  g_free (p->text_key);
+  g_free (p->text_value);
+  p->text_key = g_strdup (key);
+  p->text_value = g_strdup (value);
 }
 
 void
@@ -225,6 +300,8 @@ stitch_png_abort (StitchPng * p)
     return;
   png_free_structs (p);
   stitch_atomic_abort (&p->file);
+  g_free (p->text_key);
+  g_free (p->text_value);
   g_free (p);
 }
 

@@ -22,6 +22,11 @@ gboolean stitch_atomic_open (StitchAtomicFile * af, const gchar * location,
 gboolean stitch_atomic_commit (StitchAtomicFile * af, GError ** error);
 /* Closes and removes the temp file (no-op when not open). */
 void stitch_atomic_abort (StitchAtomicFile * af);
+/* Removes stale temp files of @location ("<name>.partial-XXXXXX" left by a
+ * killed run): those no writer holds (the writer keeps an exclusive flock
+ * on its temp file until it closes it) and not modified for @min_age_s
+ * seconds. Returns how many were removed. */
+guint stitch_atomic_clean_stale (const gchar * location, guint min_age_s);
 
 /* Streaming PNG writer (libpng) on top of an atomic file. */
 typedef struct _StitchPng StitchPng;
@@ -34,6 +39,9 @@ gboolean stitch_png_begin (StitchPng * png, guint32 width, guint32 height,
     gint channels, gint bit_depth, gint compression_level, GError ** error);
 gboolean stitch_png_write_row (StitchPng * png, const guint8 * row,
     GError ** error);
+/* A tEXt chunk written after the image data at commit. */
+void stitch_png_set_text (StitchPng * png, const gchar * key,
+    const gchar * value);
 /* Finishes the image and renames it into place; frees @png. */
 gboolean stitch_png_commit (StitchPng * png, GError ** error);
 /* Removes the temp file; frees @png. NULL-safe. */

@@ -49,8 +49,14 @@ c.check(np.abs(out - ref).max() <= 1e-4, "standardize-patch (per-patch mean/std)
 # --- Reinhard, per patch ------------------------------------------------
 tm, ts = np.array([60.0, 25.0, -15.0]), np.array([15.0, 10.0, 8.0])
 tprops = f"target-lab-mean={cnrun.arr_prop(tm)} target-lab-std={cnrun.arr_prop(ts)}"
-out, pr = cnrun.run(P, f"mode=reinhard fit=per-patch {tprops}", tmp=tmp)
-vid, _ = cnrun.run(P, f"mode=reinhard fit=per-patch {tprops}", video=True, tmp=tmp)
+out, pr = cnrun.run(P, f"mode=reinhard fit=per-patch post-messages=true {tprops}", tmp=tmp)
+vid, quiet = cnrun.run(P, f"mode=reinhard fit=per-patch {tprops}", video=True, tmp=tmp)
+# per-patch estimates are periodic: notified only with post-messages (issue 9, point 11)
+c.check(len(pr.get("source-lab-mean", [])) == len(P) and "source-lab-mean" not in quiet
+        and len(quiet.get("source-fitted", [])) <= 1,
+        "per-patch source estimates notified once per patch with post-messages, not without",
+        f"{len(pr.get('source-lab-mean', []))} with, {len(quiet.get('source-lab-mean', []))} "
+        f"+ {len(quiet.get('source-fitted', []))} fitted without")
 out11, _ = cnrun.run(P, f"mode=reinhard fit=per-patch tensor-scale=rescale11 {tprops}", tmp=tmp)
 stat_err = err = verr = err11 = 0.0
 for i, p in enumerate(P):
@@ -82,7 +88,7 @@ he_t = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]])
 he_t /= np.linalg.norm(he_t, axis=1, keepdims=True)
 mc_t = np.array([1.9, 1.0])
 mprops = f"target-stain-matrix={cnrun.arr_prop(he_t.ravel())} target-max-conc={cnrun.arr_prop(mc_t)}"
-out, pr = cnrun.run(P, f"mode=macenko fit=per-patch {mprops}", tmp=tmp)
+out, pr = cnrun.run(P, f"mode=macenko fit=per-patch post-messages=true {mprops}", tmp=tmp)
 vid, _ = cnrun.run(P, f"mode=macenko fit=per-patch {mprops}", video=True, tmp=tmp)
 stat_err = err = verr = 0.0
 for i, p in enumerate(P):
@@ -138,7 +144,7 @@ c.check(err <= TENSOR_TOL, "macenko fit-once: every patch uses it",
 target = slide[1024:1536, 600:1112]
 tpath = os.path.join(tmp, "target.png")
 skimage.io.imsave(tpath, target, check_contrast=False)
-out, pr = cnrun.run(P[:2], f"mode=reinhard fit=per-patch target-location={tpath}", tmp=tmp)
+out, pr = cnrun.run(P[:2], f"mode=reinhard fit=per-patch post-messages=true target-location={tpath}", tmp=tmp)
 tm2, ts2 = cnref.lab_stats(target)
 got = np.array(pr["target-lab-mean"][-1] + pr["target-lab-std"][-1])
 c.check(np.abs(got - np.concatenate([tm2, ts2])).max() < 1e-4,
@@ -147,7 +153,7 @@ c.check(np.abs(got - np.concatenate([tm2, ts2])).max() < 1e-4,
 err = max(np.abs(out[i] - cnref.reinhard(q, *cnref.lab_stats(q), tm2, ts2) / 255).max()
           for i, q in enumerate(P[:2]))
 c.check(err <= TENSOR_TOL, "reinhard towards the PNG target", f"max err {err * 255:.4f}")
-out, pr = cnrun.run(P[:2], f"mode=macenko fit=per-patch target-location={tpath}", tmp=tmp)
+out, pr = cnrun.run(P[:2], f"mode=macenko fit=per-patch post-messages=true target-location={tpath}", tmp=tmp)
 tfit = cnref.macenko_fit(target)
 got = np.array(pr["target-stain-matrix"][-1] + pr["target-max-conc"][-1])
 want = np.concatenate([tfit[0].ravel(), tfit[1]])

@@ -368,7 +368,7 @@ def refused(name, props, needle, kind="gray8", classes=0, patches=None, image=L)
 
 
 small_L = L[:40, :40]
-# geojson-boundary-class=0 fails at start: tested in test_stitch_errors.c
+# geojson-boundary-class=0 (the background) means none, like -1: test_stitch_errors.c
 refused("bad-gray8", {"geojson-boundary-class": 256}, "GRAY8 labels stop at 255", image=small_L)
 p3 = sr.cut(prob[:40, :40], 16, 4, 0)
 refused("bad-prob", {"geojson-boundary-class": 3}, "tensors have 3 classes",

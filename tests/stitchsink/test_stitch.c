@@ -272,12 +272,39 @@ GST_START_TEST (test_progress_messages)
   };
   gchar *path = g_build_filename (tmp_dir, "progress.png", NULL);
   GstBus *bus;
-  GstHarness *h = stitch_harness (&bus, "location", path,
-      "progress-interval", 0, NULL);
+  GstHarness *h;
   GstMessage *msg;
-  guint64 last_rows = 0, rows, patches = 0;
+  guint64 last_rows = 0, rows, patches = 0, expected = 0;
   gdouble fraction = -1, last_fraction = 0;
+  gboolean partial = TRUE, final = FALSE;
   guint n = 0;
+
+  /* Default (post-messages off): only the final message of the image. */
+  h = stitch_harness (&bus, "location", path, "progress-interval", 1, NULL);
+  harness_caps (h, &g);
+  fail_unless_equals_int (push_grid (h, &g, truth_pixel, NULL, NULL),
+      GST_FLOW_OK);
+  fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
+  while ((msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ELEMENT))) {
+    const GstStructure *s = gst_message_get_structure (msg);
+    if (gst_structure_has_name (s, "stitchsink-progress")) {
+      fail_unless (gst_structure_get_boolean (s, "final", &final));
+      fail_unless (gst_structure_get_boolean (s, "partial", &partial));
+      fail_unless (gst_structure_get_uint64 (s, "patches-expected",
+              &expected));
+      n++;
+    }
+    gst_message_unref (msg);
+  }
+  fail_unless_equals_int (n, 1);
+  fail_unless (final && !partial);
+  fail_unless_equals_int (expected, 8);
+  gst_harness_teardown (h);
+  gst_object_unref (bus);
+  n = 0;
+
+  h = stitch_harness (&bus, "location", path, "progress-interval", 0,
+      "post-messages", TRUE, NULL);
 
   harness_caps (h, &g);
   fail_unless_equals_int (push_grid (h, &g, truth_pixel, NULL, NULL),
@@ -306,7 +333,8 @@ GST_START_TEST (test_progress_messages)
   gst_object_unref (bus);
 
   /* Every patch when the interval is 1. */
-  h = stitch_harness (&bus, "location", path, "progress-interval", 1, NULL);
+  h = stitch_harness (&bus, "location", path, "progress-interval", 1,
+      "post-messages", TRUE, NULL);
   harness_caps (h, &g);
   fail_unless_equals_int (push_grid (h, &g, truth_pixel, NULL, NULL),
       GST_FLOW_OK);
