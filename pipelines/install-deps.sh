@@ -9,7 +9,7 @@ pkgs=(meson ninja-build pkg-config gcc
   libopenslide-dev libdnnl-dev libpng-dev libjson-glib-dev
   libcairo2-dev fonts-dejavu-core)
 if [ "${1:-}" = "--tests" ]; then
-  pkgs+=(python3 python3-numpy python3-skimage python3-openslide python3-torch
+  pkgs+=(python3 python3-numpy python3-skimage python3-openslide python3-torch python3-torchvision
     libtiff-dev libtiff-tools libvips-tools valgrind)
 fi
 
