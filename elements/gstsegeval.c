@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "gstwsiseg.h"
+#include "gstwsiprops.h"
 #include "gstwsitilemeta.h"
 #include "wsimetrics.h"
 
@@ -52,6 +53,30 @@ gst_seg_eval_slide_match_get_type (void)
   return type;
 }
 
+typedef enum
+{
+  SEG_EVAL_CONNECTIVITY_4 = 4,
+  SEG_EVAL_CONNECTIVITY_8 = 8,
+} GstSegEvalConnectivity;
+
+#define GST_TYPE_SEG_EVAL_CONNECTIVITY (gst_seg_eval_connectivity_get_type ())
+static GType
+gst_seg_eval_connectivity_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {SEG_EVAL_CONNECTIVITY_4, "4-neighbours (left, right, up, down)", "4"},
+    {SEG_EVAL_CONNECTIVITY_8, "8-neighbours (diagonals too)", "8"},
+    {0, NULL, NULL},
+  };
+
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstSegEvalConnectivity", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
+
 #define DEFAULT_IGNORE_INDEX -1
 #define DEFAULT_NUM_CLASSES 0
 #define DEFAULT_INTERVAL 100
@@ -75,6 +100,7 @@ enum
   PROP_SLIDE_MATCH,
   PROP_MAX_PENDING,
   PROP_MAX_IMAGE_PIXELS,
+  PROP_POST_MESSAGES,
 };
 
 enum
@@ -95,6 +121,7 @@ typedef struct
   GstSegEvalSlideMatch slide_match;
   guint max_pending;
   guint64 max_image_pixels;
+  gboolean post_messages;
 } Settings;
 
 /* A buffer waiting for its partner on the other pad. */
@@ -126,7 +153,9 @@ struct _GstSegEval
   GstAggregatorPad *pads[2];
 
   Settings props;               /* as set, under the object lock */
-  Settings cfg;                 /* copy taken at start */
+  Settings cfg;                 /* copy taken at start; interval and
+                                 * post-messages are read from props */
+  gint running;
 
   GstVideoInfo info[2];
   gboolean have_info[2];
@@ -261,9 +290,9 @@ canvas_start (GstSegEval * self, const gchar * key, const GstWsiTileMeta * m)
     return FALSE;
   }
   if ((guint64) w * h > self->cfg.max_image_pixels) {
-    GST_ELEMENT_ERROR (self, LIBRARY, SETTINGS,
+    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
         ("Image '%s' is %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT " pixels, "
-            "more than max-image-pixels=%" G_GUINT64_FORMAT ": instance "
+            "more than the limit max-image-pixels=%" G_GUINT64_FORMAT ": instance "
             "metrics reassemble whole images in memory; use them on tile "
             "datasets, or set instances=false for whole slides",
             m->slide ? m->slide : "", w, h, self->cfg.max_image_pixels),
@@ -285,7 +314,7 @@ canvas_start (GstSegEval * self, const gchar * key, const GstWsiTileMeta * m)
   if (!c->pred || !c->gt || !c->valid) {
     canvas_clear (c);
     GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
-        ("Out of memory reassembling image '%s' (%" G_GINT64_FORMAT "x%"
+        ("Not enough memory reassembling image '%s' (%" G_GINT64_FORMAT "x%"
             G_GINT64_FORMAT ")", m->slide ? m->slide : "", w, h), (NULL));
     return FALSE;
   }
@@ -301,6 +330,8 @@ gst_seg_eval_set_property (GObject * object, guint prop_id,
   GstSegEval *self = GST_SEG_EVAL (object);
   Settings *s = &self->props;
 
+  if (gst_wsi_property_refused (GST_ELEMENT (self), &self->running, pspec))
+    return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_LOCATION:
@@ -323,7 +354,7 @@ gst_seg_eval_set_property (GObject * object, guint prop_id,
       s->instance_class = g_value_get_int (value);
       break;
     case PROP_CONNECTIVITY:
-      s->connectivity = g_value_get_int (value);
+      s->connectivity = g_value_get_enum (value);
       break;
     case PROP_SLIDE_MATCH:
       s->slide_match = g_value_get_enum (value);
@@ -333,6 +364,9 @@ gst_seg_eval_set_property (GObject * object, guint prop_id,
       break;
     case PROP_MAX_IMAGE_PIXELS:
       s->max_image_pixels = g_value_get_uint64 (value);
+      break;
+    case PROP_POST_MESSAGES:
+      s->post_messages = g_value_get_boolean (value);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -369,7 +403,7 @@ gst_seg_eval_get_property (GObject * object, guint prop_id, GValue * value,
       g_value_set_int (value, s->instance_class);
       break;
     case PROP_CONNECTIVITY:
-      g_value_set_int (value, s->connectivity);
+      g_value_set_enum (value, s->connectivity);
       break;
     case PROP_SLIDE_MATCH:
       g_value_set_enum (value, s->slide_match);
@@ -379,6 +413,9 @@ gst_seg_eval_get_property (GObject * object, guint prop_id, GValue * value,
       break;
     case PROP_MAX_IMAGE_PIXELS:
       g_value_set_uint64 (value, s->max_image_pixels);
+      break;
+    case PROP_POST_MESSAGES:
+      g_value_set_boolean (value, s->post_messages);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -611,6 +648,8 @@ evaluate_pair (GstSegEval * self, GstBuffer * pbuf, GstBuffer * abuf,
   gint64 rw, rh, px, py;
   WsiLabelView pv, av;
   GstFlowReturn ret = GST_FLOW_OK;
+  guint interval;
+  gboolean post_messages;
 
   if (!fitted_meta (self, pbuf, SIDE_PRED, &pm)
       || !fitted_meta (self, abuf, SIDE_ANN, &am))
@@ -667,12 +706,17 @@ evaluate_pair (GstSegEval * self, GstBuffer * pbuf, GstBuffer * abuf,
   GST_LOG_OBJECT (self, "pair %" G_GUINT64_FORMAT ": '%s' (%" G_GINT64_FORMAT
       ", %" G_GINT64_FORMAT "), crop [%d,%d)x[%d,%d)", self->patches,
       am.slide ? am.slide : "", am.x, am.y, x0, x1, y0, y1);
-  if (self->cfg.interval && self->patches % self->cfg.interval == 0)
+  GST_OBJECT_LOCK (self);
+  interval = self->props.interval;
+  post_messages = self->props.post_messages;
+  GST_OBJECT_UNLOCK (self);
+  /* periodic report: opt-in (post-messages); the final one is always sent */
+  if (post_messages && interval && self->patches % interval == 0)
     post_report (self, FALSE);
   return GST_FLOW_OK;
 
 map_failed:
-  GST_ELEMENT_ERROR (self, STREAM, FAILED,
+  GST_ELEMENT_ERROR (self, STREAM, FORMAT,
       ("Could not map a label patch (does the buffer match the caps?)"),
       (NULL));
   return GST_FLOW_ERROR;
@@ -770,8 +814,9 @@ gst_seg_eval_aggregate (GstAggregator * agg, gboolean timeout)
       continue;
     if (!self->have_info[side]) {
       gst_buffer_unref (buf);
-      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL),
-          ("buffer before caps on the %s pad", side_name (side)));
+      GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+          ("A buffer arrived before caps on the %s pad", side_name (side)),
+          (NULL));
       return GST_FLOW_NOT_NEGOTIATED;
     }
     if (side == SIDE_PRED) {
@@ -818,9 +863,9 @@ gst_seg_eval_sink_event (GstAggregator * agg, GstAggregatorPad * pad,
 
     gst_event_parse_caps (event, &caps);
     if (!gst_video_info_from_caps (&info, caps)) {
-      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL),
-          ("invalid caps on the %s pad: %" GST_PTR_FORMAT, side_name (side),
-              caps));
+      GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+          ("Invalid caps on the %s pad: %" GST_PTR_FORMAT, side_name (side),
+              caps), (NULL));
       gst_event_unref (event);
       return FALSE;
     }
@@ -851,9 +896,9 @@ gst_seg_eval_update_src_caps (GstAggregator * agg, GstCaps * downstream,
   if (!self->pred_caps)
     return GST_AGGREGATOR_FLOW_NEED_DATA;
   if (!gst_caps_can_intersect (self->pred_caps, downstream)) {
-    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL),
-        ("downstream does not accept the prediction caps %" GST_PTR_FORMAT,
-            self->pred_caps));
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        ("Downstream does not accept the prediction caps %" GST_PTR_FORMAT,
+            self->pred_caps), (NULL));
     return GST_FLOW_NOT_NEGOTIATED;
   }
   *ret = gst_caps_ref (self->pred_caps);
@@ -899,8 +944,9 @@ gst_seg_eval_start (GstAggregator * agg)
   self->cfg.location = g_strdup (self->props.location);
   GST_OBJECT_UNLOCK (self);
 
+  gst_wsi_set_running (GST_ELEMENT (self), &self->running, TRUE);
   if (self->cfg.connectivity != 4 && self->cfg.connectivity != 8) {
-    GST_ELEMENT_ERROR (self, LIBRARY, SETTINGS,
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
         ("connectivity must be 4 or 8, not %d", self->cfg.connectivity),
         (NULL));
     return FALSE;
@@ -924,21 +970,36 @@ gst_seg_eval_stop (GstAggregator * agg)
 {
   GstSegEval *self = GST_SEG_EVAL (agg);
 
+  gst_wsi_set_running (GST_ELEMENT (self), &self->running, FALSE);
   reset_state (self);
   return TRUE;
 }
 
-/* A flushing seek: patches held from before it will never find partners. */
+/* A flushing seek restarts the evaluation: patches held from before it
+ * will never find partners, and the data that follows would be counted
+ * twice. Negotiated caps stay (they are not resent after a flush). */
 static GstFlowReturn
 gst_seg_eval_flush (GstAggregator * agg)
 {
   GstSegEval *self = GST_SEG_EVAL (agg);
   gint side;
   Pending *p;
+  guint i;
 
-  for (side = 0; side < 2; side++)
+  for (side = 0; side < 2; side++) {
     while ((p = g_queue_pop_head (&self->pending[side])))
       pending_free (p);
+    self->arrivals[side] = 0;
+    self->unmatched[side] = 0;
+  }
+  self->warned_unmatched = FALSE;
+  canvas_clear (&self->canvas);
+  for (i = 0; i < self->images->len; i++)
+    g_free (g_array_index (self->images, WsiImageResult, i).image);
+  g_array_set_size (self->images, 0);
+  wsi_confusion_reset (&self->cm);
+  self->patches = 0;
+  self->finished = FALSE;
   return GST_FLOW_OK;
 }
 
@@ -1012,8 +1073,10 @@ gst_seg_eval_class_init (GstSegEvalClass * klass)
           WSI_METRICS_MAX_CLASSES, DEFAULT_NUM_CLASSES, flags));
   g_object_class_install_property (gobject_class, PROP_INTERVAL,
       g_param_spec_uint ("interval", "Interval",
-          "Post a segeval message every N evaluated patch pairs (0: only at "
-          "EOS)", 0, G_MAXUINT, DEFAULT_INTERVAL, flags));
+          "With post-messages=true, post a segeval message every N evaluated "
+          "patch pairs (0: only the final one at EOS)", 0, G_MAXUINT,
+          DEFAULT_INTERVAL, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_INSTANCES,
       g_param_spec_boolean ("instances", "Instance metrics",
           "Reassemble every image and compute object F1, PQ, AJI and object "
@@ -1023,9 +1086,9 @@ gst_seg_eval_class_init (GstSegEvalClass * klass)
           "Class whose connected components are the objects of GRAY8 label "
           "maps", 0, 255, DEFAULT_INSTANCE_CLASS, flags));
   g_object_class_install_property (gobject_class, PROP_CONNECTIVITY,
-      g_param_spec_int ("connectivity", "Connectivity",
-          "Neighbours joining connected components: 4 or 8", 4, 8,
-          DEFAULT_CONNECTIVITY, flags));
+      g_param_spec_enum ("connectivity", "Connectivity",
+          "Neighbours joining connected components",
+          GST_TYPE_SEG_EVAL_CONNECTIVITY, DEFAULT_CONNECTIVITY, flags));
   g_object_class_install_property (gobject_class, PROP_SLIDE_MATCH,
       g_param_spec_enum ("slide-match", "Slide match",
           "How the slides of a prediction and an annotation patch must agree",
@@ -1039,6 +1102,8 @@ gst_seg_eval_class_init (GstSegEvalClass * klass)
       g_param_spec_uint64 ("max-image-pixels", "Max image pixels",
           "Largest image reassembled for instance metrics (level pixels)", 1,
           MAX_IMAGE_PIXELS_LIMIT, DEFAULT_MAX_IMAGE_PIXELS, flags));
+  g_object_class_install_property (gobject_class, PROP_POST_MESSAGES,
+      gst_wsi_param_spec_post_messages ());
 
   gst_element_class_add_static_pad_template_with_gtype (element_class,
       &src_template, GST_TYPE_AGGREGATOR_PAD);
@@ -1060,4 +1125,5 @@ gst_seg_eval_class_init (GstSegEvalClass * klass)
   agg_class->flush = GST_DEBUG_FUNCPTR (gst_seg_eval_flush);
 
   gst_type_mark_as_plugin_api (GST_TYPE_SEG_EVAL_SLIDE_MATCH, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_SEG_EVAL_CONNECTIVITY, 0);
 }

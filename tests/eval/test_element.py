@@ -104,15 +104,21 @@ got, _ = run("slide-match=name instances=true",
              branch(pred_glob, "prediction", patch=0), branch(gt_glob, "annotation", patch=0))
 check_report("slidesrc tiles without patchify (edge padding) = reference", got, want)
 
-# 3. bus messages: every `interval` pairs and a final one at EOS
-got, proc = run("slide-match=name interval=5", branch(pred_glob, "prediction"),
+# 3. bus messages: with post-messages=true every `interval` pairs, and a
+#    final one at EOS; by default (issue #9 point 11) only the final one
+got, proc = run("slide-match=name interval=5 post-messages=true", branch(pred_glob, "prediction"),
                 branch(gt_glob, "annotation"), messages=True)
 msgs = [line for line in proc.stdout.splitlines() if re.search(r"\bsegeval, final=", line)]
 finals = [m for m in msgs if "final=(boolean)true" in m]
 n_patches = got["patches"] if got else -1
 checks.check(len(finals) == 1 and len(msgs) == n_patches // 5 + 1 and n_patches > 10,
-             "segeval messages every 5 pairs plus one final",
+             "post-messages=true: segeval messages every 5 pairs plus one final",
              f"{len(msgs)} messages, {n_patches} pairs")
+_, proc2 = run("slide-match=name interval=5", branch(pred_glob, "prediction"),
+               branch(gt_glob, "annotation"), messages=True)
+msgs2 = [line for line in proc2.stdout.splitlines() if re.search(r"\bsegeval, final=", line)]
+checks.check(len(msgs2) == 1 and "final=(boolean)true" in msgs2[0],
+             "default post-messages=false: only the final message", f"{len(msgs2)} messages")
 if finals:
     m = re.search(r"mean-dice=\(double\)([0-9.eE+-]+)", finals[0])
     checks.check(m and abs(float(m.group(1)) - got["pixel"]["mean_dice"]) < 1e-9,

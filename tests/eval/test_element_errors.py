@@ -42,9 +42,10 @@ expect_error("image larger than max-image-pixels with instances=true",
 expect_error("report in a missing folder",
              f"segeval name=e location={tmp}/missing/r.json ! fakesink "
              + labels("prediction") + labels("annotation"), "Could not write the report")
+# connectivity is an enum (issue #9 point 10): 5 does not parse
 expect_error("connectivity 5",
              "segeval name=e connectivity=5 ! fakesink "
-             + labels("prediction") + labels("annotation"), "connectivity must be 4 or 8")
+             + labels("prediction") + labels("annotation"), "connectivity")
 expect_error("annotation pad not linked",
              "segeval name=e ! fakesink " + labels("prediction"), "pad of segeval is not linked")
 
