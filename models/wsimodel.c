@@ -323,6 +323,21 @@ fail:
   return NULL;
 }
 
+int
+wsi_model_check (const char *path, WsiModelInfo * info, char *err,
+    size_t errlen)
+{
+  WsiModel *m = wsi_model_load (path, 1, err, errlen);
+
+  memset (info, 0, sizeof *info);
+  if (!m)
+    return -1;
+  *info = m->info;
+  memset (&m->info, 0, sizeof m->info);
+  wsi_model_free (m);
+  return 0;
+}
+
 const WsiModelInfo *
 wsi_model_info (const WsiModel * model)
 {

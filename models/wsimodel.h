@@ -49,8 +49,18 @@ void wsi_model_preprocess (const WsiModelInfo * info, const uint8_t * rgb,
 
 void wsi_model_free (WsiModel * model);
 
+/* The one check of a model file for inference, shared by segment-fcn
+ * (wsi_model_load) and wsimodel-info: metadata, the architecture the engine
+ * builds from it, and every parameter tensor present with its shape and no
+ * stray tensor. Fills @info (free with wsi_model_info_clear()) and returns
+ * 0 when wsi_model_load would accept the file; else -1 with the same
+ * message in @err. */
+int wsi_model_check (const char *path, WsiModelInfo * info, char *err,
+    size_t errlen);
+
 /* Reads only the facts (metadata) of a model file or checkpoint, e.g. for
- * training; free with wsi_model_info_clear(). Returns 0 on success. */
+ * training (tensors are not checked: a checkpoint also holds optimiser
+ * state); free with wsi_model_info_clear(). Returns 0 on success. */
 int wsi_model_info_load (const char *path, WsiModelInfo * info, char *err,
     size_t errlen);
 void wsi_model_info_clear (WsiModelInfo * info);

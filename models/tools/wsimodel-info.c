@@ -1,7 +1,8 @@
 /* wsimodel-info: prints the facts a model file declares, one "key=value"
  * per line (arch, encoder, classes, class_names, class_colors, preprocess,
  * mpp, patch_size, size_multiple), or one value with --get KEY. Lets shell
- * scripts (pipelines/demo.sh) set up a pipeline for a model:
+ * scripts (pipelines/demo.sh) set up a pipeline for a model. A file
+ * segment-fcn would refuse is refused here too (wsi_model_check):
  *
  *   wsimodel-info MODEL [--get KEY] */
 #include "wsimodel.h"
@@ -43,7 +44,8 @@ main (int argc, char **argv)
     return 2;
   }
   memset (&info, 0, sizeof info);
-  if (wsi_model_info_load (argv[1], &info, err, sizeof err) != 0) {
+  /* the same check segment-fcn's loader makes */
+  if (wsi_model_check (argv[1], &info, err, sizeof err) != 0) {
     fprintf (stderr, "%s: %s\n", argv[1], err);
     return 1;
   }

@@ -40,6 +40,31 @@ bad = os.path.join(tmp, "bad.safetensors")
 safetensors_io.save(bad, tensors, {**meta, "mpp": "half"})
 p = subprocess.run([tool, bad], capture_output=True, text=True)
 c.check(p.returncode == 1 and "mpp" in p.stderr, "malformed mpp: error names the key", p.stderr)
+# issue #9 point 14: wsimodel-info refuses what segment-fcn refuses (one
+# checker, wsi_model_check): tensors missing, of the wrong shape or stray,
+# and architecture settings the engine cannot build
+name0 = sorted(tensors)[0]
+bad_files = {
+    "missing tensor": ({k: v for k, v in tensors.items() if k != name0}, meta, name0),
+    "tensor of the wrong shape": ({**tensors, name0: tensors[name0].reshape(-1)[:1].copy()}, meta,
+                                  name0),
+    "stray tensor": ({**tensors, "decoder.extra.weight": tensors[name0]}, meta,
+                     "decoder.extra.weight"),
+}
+for what, (t, m, want) in bad_files.items():
+    path = os.path.join(tmp, what.replace(" ", "-") + ".safetensors")
+    safetensors_io.save(path, t, m)
+    p = subprocess.run([tool, path], capture_output=True, text=True)
+    c.check(p.returncode == 1 and want in p.stderr, f"{what}: refused, error names it",
+            f"rc={p.returncode} {p.stdout[-200:]} {p.stderr[-300:]}")
+    # segment-fcn refuses the same file
+    seg = wsitest.gst_launch(f"videotestsrc num-buffers=1 ! video/x-raw,width=32,height=32 ! "
+                             f"videoconvert ! video/x-raw,format=RGB ! "
+                             f"segment-fcn model={path} ! fakesink", timeout=60)
+    c.check(seg.returncode != 0 and want in (seg.stdout + seg.stderr),
+            f"{what}: segment-fcn refuses it too", (seg.stdout + seg.stderr)[-300:])
+p = subprocess.run([tool, model], capture_output=True, text=True)
+c.check(p.returncode == 0, "control: the exported model still passes", p.stderr)
 p = subprocess.run([tool, os.path.join(tmp, "missing.safetensors")], capture_output=True, text=True)
 c.check(p.returncode == 1 and "missing.safetensors" in p.stderr, "missing file: error", p.stderr)
 c.finish()
