@@ -1028,10 +1028,27 @@ render_probabilities (GstStitchSink * self, GstBuffer * buffer, gint64 px,
   return TRUE;
 }
 
+static GstFlowReturn render_tile (GstStitchSink * self, GstBuffer * buffer);
+
+/* After an error the image in progress is discarded (its temp files
+ * removed), also when EOS comes anyway. */
 static GstFlowReturn
 gst_stitch_sink_render (GstBaseSink * sink, GstBuffer * buffer)
 {
   GstStitchSink *self = GST_STITCH_SINK (sink);
+  GstFlowReturn ret = render_tile (self, buffer);
+
+  if (ret != GST_FLOW_OK) {
+    if (self->active)
+      GST_INFO_OBJECT (self, "error: discarding %s", self->out_location);
+    image_reset (self);
+  }
+  return ret;
+}
+
+static GstFlowReturn
+render_tile (GstStitchSink * self, GstBuffer * buffer)
+{
   GstWsiTileMeta *meta = gst_buffer_get_wsi_tile_meta (buffer);
   GstWsiTileMeta m;
   GstVideoFrame frame;
