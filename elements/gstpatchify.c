@@ -15,6 +15,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "gstwsiprops.h"
 #include "gstwsiseg.h"
 #include "gstwsitilemeta.h"
 #include "wsitissue.h"
@@ -52,7 +53,6 @@ typedef enum
 #define DEFAULT_MIN_TISSUE 0.0
 #define DEFAULT_TISSUE_ACTION TISSUE_ACTION_DROP
 #define DEFAULT_SEED 0
-#define DEFAULT_POST_MESSAGES FALSE
 
 enum
 {
@@ -93,11 +93,16 @@ struct _GstPatchify
   guint seed;
   gboolean post_messages;
   WsiTissueTest tissue;         /* follows tissue-threshold */
+  gint running;                 /* between READY->PAUSED and PAUSED->READY */
+
+  /* output patches: RGB patch-size square, rows 4-byte aligned */
+  GstVideoInfo out_info;
 
   /* stream */
   GstVideoInfo info;
   gboolean have_info;
   gboolean caps_sent;
+  gint64 last_msg_us;
   GRand *rand;
   guint64 patches_out;
   GstClockTime last_end;
@@ -120,6 +125,7 @@ struct _GstPatchify
   gint64 next_row;              /* next patch row to emit */
   gboolean have_cur;
   gint64 cur_top, cur_bottom;   /* current row of input frames */
+  gint64 cur_x0, cur_x1;        /* columns of it received so far */
   gint cur_count;
   gboolean warned_order;
 };
@@ -246,6 +252,7 @@ region_clear (GstPatchify * self)
   self->next_row = 0;
   self->have_cur = FALSE;
   self->cur_top = self->cur_bottom = 0;
+  self->cur_x0 = self->cur_x1 = 0;
   self->cur_count = 0;
 }
 
@@ -356,30 +363,34 @@ copy_patch_row (GstPatchify * self, guint8 * dst, const guint8 * src,
 }
 
 /* Applies flip-h, then flip-v, then @rot quarter turns counterclockwise
- * (numpy: fliplr, flipud, rot90(k=rot)) to a square RGB patch. */
+ * (numpy: fliplr, flipud, rot90(k=rot)) to a square RGB patch whose rows
+ * are @stride bytes apart. @tmp holds two packed patches. */
 static void
-augment_patch (guint8 * data, guint8 * tmp, gint p, gboolean flip_h,
-    gboolean flip_v, gint rot)
+augment_patch (guint8 * data, gsize stride, guint8 * tmp, gint p,
+    gboolean flip_h, gboolean flip_v, gint rot)
 {
+  gsize ps = (gsize) p * 3;
+  guint8 *a = tmp, *b = tmp + ps * p, *t;
   gint i, j;
 
   for (j = 0; j < p; j++) {
     gint sj = flip_v ? p - 1 - j : j;
     for (i = 0; i < p; i++) {
       gint si = flip_h ? p - 1 - i : i;
-      memcpy (tmp + ((gsize) j * p + i) * 3, data + ((gsize) sj * p + si) * 3,
-          3);
+      memcpy (a + j * ps + i * 3, data + sj * stride + si * 3, 3);
     }
   }
   /* out[j][i] = in[i][p-1-j] per quarter turn, i.e. one np.rot90 */
   for (; rot > 0; rot--) {
     for (j = 0; j < p; j++)
       for (i = 0; i < p; i++)
-        memcpy (data + ((gsize) j * p + i) * 3,
-            tmp + ((gsize) i * p + (p - 1 - j)) * 3, 3);
-    memcpy (tmp, data, (gsize) p * p * 3);
+        memcpy (b + j * ps + i * 3, a + i * ps + (p - 1 - j) * 3, 3);
+    t = a;
+    a = b;
+    b = t;
   }
-  memcpy (data, tmp, (gsize) p * p * 3);
+  for (j = 0; j < p; j++)
+    memcpy (data + j * stride, a + j * ps, ps);
 }
 
 static gboolean
@@ -417,38 +428,46 @@ emit_patch (GstPatchify * self, gint64 c, gint64 r, gint64 height,
   GstWsiTileMeta *m;
   WsiTissueTest tissue;
   TissueAction action;
+  gboolean post_messages, aug_flip, aug_rotate;
+  gsize ostride = GST_VIDEO_INFO_PLANE_STRIDE (&self->out_info, 0);
 
-  buf = gst_buffer_new_allocate (NULL, p * p * 3, NULL);
+  buf = gst_buffer_new_allocate (NULL, GST_VIDEO_INFO_SIZE (&self->out_info),
+      NULL);
   if (!buf || !gst_buffer_map (buf, &map, GST_MAP_WRITE)) {
     g_clear_pointer (&buf, gst_buffer_unref);
-    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, (NULL),
-        ("could not allocate a %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
-            " patch", p, p));
+    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+        ("Not enough memory for a %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
+            " patch", p, p), (NULL));
     return GST_FLOW_ERROR;
   }
   for (j = 0; j < p; j++) {
     gint64 y = top + j, sy = y;
     if (y < 0 || y >= height)
       sy = self->pad_mode == PAD_MODE_REFLECT ? reflect_index (y, height) : -1;
-    copy_patch_row (self, map.data + j * p * 3,
+    copy_patch_row (self, map.data + j * ostride,
         sy >= 0 ? band_row (self, sy) : NULL, left);
+    /* row padding to the 4-byte stride: deterministic bytes */
+    memset (map.data + j * ostride + p * 3, 0, ostride - p * 3);
   }
 
   GST_OBJECT_LOCK (self);
   tissue = self->tissue;
   min_tissue = self->min_tissue;
   action = self->tissue_action;
+  post_messages = self->post_messages;
+  aug_flip = self->augment_flip;
+  aug_rotate = self->augment_rotate;
   GST_OBJECT_UNLOCK (self);
 
   if (vx1 > vx0 && vy1 > vy0) {
     guint64 n = wsi_tissue_count_rgb (&tissue,
-        map.data + ((vy0 - top) * p + (vx0 - left)) * 3,
-        vx1 - vx0, vy1 - vy0, p * 3, NULL, 0);
+        map.data + (vy0 - top) * ostride + (vx0 - left) * 3,
+        vx1 - vx0, vy1 - vy0, ostride, NULL, 0);
     fraction = (gdouble) n / ((vx1 - vx0) * (vy1 - vy0));
   }
   keep = action == TISSUE_ACTION_FLAG || fraction >= min_tissue;
 
-  if (self->post_messages) {
+  if (gst_wsi_periodic_message_due (post_messages, &self->last_msg_us, 0)) {
     GstStructure *s = gst_structure_new ("patchify-patch",
         "col", G_TYPE_INT, (gint) c, "row", G_TYPE_INT, (gint) r,
         "x", G_TYPE_INT64, self->region.region_x + (gint64) llround (left * ds),
@@ -466,17 +485,17 @@ emit_patch (GstPatchify * self, gint64 c, gint64 r, gint64 height,
     return GST_FLOW_OK;
   }
 
-  if (self->augment_flip || self->augment_rotate) {
+  if (aug_flip || aug_rotate) {
     GstCustomMeta *cm;
-    guint8 *tmp = g_malloc (p * p * 3);
+    guint8 *tmp = g_malloc ((gsize) p * p * 3 * 2);
 
-    if (self->augment_flip) {
+    if (aug_flip) {
       flip_h = g_rand_boolean (self->rand);
       flip_v = g_rand_boolean (self->rand);
     }
-    if (self->augment_rotate)
+    if (aug_rotate)
       rot = g_rand_int_range (self->rand, 0, 4);
-    augment_patch (map.data, tmp, p, flip_h, flip_v, rot);
+    augment_patch (map.data, ostride, tmp, p, flip_h, flip_v, rot);
     g_free (tmp);
     cm = gst_buffer_add_custom_meta (buf, WSI_AUGMENT_META_NAME);
     if (cm)
@@ -511,6 +530,8 @@ emit_patch (GstPatchify * self, gint64 c, gint64 r, gint64 height,
   m->slide_height = self->region_h >= 0 ? self->region.slide_height : 0;
   m->mpp_x = self->region.mpp_x;
   m->mpp_y = self->region.mpp_y;
+  m->level_width = self->region_w;
+  m->level_height = self->region_h >= 0 ? self->region_h : 0;
   m->frame = self->patches_out;
   m->epoch = self->region.epoch;
   m->tissue_fraction = fraction;
@@ -528,12 +549,40 @@ emit_patch (GstPatchify * self, gint64 c, gint64 r, gint64 height,
   return gst_pad_push (self->srcpad, buf);
 }
 
+/* TRUE when the region's frames did not all arrive: the source stopped
+ * early (EOS after SIGINT with gst-launch -e, a num-buffers limit). */
+static gboolean
+region_incomplete (GstPatchify * self)
+{
+  return self->region_h >= 0 && (!self->have_cur ||
+      self->cur_bottom < self->region_h || self->cur_x0 > 0 ||
+      self->cur_x1 < self->region_w);
+}
+
+/* At EOS of an incomplete region: does patch (@c, @r) touch pixels that
+ * arrived? Rows above the last row of frames are complete; of that row,
+ * columns [cur_x0, cur_x1) arrived. */
+static gboolean
+patch_touches_received (GstPatchify * self, gint64 c, gint64 r)
+{
+  gint64 left = patch_origin (self, c), top = patch_origin (self, r);
+
+  if (!self->have_cur)
+    return FALSE;
+  if (top < self->cur_top)
+    return TRUE;
+  return top < self->cur_bottom && left < self->cur_x1 &&
+      left + self->patch_size > self->cur_x0;
+}
+
 /* Emits every patch row whose rows are all complete. At EOS (or a region
- * change) the whole region is complete. Patches get timestamps spread over
+ * change) the whole region is complete; with @trim (EOS of an incomplete
+ * region) only patches touching received pixels are emitted, the rest of
+ * the grid is counted in *@dropped. Patches get timestamps spread over
  * [pts, pts + duration) of the frame that completed them. */
 static GstFlowReturn
-emit_ready_rows (GstPatchify * self, gboolean at_end, GstClockTime pts,
-    GstClockTime duration)
+emit_ready_rows_full (GstPatchify * self, gboolean at_end, gboolean trim,
+    guint64 * dropped, GstClockTime pts, GstClockTime duration)
 {
   gint64 stride = stride_of (self), height, rows_ready = 0, cols, r, c;
   gint64 n = 0, total;
@@ -570,6 +619,10 @@ emit_ready_rows (GstPatchify * self, gboolean at_end, GstClockTime pts,
         t = MAX (t, self->last_pts_out);
       if (GST_CLOCK_TIME_IS_VALID (t))
         self->last_pts_out = t;
+      if (trim && !patch_touches_received (self, c, r)) {
+        (*dropped)++;
+        continue;
+      }
       ret = emit_patch (self, c, r, height, t, d);
     }
     if (ret != GST_FLOW_OK)
@@ -583,11 +636,49 @@ emit_ready_rows (GstPatchify * self, gboolean at_end, GstClockTime pts,
 }
 
 static GstFlowReturn
-finish_region (GstPatchify * self)
+emit_ready_rows (GstPatchify * self, gboolean at_end, GstClockTime pts,
+    GstClockTime duration)
 {
-  GstFlowReturn ret = emit_ready_rows (self, TRUE, self->last_end,
-      GST_CLOCK_TIME_NONE);
+  return emit_ready_rows_full (self, at_end, FALSE, NULL, pts, duration);
+}
 
+/* Ends the current region. At a region change every remaining patch comes
+ * out (missing frames read as pad-value). At EOS an incomplete region
+ * only gives the patches touching received pixels (so a stopped run shuts
+ * down at once), then a custom downstream event "wsi-region-incomplete"
+ * tells consumers the rest of the grid is missing (docs/patchify.md). */
+static GstFlowReturn
+finish_region (GstPatchify * self, gboolean at_eos)
+{
+  gboolean trim = at_eos && self->region_w > 0 && region_incomplete (self);
+  guint64 dropped = 0;
+  GstFlowReturn ret;
+  gint64 received = self->have_cur ? self->cur_bottom : 0;
+
+  ret = emit_ready_rows_full (self, TRUE, trim, &dropped, self->last_end,
+      GST_CLOCK_TIME_NONE);
+  if (trim && ret == GST_FLOW_OK) {
+    GstStructure *s = gst_structure_new ("wsi-region-incomplete",
+        "slide", G_TYPE_STRING, self->region.slide,
+        "level", G_TYPE_INT, self->region.level,
+        "region-x", G_TYPE_INT64, self->region.region_x,
+        "region-y", G_TYPE_INT64, self->region.region_y,
+        "region-width", G_TYPE_INT64, self->region.region_width,
+        "region-height", G_TYPE_INT64, self->region.region_height,
+        "level-width", G_TYPE_INT64, self->region_w,
+        "level-height", G_TYPE_INT64, self->region_h,
+        "received-height", G_TYPE_INT64, received,
+        "patches-dropped", G_TYPE_UINT64, dropped, NULL);
+
+    GST_INFO_OBJECT (self, "EOS before the region was complete: %"
+        G_GINT64_FORMAT " of %" G_GINT64_FORMAT " rows received, %"
+        G_GUINT64_FORMAT " patches of the grid dropped", received,
+        self->region_h, dropped);
+    gst_element_post_message (GST_ELEMENT (self),
+        gst_message_new_element (GST_OBJECT (self), gst_structure_copy (s)));
+    gst_pad_push_event (self->srcpad,
+        gst_event_new_custom (GST_EVENT_CUSTOM_DOWNSTREAM, s));
+  }
   region_clear (self);
   return ret;
 }
@@ -642,13 +733,16 @@ start_region (GstPatchify * self, const GstWsiTileMeta * m, gboolean grid,
  * region is complete. Rows above a new row of input frames are final;
  * a full row of grid_cols frames completes its rows too. */
 static void
-track_rows (GstPatchify * self, gint64 top, gint64 bottom, gint grid_cols)
+track_rows (GstPatchify * self, gint64 top, gint64 bottom, gint64 x0,
+    gint64 x1, gint grid_cols)
 {
   if (!self->have_cur || top > self->cur_top) {
     self->final_rows = MAX (self->final_rows, top);
     self->have_cur = TRUE;
     self->cur_top = top;
     self->cur_bottom = bottom;
+    self->cur_x0 = x1 > x0 ? x0 : G_MAXINT64;
+    self->cur_x1 = x1 > x0 ? x1 : G_MININT64;
     self->cur_count = 0;
   } else if (top < self->cur_top && !self->warned_order) {
     GST_ELEMENT_WARNING (self, STREAM, FAILED,
@@ -660,6 +754,10 @@ track_rows (GstPatchify * self, gint64 top, gint64 bottom, gint grid_cols)
   }
   self->cur_count++;
   self->cur_bottom = MAX (self->cur_bottom, bottom);
+  if (top >= self->cur_top && x1 > x0) {
+    self->cur_x0 = MIN (self->cur_x0, x0);
+    self->cur_x1 = MAX (self->cur_x1, x1);
+  }
   if (grid_cols > 0 && self->cur_count >= grid_cols)
     self->final_rows = MAX (self->final_rows, self->cur_bottom);
   self->seen_h = MAX (self->seen_h, bottom);
@@ -680,7 +778,7 @@ gst_patchify_chain (GstPad * pad, GstObject * parent, GstBuffer * inbuf)
   GstClockTime pts = GST_BUFFER_PTS (inbuf), dur = GST_BUFFER_DURATION (inbuf);
 
   if (!self->have_info) {
-    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL),
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT, (NULL),
         ("buffer before caps"));
     gst_buffer_unref (inbuf);
     return GST_FLOW_NOT_NEGOTIATED;
@@ -707,7 +805,7 @@ gst_patchify_chain (GstPad * pad, GstObject * parent, GstBuffer * inbuf)
       return GST_FLOW_ERROR;
     }
     if (self->region_w > 0 && !same_region (self, &m))
-      ret = finish_region (self);
+      ret = finish_region (self, FALSE);
     if (ret != GST_FLOW_OK)
       goto done;
     gst_wsi_tile_meta_region_level_size (&m, &rw, &rh);
@@ -735,7 +833,7 @@ gst_patchify_chain (GstPad * pad, GstObject * parent, GstBuffer * inbuf)
             self->grid_fh != fh || self->region_w != (gint64) cols * fw ||
             (self->region_h >= 0 &&
                 self->grid_frames >= (guint64) cols * (self->region_h / fh))))
-      ret = finish_region (self);
+      ret = finish_region (self, FALSE);
     if (ret != GST_FLOW_OK)
       goto done;
     if (self->region_w <= 0) {
@@ -790,8 +888,8 @@ gst_patchify_chain (GstPad * pad, GstObject * parent, GstBuffer * inbuf)
         goto done;
       }
       if (!gst_video_frame_map (&frame, &self->info, inbuf, GST_MAP_READ)) {
-        GST_ELEMENT_ERROR (self, STREAM, FAILED, (NULL),
-            ("could not map input frame"));
+        GST_ELEMENT_ERROR (self, STREAM, FORMAT, (NULL),
+            ("could not map the input frame: smaller than its caps say"));
         ret = GST_FLOW_ERROR;
         goto done;
       }
@@ -805,7 +903,7 @@ gst_patchify_chain (GstPad * pad, GstObject * parent, GstBuffer * inbuf)
       gst_video_frame_unmap (&frame);
     }
     if (bottom > 0 && y1 > y0)
-      track_rows (self, y0, y1, grid_cols);
+      track_rows (self, y0, y1, x0, x1, grid_cols);
   }
 
   if (GST_CLOCK_TIME_IS_VALID (pts))
@@ -833,7 +931,7 @@ gst_patchify_sink_event (GstPad * pad, GstObject * parent, GstEvent * event)
       gst_event_parse_caps (event, &caps);
       if (!gst_video_info_from_caps (&info, caps) ||
           GST_VIDEO_INFO_FORMAT (&info) != GST_VIDEO_FORMAT_RGB) {
-        GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL),
+        GST_ELEMENT_ERROR (self, STREAM, FORMAT, (NULL),
             ("patchify takes packed RGB frames, got %" GST_PTR_FORMAT, caps));
         gst_event_unref (event);
         return FALSE;
@@ -844,7 +942,7 @@ gst_patchify_sink_event (GstPad * pad, GstObject * parent, GstEvent * event)
       return self->caps_sent ? TRUE : send_src_caps (self);
     }
     case GST_EVENT_EOS:
-      if (finish_region (self) != GST_FLOW_OK)
+      if (finish_region (self, TRUE) != GST_FLOW_OK)
         GST_DEBUG_OBJECT (self, "flow stopped while flushing at EOS");
       break;
     case GST_EVENT_FLUSH_STOP:
@@ -890,9 +988,12 @@ gst_patchify_change_state (GstElement * element, GstStateChange transition)
   GstStateChangeReturn ret;
 
   if (transition == GST_STATE_CHANGE_READY_TO_PAUSED) {
+    /* from here on READY-only properties are refused */
+    gst_wsi_set_running (element, &self->running, TRUE);
     if (self->patch_size < 1 || self->patch_size > MAX_PATCH_SIZE ||
         self->overlap >= self->patch_size) {
-      GST_ELEMENT_ERROR (self, LIBRARY, SETTINGS,
+      gst_wsi_set_running (element, &self->running, FALSE);
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
           ("Invalid patch geometry: patch-size=%d overlap=%d",
               self->patch_size, self->overlap),
           ("patch-size must be at least 1 and at most %d, and overlap "
@@ -900,8 +1001,11 @@ gst_patchify_change_state (GstElement * element, GstStateChange transition)
       return GST_STATE_CHANGE_FAILURE;
     }
     region_clear (self);
+    gst_video_info_set_format (&self->out_info, GST_VIDEO_FORMAT_RGB,
+        self->patch_size, self->patch_size);
     self->have_info = FALSE;
     self->caps_sent = FALSE;
+    self->last_msg_us = 0;
     self->patches_out = 0;
     self->last_end = GST_CLOCK_TIME_NONE;
     self->last_pts_out = GST_CLOCK_TIME_NONE;
@@ -913,9 +1017,13 @@ gst_patchify_change_state (GstElement * element, GstStateChange transition)
   ret = GST_ELEMENT_CLASS (gst_patchify_parent_class)->change_state (element,
       transition);
 
+  if (transition == GST_STATE_CHANGE_READY_TO_PAUSED &&
+      ret == GST_STATE_CHANGE_FAILURE)
+    gst_wsi_set_running (element, &self->running, FALSE);
   if (transition == GST_STATE_CHANGE_PAUSED_TO_READY) {
     region_clear (self);
     g_clear_pointer (&self->rand, g_rand_free);
+    gst_wsi_set_running (element, &self->running, FALSE);
   }
   return ret;
 }
@@ -925,6 +1033,11 @@ gst_patchify_set_property (GObject * object, guint prop_id,
     const GValue * value, GParamSpec * pspec)
 {
   GstPatchify *self = GST_PATCHIFY (object);
+
+  /* geometry, padding, grid and augmentation settings only change in
+   * NULL/READY: the band, the caps sent and the random stream follow them */
+  if (gst_wsi_property_refused (GST_ELEMENT (self), &self->running, pspec))
+    return;
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
@@ -1056,13 +1169,15 @@ gst_patchify_class_init (GstPatchifyClass * klass)
   g_object_class_install_property (gobject_class, PROP_PATCH_SIZE,
       g_param_spec_int ("patch-size", "Patch size",
           "Width and height of the square output patches in level pixels, "
-          "1 to " G_STRINGIFY (MAX_PATCH_SIZE) " (checked when the element "
-          "starts)", 0, G_MAXINT, DEFAULT_PATCH_SIZE, ready));
+          "1 to " G_STRINGIFY (MAX_PATCH_SIZE) "; any size (rows of the RGB "
+          "output are 4-byte aligned as GstVideoInfo says)",
+          1, MAX_PATCH_SIZE, DEFAULT_PATCH_SIZE, ready));
   g_object_class_install_property (gobject_class, PROP_OVERLAP,
       g_param_spec_int ("overlap", "Overlap",
           "Pixels shared by neighbouring patches (must be smaller than "
           "patch-size, checked when the element starts); stride is "
-          "patch-size - overlap", 0, G_MAXINT, DEFAULT_OVERLAP, ready));
+          "patch-size - overlap", 0, MAX_PATCH_SIZE - 1, DEFAULT_OVERLAP,
+          ready));
   g_object_class_install_property (gobject_class, PROP_PAD_MODE,
       g_param_spec_enum ("pad-mode", "Pad mode",
           "How pixels outside the region are filled",
@@ -1108,10 +1223,10 @@ gst_patchify_class_init (GstPatchifyClass * klass)
       g_param_spec_uint ("seed", "Seed",
           "Seed of the augmentation random generator (reset on every start)",
           0, G_MAXUINT, DEFAULT_SEED, ready));
+  /* per patch: a 'patchify-patch' element message (col, row, x, y,
+   * tissue-fraction, kept) */
   g_object_class_install_property (gobject_class, PROP_POST_MESSAGES,
-      g_param_spec_boolean ("post-messages", "Post messages",
-          "Post a 'patchify-patch' element message per patch (col, row, x, y, "
-          "tissue-fraction, kept)", DEFAULT_POST_MESSAGES, playing));
+      gst_wsi_param_spec_post_messages ());
 
   gst_element_class_add_static_pad_template (element_class, &sink_template);
   gst_element_class_add_static_pad_template (element_class, &src_template);

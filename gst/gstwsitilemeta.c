@@ -131,10 +131,14 @@ gst_wsi_tile_meta_region_level_size (const GstWsiTileMeta * meta,
 {
   gdouble ds = meta->downsample > 0 ? meta->downsample : 1.0;
 
+  /* the producer knows the level's real size (a non-whole downsample makes
+   * ceil one pixel too many at the slide edge) */
   if (width)
-    *width = (gint64) ceil (meta->region_width / ds - 1e-9);
+    *width = meta->level_width > 0 ? meta->level_width :
+        (gint64) ceil (meta->region_width / ds - 1e-9);
   if (height)
-    *height = (gint64) ceil (meta->region_height / ds - 1e-9);
+    *height = meta->level_height > 0 ? meta->level_height :
+        (gint64) ceil (meta->region_height / ds - 1e-9);
 }
 
 gboolean
@@ -153,6 +157,10 @@ gst_wsi_tile_meta_fit_to_size (GstWsiTileMeta * meta, gint width, gint height)
   meta->pad_left = (gint) lround (meta->pad_left * sx);
   meta->pad_top = (gint) lround (meta->pad_top * sy);
   meta->overlap = (gint) lround (meta->overlap * sx);
+  if (meta->level_width > 0)
+    meta->level_width = MAX (1, (gint64) llround (meta->level_width * sx));
+  if (meta->level_height > 0)
+    meta->level_height = MAX (1, (gint64) llround (meta->level_height * sy));
   meta->downsample /= sx;
   meta->width = width;
   meta->height = height;

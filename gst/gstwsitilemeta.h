@@ -34,6 +34,9 @@ typedef struct _GstWsiTileMeta GstWsiTileMeta;
  * @pad_left, @pad_top: padding before the valid area (reflect/constant padding
  *   at the top/left edge); the valid area is
  *   [pad_left, pad_left + valid_width) x [pad_top, pad_top + valid_height)
+ * @level_width, @level_height: size of the region in the buffer's pixels as
+ *   the producer streams it (slidesrc: OpenSlide's level size for a region
+ *   reaching the slide edge at a non-whole downsample); 0 when unknown
  *
  * Coordinates of pixel (i, j) of the buffer in level-0 units are
  * x + i * downsample, y + j * downsample.
@@ -58,6 +61,7 @@ struct _GstWsiTileMeta
   guint64 frame;
   gdouble tissue_fraction;
   guint epoch;
+  gint64 level_width, level_height;
 };
 
 GType gst_wsi_tile_meta_api_get_type (void);
@@ -73,7 +77,8 @@ void gst_wsi_tile_meta_set_slide (GstWsiTileMeta * meta, const gchar * slide);
 #define gst_buffer_get_wsi_tile_meta(b) \
   ((GstWsiTileMeta *) gst_buffer_get_meta ((b), GST_WSI_TILE_META_API_TYPE))
 
-/* Level size of the region in level pixels (ceil of region / downsample). */
+/* Size of the region in level pixels: level_width/height when set, else
+ * ceil (region / downsample). */
 void gst_wsi_tile_meta_region_level_size (const GstWsiTileMeta * meta,
     gint64 * width, gint64 * height);
 

@@ -792,10 +792,228 @@ expect_start_error (gint patch, gint overlap)
 
 GST_START_TEST (test_bad_geometry)
 {
-  expect_start_error (0, 0);
+  GstElement *e = gst_element_factory_make ("patchify", NULL);
+  GParamSpecInt *ps = G_PARAM_SPEC_INT (g_object_class_find_property
+      (G_OBJECT_GET_CLASS (e), "patch-size"));
+
+  /* the range says what is accepted: 0 and 9000 never reach the element */
+  fail_unless_equals_int (ps->minimum, 1);
+  fail_unless_equals_int (ps->maximum, 8192);
+  gst_object_unref (e);
   expect_start_error (64, 64);
   expect_start_error (64, 100);
-  expect_start_error (9000, 0);
+  expect_start_error (1, 1);
+}
+
+GST_END_TEST;
+
+
+/* Reference transform of the augmentation (numpy fliplr, flipud, rot90). */
+static void
+ref_augment (const guint8 * in, guint8 * out, gint p, gboolean fh,
+    gboolean fv, gint rot)
+{
+  guint8 *a = g_malloc ((gsize) p * p * 3), *b = g_malloc ((gsize) p * p * 3);
+  gint i, j;
+
+  for (j = 0; j < p; j++)
+    for (i = 0; i < p; i++)
+      memcpy (a + ((gsize) j * p + i) * 3, in + ((gsize) (fv ? p - 1 - j : j)
+              * p + (fh ? p - 1 - i : i)) * 3, 3);
+  for (; rot > 0; rot--) {
+    for (j = 0; j < p; j++)
+      for (i = 0; i < p; i++)
+        memcpy (b + ((gsize) j * p + i) * 3, a + ((gsize) i * p + p - 1 - j)
+            * 3, 3);
+    memcpy (a, b, (gsize) p * p * 3);
+  }
+  memcpy (out, a, (gsize) p * p * 3);
+  g_free (a);
+  g_free (b);
+}
+
+/* Patch sizes whose RGB rows are not a multiple of 4 bytes: every buffer
+ * has GstVideoInfo's size and 4-byte aligned stride and each row holds the
+ * right pixels, augmented or not (issue 9, point 3). */
+static void
+check_odd_patches (gint p, gint o, gboolean augment)
+{
+  const gint rw = 120, rh = 90, s = p - o;
+  gchar *launch = g_strdup_printf ("patchify patch-size=%d overlap=%d %s", p,
+      o, augment ? "augment-flip=true augment-rotate=true seed=3" : "");
+  GstHarness *h = gst_harness_new_parse (launch);
+  gint pc = (rw + s - 1) / s, pr = (rh + s - 1) / s, n;
+  GstVideoInfo info;
+  guint8 *want = g_malloc ((gsize) p * p * 3), *aug =
+      g_malloc ((gsize) p * p * 3);
+
+  g_free (launch);
+  gst_video_info_set_format (&info, GST_VIDEO_FORMAT_RGB, p, p);
+  set_src_caps (h, rw, rh);
+  fail_unless_equals_int (gst_harness_push (h, meta_tile ("odd", rw, rh, 0,
+              0, rw, rh, 1)), GST_FLOW_OK);
+  fail_unless_equals_int (gst_harness_buffers_in_queue (h), pc * pr);
+  for (n = 0; n < pc * pr; n++) {
+    GstBuffer *buf = gst_harness_pull (h);
+    GstVideoFrame f;
+    gint i, j;
+    gint64 left = (n % pc) * s - o / 2, top = (n / pc) * s - o / 2;
+    const guint8 *ref = want;
+
+    fail_unless_equals_int (gst_buffer_get_size (buf),
+        GST_VIDEO_INFO_SIZE (&info));
+    fail_unless (gst_video_frame_map (&f, &info, buf, GST_MAP_READ));
+    for (j = 0; j < p; j++)
+      for (i = 0; i < p; i++) {
+        gint64 x = left + i, y = top + j;
+        guint8 *w = want + ((gsize) j * p + i) * 3;
+        if (x >= 0 && y >= 0 && x < rw && y < rh)
+          mosaic_pixel (x, y, w);
+        else
+          memset (w, 0xff, 3);
+      }
+    if (augment) {
+      GstStructure *st = gst_custom_meta_get_structure
+          (gst_buffer_get_custom_meta (buf, "WsiAugmentMeta"));
+      gboolean fh, fv;
+      gint rot;
+      gst_structure_get (st, "flip-h", G_TYPE_BOOLEAN, &fh, "flip-v",
+          G_TYPE_BOOLEAN, &fv, "rotate90", G_TYPE_INT, &rot, NULL);
+      ref_augment (want, aug, p, fh, fv, rot);
+      ref = aug;
+    }
+    for (j = 0; j < p; j++)
+      fail_unless (memcmp ((guint8 *) GST_VIDEO_FRAME_PLANE_DATA (&f, 0) +
+              (gsize) j * GST_VIDEO_FRAME_PLANE_STRIDE (&f, 0),
+              ref + (gsize) j * p * 3, (gsize) p * 3) == 0,
+          "p=%d patch %d row %d", p, n, j);
+    gst_video_frame_unmap (&f);
+    gst_buffer_unref (buf);
+  }
+  g_free (want);
+  g_free (aug);
+  gst_harness_teardown (h);
+}
+
+GST_START_TEST (test_odd_patch_sizes)
+{
+  check_odd_patches (1, 0, FALSE);
+  check_odd_patches (3, 1, FALSE);
+  check_odd_patches (3, 0, TRUE);
+  check_odd_patches (127, 10, FALSE);
+  check_odd_patches (250, 0, FALSE);
+  check_odd_patches (250, 7, TRUE);
+}
+
+GST_END_TEST;
+
+/* READY-only properties set while PLAYING are refused and change nothing:
+ * overlap >= patch-size used to divide by zero, a new patch-size pushed
+ * buffers that no longer matched the caps (issue 9, point 2). */
+GST_START_TEST (test_props_while_playing)
+{
+  GstHarness *h = gst_harness_new_parse ("patchify patch-size=64 overlap=0 "
+      "grid-columns=2 grid-rows=1");
+  GstElement *e = gst_harness_find_element (h, "patchify");
+  GstCaps *caps, *want;
+  gint v, i;
+
+  set_src_caps (h, 64, 64);
+  g_object_set (e, "overlap", 64, NULL);
+  g_object_get (e, "overlap", &v, NULL);
+  fail_unless_equals_int (v, 0);
+  g_object_set (e, "patch-size", 96, NULL);
+  g_object_get (e, "patch-size", &v, NULL);
+  fail_unless_equals_int (v, 64);
+  /* a mutable-playing property still applies */
+  g_object_set (e, "min-tissue", 0.5, NULL);
+  g_object_set (e, "min-tissue", 0.0, NULL);
+  for (i = 0; i < 2; i++)
+    fail_unless_equals_int (gst_harness_push (h, make_frame (64, 64, i * 64,
+                0, 64, 64)), GST_FLOW_OK);
+  fail_unless_equals_int (gst_harness_buffers_in_queue (h), 2);
+  caps = gst_pad_get_current_caps (h->sinkpad);
+  for (i = 0; i < 2; i++) {
+    GstBuffer *b = gst_harness_pull (h);
+    fail_unless_equals_int (gst_buffer_get_size (b), 64 * 64 * 3);
+    fail_unless (patch_matches (b, 64, i * 64, 0, 128, 64, FALSE, 0xffffff));
+    gst_buffer_unref (b);
+  }
+  want = gst_caps_from_string ("video/x-raw,format=RGB,width=64,height=64,"
+      "framerate=0/1,pixel-aspect-ratio=1/1");
+  fail_unless (gst_caps_is_equal_fixed (caps, want));
+  gst_caps_unref (want);
+  gst_caps_unref (caps);
+  gst_object_unref (e);
+  gst_harness_teardown (h);
+  /* back in NULL the value applies */
+  e = gst_element_factory_make ("patchify", NULL);
+  g_object_set (e, "patch-size", 96, NULL);
+  g_object_get (e, "patch-size", &v, NULL);
+  fail_unless_equals_int (v, 96);
+  gst_object_unref (e);
+}
+
+GST_END_TEST;
+
+/* EOS before the region is complete (gst-launch -e after SIGINT): only the
+ * patches touching received pixels come out, then a wsi-region-incomplete
+ * event before EOS says the rest of the grid is missing (issue 9,
+ * point 14). A region change still flushes the whole grid. */
+GST_START_TEST (test_eos_incomplete_region)
+{
+  GstHarness *h = gst_harness_new_parse ("patchify patch-size=50 overlap=0");
+  GstEvent *ev;
+  gboolean saw_incomplete = FALSE, saw_eos = FALSE;
+  gint n = 0;
+
+  set_src_caps (h, 100, 100);
+  /* region 300 x 200 in 3 x 2 tiles: only the first two arrive */
+  gst_harness_push (h, meta_tile ("cut", 100, 100, 0, 0, 300, 200, 3));
+  gst_harness_push (h, meta_tile ("cut", 100, 100, 100, 0, 300, 200, 3));
+  fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
+  /* received [0,200) x [0,100): patch columns 0..3, rows 0..1 */
+  fail_unless_equals_int (gst_harness_buffers_in_queue (h), 8);
+  for (n = 0; n < 8; n++) {
+    GstBuffer *b = gst_harness_pull (h);
+    GstWsiTileMeta *m = gst_buffer_get_wsi_tile_meta (b);
+    fail_unless (m->col < 4 && m->row < 2, "patch (%d,%d)", m->col, m->row);
+    fail_unless_equals_int (m->grid_cols, 6);
+    fail_unless_equals_int (m->grid_rows, 4);
+    gst_buffer_unref (b);
+  }
+  while ((ev = gst_harness_try_pull_event (h))) {
+    if (GST_EVENT_TYPE (ev) == GST_EVENT_CUSTOM_DOWNSTREAM &&
+        gst_event_has_name (ev, "wsi-region-incomplete")) {
+      const GstStructure *st = gst_event_get_structure (ev);
+      guint64 dropped = 0;
+      gint64 rec = 0;
+      fail_if (saw_eos, "event after EOS");
+      gst_structure_get_uint64 (st, "patches-dropped", &dropped);
+      gst_structure_get_int64 (st, "received-height", &rec);
+      fail_unless_equals_uint64 (dropped, 16);
+      fail_unless_equals_int64 (rec, 100);
+      fail_unless_equals_string (gst_structure_get_string (st, "slide"),
+          "cut");
+      saw_incomplete = TRUE;
+    }
+    saw_eos |= GST_EVENT_TYPE (ev) == GST_EVENT_EOS;
+    gst_event_unref (ev);
+  }
+  fail_unless (saw_incomplete && saw_eos);
+  gst_harness_teardown (h);
+
+  /* a complete region sends no such event */
+  h = gst_harness_new_parse ("patchify patch-size=50 overlap=0");
+  set_src_caps (h, 100, 100);
+  gst_harness_push (h, meta_tile ("full", 100, 100, 0, 0, 100, 100, 1));
+  fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
+  fail_unless_equals_int (gst_harness_buffers_in_queue (h), 4);
+  while ((ev = gst_harness_try_pull_event (h))) {
+    fail_if (gst_event_has_name (ev, "wsi-region-incomplete"));
+    gst_event_unref (ev);
+  }
+  gst_harness_teardown (h);
 }
 
 GST_END_TEST;
@@ -819,6 +1037,9 @@ patchify_suite (void)
   tcase_add_test (tc, test_missing_tiles);
   tcase_add_test (tc, test_region_change);
   tcase_add_test (tc, test_bad_meta);
+  tcase_add_test (tc, test_odd_patch_sizes);
+  tcase_add_test (tc, test_props_while_playing);
+  tcase_add_test (tc, test_eos_incomplete_region);
   return s;
 }
 
