@@ -1,0 +1,1141 @@
+/* wsidetect: Mask R-CNN building blocks (torchvision 0.14 semantics). See wsidetect.h and
+ * docs/detect.md. Built with -ffp-contract=off so that float expressions round as
+ * torchvision's (non-FMA) kernels do. */
+#include "wsidetect.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Hot kernels are compiled for AVX-512, AVX2 and baseline x86-64, picked at load time. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define WSIDET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define WSIDET_CLONES
+#endif
+
+/* ---- 1. Anchors ------------------------------------------------------------------- */
+
+int wsidet_cell_anchors(const float *sizes, int n_sizes, const float *ratios, int n_ratios,
+                        float *out)
+{
+  if (!sizes || !ratios || !out || n_sizes < 0 || n_ratios < 0)
+    return -1;
+  int a = 0;
+  for (int r = 0; r < n_ratios; r++) {
+    float hr = sqrtf(ratios[r]);
+    float wr = 1.0f / hr;
+    for (int s = 0; s < n_sizes; s++, a++) {
+      float ws = wr * sizes[s], hs = hr * sizes[s];
+      out[a * 4 + 0] = nearbyintf(-ws / 2.0f);
+      out[a * 4 + 1] = nearbyintf(-hs / 2.0f);
+      out[a * 4 + 2] = nearbyintf(ws / 2.0f);
+      out[a * 4 + 3] = nearbyintf(hs / 2.0f);
+    }
+  }
+  return 0;
+}
+
+int wsidet_anchor_stride(int image_size, int grid_size)
+{
+  return grid_size > 0 ? image_size / grid_size : 0;
+}
+
+int wsidet_grid_anchors(const float *cell, int n_cell, int grid_h, int grid_w,
+                        int stride_h, int stride_w, float *out)
+{
+  if (!cell || !out || n_cell < 0 || grid_h < 0 || grid_w < 0)
+    return -1;
+  size_t o = 0;
+  for (int y = 0; y < grid_h; y++) {
+    float sy = (float)((int64_t)y * stride_h);
+    for (int x = 0; x < grid_w; x++) {
+      float sx = (float)((int64_t)x * stride_w);
+      for (int a = 0; a < n_cell; a++, o += 4) {
+        out[o + 0] = sx + cell[a * 4 + 0];
+        out[o + 1] = sy + cell[a * 4 + 1];
+        out[o + 2] = sx + cell[a * 4 + 2];
+        out[o + 3] = sy + cell[a * 4 + 3];
+      }
+    }
+  }
+  return grid_h * grid_w * n_cell;
+}
+
+/* ---- 2. Box coding ---------------------------------------------------------------- */
+
+void wsidet_box_coder_init(WsidetBoxCoder *bc, float wx, float wy, float ww, float wh)
+{
+  bc->wx = wx;
+  bc->wy = wy;
+  bc->ww = ww;
+  bc->wh = wh;
+  bc->clip = (float)log(1000.0 / 16.0);
+}
+
+void wsidet_box_encode(const WsidetBoxCoder *bc, const float *gt, const float *ref, int n,
+                       float *out)
+{
+  for (int i = 0; i < n; i++) {
+    const float *p = ref + 4 * i, *g = gt + 4 * i;
+    float ew = p[2] - p[0], eh = p[3] - p[1];
+    float ecx = p[0] + 0.5f * ew, ecy = p[1] + 0.5f * eh;
+    float gw = g[2] - g[0], gh = g[3] - g[1];
+    float gcx = g[0] + 0.5f * gw, gcy = g[1] + 0.5f * gh;
+    out[4 * i + 0] = bc->wx * (gcx - ecx) / ew;
+    out[4 * i + 1] = bc->wy * (gcy - ecy) / eh;
+    out[4 * i + 2] = bc->ww * logf(gw / ew);
+    out[4 * i + 3] = bc->wh * logf(gh / eh);
+  }
+}
+
+void wsidet_box_decode(const WsidetBoxCoder *bc, const float *codes, int k, const float *boxes,
+                       int n, float *out)
+{
+  for (int i = 0; i < n; i++) {
+    const float *b = boxes + 4 * i;
+    float w = b[2] - b[0], h = b[3] - b[1];
+    float cx = b[0] + 0.5f * w, cy = b[1] + 0.5f * h;
+    for (int j = 0; j < k; j++) {
+      const float *c = codes + ((size_t)i * k + j) * 4;
+      float *o = out + ((size_t)i * k + j) * 4;
+      float dx = c[0] / bc->wx, dy = c[1] / bc->wy;
+      float dw = c[2] / bc->ww, dh = c[3] / bc->wh;
+      if (dw > bc->clip)
+        dw = bc->clip;
+      if (dh > bc->clip)
+        dh = bc->clip;
+      float pcx = dx * w + cx, pcy = dy * h + cy;
+      float pw = expf(dw) * w, ph = expf(dh) * h;
+      float hw = 0.5f * pw, hh = 0.5f * ph;
+      o[0] = pcx - hw;
+      o[1] = pcy - hh;
+      o[2] = pcx + hw;
+      o[3] = pcy + hh;
+    }
+  }
+}
+
+static inline float clampf(float v, float lo, float hi)
+{
+  /* torch.clamp: NaN stays NaN */
+  if (v < lo)
+    v = lo;
+  if (v > hi)
+    v = hi;
+  return v;
+}
+
+void wsidet_clip_boxes(float *boxes, int n, int height, int width)
+{
+  for (int i = 0; i < n; i++) {
+    float *b = boxes + 4 * i;
+    b[0] = clampf(b[0], 0.0f, (float)width);
+    b[1] = clampf(b[1], 0.0f, (float)height);
+    b[2] = clampf(b[2], 0.0f, (float)width);
+    b[3] = clampf(b[3], 0.0f, (float)height);
+  }
+}
+
+int wsidet_remove_small_boxes(const float *boxes, int n, float min_size, int32_t *keep)
+{
+  int m = 0;
+  for (int i = 0; i < n; i++) {
+    const float *b = boxes + 4 * i;
+    if (b[2] - b[0] >= min_size && b[3] - b[1] >= min_size)
+      keep[m++] = i;
+  }
+  return m;
+}
+
+/* ---- 3. IoU, NMS, top-k ------------------------------------------------------------ */
+
+void wsidet_box_area(const float *boxes, int n, float *area)
+{
+  for (int i = 0; i < n; i++)
+    area[i] = (boxes[4 * i + 2] - boxes[4 * i + 0]) * (boxes[4 * i + 3] - boxes[4 * i + 1]);
+}
+
+void wsidet_box_iou(const float *a, int na, const float *b, int nb, float *out)
+{
+  for (int i = 0; i < na; i++) {
+    const float *p = a + 4 * i;
+    float aa = (p[2] - p[0]) * (p[3] - p[1]);
+    for (int j = 0; j < nb; j++) {
+      const float *q = b + 4 * j;
+      float ab = (q[2] - q[0]) * (q[3] - q[1]);
+      float ltx = p[0] > q[0] ? p[0] : q[0], lty = p[1] > q[1] ? p[1] : q[1];
+      float rbx = p[2] < q[2] ? p[2] : q[2], rby = p[3] < q[3] ? p[3] : q[3];
+      float w = rbx - ltx, h = rby - lty;
+      w = w < 0.0f ? 0.0f : w;
+      h = h < 0.0f ? 0.0f : h;
+      float inter = w * h;
+      out[(size_t)i * nb + j] = inter / (aa + ab - inter);
+    }
+  }
+}
+
+typedef struct {
+  float s;
+  int32_t i;
+} ScoreIdx;
+
+/* Descending score, NaN first (as torch's descending sort), ties: lower index first. */
+static int cmp_score_desc(const void *pa, const void *pb)
+{
+  const ScoreIdx *a = pa, *b = pb;
+  int na = isnan(a->s), nb = isnan(b->s);
+  if (na != nb)
+    return na ? -1 : 1;
+  if (!na) {
+    if (a->s > b->s)
+      return -1;
+    if (a->s < b->s)
+      return 1;
+  }
+  return (a->i > b->i) - (a->i < b->i);
+}
+
+static ScoreIdx *sorted_scores(const float *scores, int n)
+{
+  ScoreIdx *v = malloc(sizeof(*v) * (size_t)(n > 0 ? n : 1));
+  if (!v)
+    return NULL;
+  for (int i = 0; i < n; i++) {
+    v[i].s = scores[i];
+    v[i].i = i;
+  }
+  qsort(v, (size_t)n, sizeof(*v), cmp_score_desc);
+  return v;
+}
+
+/* One pass of greedy NMS over SoA boxes already in score order: sets supp[j] for every
+ * box j after i whose IoU with kept box i is > thr (compared in double as torchvision). */
+WSIDET_CLONES
+static void nms_row(const float *restrict x1, const float *restrict y1,
+                    const float *restrict x2, const float *restrict y2,
+                    const float *restrict area, int from, int n, float ix1, float iy1,
+                    float ix2, float iy2, float iarea, double thr, uint8_t *restrict supp)
+{
+  for (int j = from; j < n; j++) {
+    float xx1 = ix1 < x1[j] ? x1[j] : ix1;
+    float yy1 = iy1 < y1[j] ? y1[j] : iy1;
+    float xx2 = x2[j] < ix2 ? x2[j] : ix2;
+    float yy2 = y2[j] < iy2 ? y2[j] : iy2;
+    float w = xx2 - xx1, h = yy2 - yy1;
+    w = 0.0f < w ? w : 0.0f;
+    h = 0.0f < h ? h : 0.0f;
+    float inter = w * h;
+    float ovr = inter / (iarea + area[j] - inter);
+    supp[j] |= (uint8_t)((double)ovr > thr);
+  }
+}
+
+/* Greedy NMS on m boxes (SoA, score order); kept[t] = 1 for kept ones. */
+static void nms_sorted(const float *x1, const float *y1, const float *x2, const float *y2,
+                       const float *area, int m, double thr, uint8_t *supp, uint8_t *kept)
+{
+  memset(supp, 0, (size_t)m);
+  for (int t = 0; t < m; t++) {
+    if (supp[t])
+      continue;
+    kept[t] = 1;
+    nms_row(x1, y1, x2, y2, area, t + 1, m, x1[t], y1[t], x2[t], y2[t], area[t], thr, supp);
+  }
+}
+
+typedef struct {
+  int32_t g;   /* group */
+  int32_t p;   /* position in score order */
+} GroupPos;
+
+static int cmp_group_pos(const void *pa, const void *pb)
+{
+  const GroupPos *a = pa, *b = pb;
+  if (a->g != b->g)
+    return (a->g > b->g) - (a->g < b->g);
+  return (a->p > b->p) - (a->p < b->p);
+}
+
+static int nms_impl(const float *boxes, const float *scores, const int32_t *idxs, int n,
+                    double thr, int32_t *keep)
+{
+  if (n <= 0)
+    return 0;
+  if (!boxes || !scores || !keep)
+    return -1;
+  ScoreIdx *ord = sorted_scores(scores, n);
+  float *soa = malloc(sizeof(float) * 5 * (size_t)n);
+  uint8_t *flags = calloc(2 * (size_t)n, 1);
+  GroupPos *gp = idxs ? malloc(sizeof(*gp) * (size_t)n) : NULL;
+  if (!ord || !soa || !flags || (idxs && !gp)) {
+    free(ord), free(soa), free(flags), free(gp);
+    return -1;
+  }
+  uint8_t *kept = flags, *supp = flags + n;
+  float *x1 = soa, *y1 = soa + n, *x2 = soa + 2 * n, *y2 = soa + 3 * n, *ar = soa + 4 * n;
+  if (!idxs) {
+    for (int t = 0; t < n; t++) {
+      const float *b = boxes + 4 * (size_t)ord[t].i;
+      x1[t] = b[0], y1[t] = b[1], x2[t] = b[2], y2[t] = b[3];
+      ar[t] = (b[2] - b[0]) * (b[3] - b[1]);
+    }
+    nms_sorted(x1, y1, x2, y2, ar, n, thr, supp, kept);
+  } else {
+    /* per group: its boxes in score order, gathered contiguously */
+    for (int t = 0; t < n; t++) {
+      gp[t].g = idxs[ord[t].i];
+      gp[t].p = t;
+    }
+    qsort(gp, (size_t)n, sizeof(*gp), cmp_group_pos);
+    uint8_t *gk = malloc((size_t)n);
+    if (!gk) {
+      free(ord), free(soa), free(flags), free(gp);
+      return -1;
+    }
+    for (int s = 0; s < n;) {
+      int e = s;
+      while (e < n && gp[e].g == gp[s].g)
+        e++;
+      int m = e - s;
+      if (m <= 0)
+        break;
+      for (int t = 0; t < m; t++) {
+        const float *b = boxes + 4 * (size_t)ord[gp[s + t].p].i;
+        x1[t] = b[0], y1[t] = b[1], x2[t] = b[2], y2[t] = b[3];
+        ar[t] = (b[2] - b[0]) * (b[3] - b[1]);
+      }
+      memset(gk, 0, (size_t)m);
+      nms_sorted(x1, y1, x2, y2, ar, m, thr, supp, gk);
+      for (int t = 0; t < m; t++)
+        kept[gp[s + t].p] = gk[t];
+      s = e;
+    }
+    free(gk);
+  }
+  int nk = 0;
+  for (int t = 0; t < n; t++)
+    if (kept[t])
+      keep[nk++] = ord[t].i;
+  free(ord), free(soa), free(flags), free(gp);
+  return nk;
+}
+
+int wsidet_nms(const float *boxes, const float *scores, int n, double iou_threshold,
+               int32_t *keep)
+{
+  return nms_impl(boxes, scores, NULL, n, iou_threshold, keep);
+}
+
+int wsidet_batched_nms(const float *boxes, const float *scores, const int32_t *idxs, int n,
+                       double iou_threshold, int32_t *keep)
+{
+  if (n > 0 && !idxs)
+    return -1;
+  return nms_impl(boxes, scores, idxs, n, iou_threshold, keep);
+}
+
+int wsidet_topk(const float *scores, int n, int k, int32_t *idx)
+{
+  if (n <= 0 || k <= 0)
+    return 0;
+  ScoreIdx *ord = sorted_scores(scores, n);
+  if (!ord)
+    return -1;
+  int m = k < n ? k : n;
+  for (int t = 0; t < m; t++)
+    idx[t] = ord[t].i;
+  free(ord);
+  return m;
+}
+
+int wsidet_topk_per_level(const float *scores, const int *level_sizes, int n_levels, int k,
+                          int32_t *idx)
+{
+  int off = 0, m = 0;
+  for (int l = 0; l < n_levels; l++) {
+    int r = wsidet_topk(scores + off, level_sizes[l], k, idx + m);
+    if (r < 0)
+      return -1;
+    for (int t = 0; t < r; t++)
+      idx[m + t] += off;
+    m += r;
+    off += level_sizes[l];
+  }
+  return m;
+}
+
+/* ---- 4. Matcher and sampler -------------------------------------------------------- */
+
+int wsidet_match(const float *quality, int n_gt, int n_pred, float high, float low,
+                 int allow_low_quality, int32_t *matches)
+{
+  if (n_pred <= 0)
+    return 0;
+  if (!matches || (n_gt > 0 && !quality) || low > high)
+    return -1;
+  if (n_gt <= 0) {
+    for (int j = 0; j < n_pred; j++)
+      matches[j] = WSIDET_BELOW_LOW_THRESHOLD;
+    return 0;
+  }
+  float *best = malloc(sizeof(float) * (size_t)n_pred);
+  int32_t *all = malloc(sizeof(int32_t) * (size_t)n_pred);
+  if (!best || !all) {
+    free(best), free(all);
+    return -1;
+  }
+  for (int j = 0; j < n_pred; j++) {
+    float v = quality[j];
+    int a = 0;
+    for (int g = 1; g < n_gt; g++) {
+      float q = quality[(size_t)g * n_pred + j];
+      if (q > v || (isnan(q) && !isnan(v))) {
+        v = q;
+        a = g;
+      }
+    }
+    best[j] = v;
+    all[j] = a;
+    matches[j] = a;
+    if (v < low)
+      matches[j] = WSIDET_BELOW_LOW_THRESHOLD;
+    else if (v >= low && v < high)
+      matches[j] = WSIDET_BETWEEN_THRESHOLDS;
+  }
+  if (allow_low_quality) {
+    for (int g = 0; g < n_gt; g++) {
+      const float *row = quality + (size_t)g * n_pred;
+      float hi = row[0];
+      for (int j = 1; j < n_pred; j++)
+        if (row[j] > hi || (isnan(row[j]) && !isnan(hi)))
+          hi = row[j];
+      for (int j = 0; j < n_pred; j++)
+        if (row[j] == hi)
+          matches[j] = all[j];
+    }
+  }
+  free(best), free(all);
+  return 0;
+}
+
+void wsidet_match_labels(const int32_t *matches, int n, const int32_t *gt_labels,
+                         int32_t *labels)
+{
+  for (int j = 0; j < n; j++) {
+    int32_t m = matches[j];
+    if (m >= 0)
+      labels[j] = gt_labels ? gt_labels[m] : 1;
+    else if (m == WSIDET_BELOW_LOW_THRESHOLD)
+      labels[j] = 0;
+    else
+      labels[j] = -1;
+  }
+}
+
+void wsidet_rng_seed(WsidetRng *rng, uint64_t seed)
+{
+  rng->s = seed;
+}
+
+uint64_t wsidet_rng_next(WsidetRng *rng)
+{
+  uint64_t z = (rng->s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+uint32_t wsidet_rng_below(WsidetRng *rng, uint32_t n)
+{
+  return (uint32_t)(((wsidet_rng_next(rng) >> 32) * (uint64_t)n) >> 32);
+}
+
+/* Fisher-Yates from the front over a[0..n), only the first k positions. */
+static void partial_shuffle(WsidetRng *rng, int32_t *a, int n, int k)
+{
+  for (int i = 0; i < k && i < n - 1; i++) {
+    int j = i + (int)wsidet_rng_below(rng, (uint32_t)(n - i));
+    int32_t t = a[i];
+    a[i] = a[j];
+    a[j] = t;
+  }
+}
+
+void wsidet_randperm(WsidetRng *rng, int n, int32_t *perm)
+{
+  for (int i = 0; i < n; i++)
+    perm[i] = i;
+  partial_shuffle(rng, perm, n, n);
+}
+
+int wsidet_sample_pos_neg(const int32_t *labels, int n, int batch_size, double pos_fraction,
+                          WsidetRng *rng, uint8_t *pos_mask, uint8_t *neg_mask,
+                          int32_t *pos_idx, int *n_pos, int32_t *neg_idx, int *n_neg)
+{
+  if (n < 0 || !rng || (n > 0 && !labels))
+    return -1;
+  int32_t *pos = malloc(sizeof(int32_t) * (size_t)(n + 1));
+  int32_t *neg = malloc(sizeof(int32_t) * (size_t)(n + 1));
+  uint8_t *pm = malloc((size_t)n + 1), *nm = malloc((size_t)n + 1);
+  if (!pos || !neg || !pm || !nm) {
+    free(pos), free(neg), free(pm), free(nm);
+    return -1;
+  }
+  int np = 0, nn = 0;
+  for (int i = 0; i < n; i++) {
+    if (labels[i] >= 1)
+      pos[np++] = i;
+    else if (labels[i] == 0)
+      neg[nn++] = i;
+  }
+  int want_pos = (int)(batch_size * pos_fraction);
+  int kp = np < want_pos ? np : want_pos;
+  if (kp < 0)
+    kp = 0;
+  int want_neg = batch_size - kp;
+  int kn = nn < want_neg ? nn : want_neg;
+  if (kn < 0)
+    kn = 0;
+  WsidetRng rp, rn;
+  wsidet_rng_seed(&rp, wsidet_rng_next(rng));
+  wsidet_rng_seed(&rn, wsidet_rng_next(rng));
+  partial_shuffle(&rp, pos, np, kp);
+  partial_shuffle(&rn, neg, nn, kn);
+  memset(pm, 0, (size_t)n);
+  memset(nm, 0, (size_t)n);
+  for (int t = 0; t < kp; t++)
+    pm[pos[t]] = 1;
+  for (int t = 0; t < kn; t++)
+    nm[neg[t]] = 1;
+  int a = 0, b = 0;
+  for (int i = 0; i < n; i++) {
+    if (pm[i] && pos_idx)
+      pos_idx[a++] = i;
+    if (nm[i] && neg_idx)
+      neg_idx[b++] = i;
+  }
+  if (pos_mask)
+    memcpy(pos_mask, pm, (size_t)n);
+  if (neg_mask)
+    memcpy(neg_mask, nm, (size_t)n);
+  if (n_pos)
+    *n_pos = kp;
+  if (n_neg)
+    *n_neg = kn;
+  free(pos), free(neg), free(pm), free(nm);
+  return 0;
+}
+
+/* ---- 5. RoIAlign ------------------------------------------------------------------- */
+
+/* Geometry of one RoI, as torchvision's roi_align_kernel.cpp computes it (float). */
+typedef struct {
+  int b;
+  float start_h, start_w, bin_h, bin_w;
+  int grid_h, grid_w;
+  int count;
+} RoiGeom;
+
+static void roi_geom(const WsidetRoiAlign *p, const float *roi, RoiGeom *g)
+{
+  float off = p->aligned ? 0.5f : 0.0f;
+  float sc = p->spatial_scale;
+  g->b = (int)roi[0];
+  g->start_w = roi[1] * sc - off;
+  g->start_h = roi[2] * sc - off;
+  float end_w = roi[3] * sc - off;
+  float end_h = roi[4] * sc - off;
+  float rw = end_w - g->start_w, rh = end_h - g->start_h;
+  if (!p->aligned) {
+    rw = rw > 1.0f ? rw : 1.0f;
+    rh = rh > 1.0f ? rh : 1.0f;
+  }
+  g->bin_h = rh / (float)p->pooled_h;
+  g->bin_w = rw / (float)p->pooled_w;
+  g->grid_h = p->sampling_ratio > 0 ? p->sampling_ratio : (int)ceilf(rh / (float)p->pooled_h);
+  g->grid_w = p->sampling_ratio > 0 ? p->sampling_ratio : (int)ceilf(rw / (float)p->pooled_w);
+  int c = g->grid_h * g->grid_w;
+  g->count = c > 1 ? c : 1;
+}
+
+typedef struct {
+  int p1, p2, p3, p4;      /* pixel offsets (y*w + x) */
+  float w1, w2, w3, w4;
+} Taps;
+
+/* Bilinear taps of sample (y, x); 0 when the sample is outside the map. */
+static inline int sample_taps(int height, int width, float y, float x, Taps *t)
+{
+  if (y < -1.0f || y > (float)height || x < -1.0f || x > (float)width)
+    return 0;
+  if (y <= 0)
+    y = 0;
+  if (x <= 0)
+    x = 0;
+  int yl = (int)y, xl = (int)x, yh, xh;
+  if (yl >= height - 1) {
+    yh = yl = height - 1;
+    y = (float)yl;
+  } else
+    yh = yl + 1;
+  if (xl >= width - 1) {
+    xh = xl = width - 1;
+    x = (float)xl;
+  } else
+    xh = xl + 1;
+  float ly = y - (float)yl, lx = x - (float)xl;
+  float hy = (float)(1.0 - (double)ly), hx = (float)(1.0 - (double)lx);
+  t->w1 = hy * hx, t->w2 = hy * lx, t->w3 = ly * hx, t->w4 = ly * lx;
+  t->p1 = yl * width + xl, t->p2 = yl * width + xh;
+  t->p3 = yh * width + xl, t->p4 = yh * width + xh;
+  return 1;
+}
+
+static inline float sample_y(const RoiGeom *g, int ph, int iy)
+{
+  return g->start_h + (float)ph * g->bin_h +
+         (float)(iy + .5f) * g->bin_h / (float)g->grid_h;
+}
+
+static inline float sample_x(const RoiGeom *g, int pw, int ix)
+{
+  return g->start_w + (float)pw * g->bin_w +
+         (float)(ix + .5f) * g->bin_w / (float)g->grid_w;
+}
+
+WSIDET_CLONES
+static void taps_gather(float *restrict acc, const float *restrict a, const float *restrict b,
+                        const float *restrict c, const float *restrict d, float w1, float w2,
+                        float w3, float w4, int n)
+{
+  for (int i = 0; i < n; i++)
+    acc[i] += w1 * a[i] + w2 * b[i] + w3 * c[i] + w4 * d[i];
+}
+
+WSIDET_CLONES
+static void taps_scatter(float *a, float *b, float *c, float *d, const float *restrict g,
+                         float w1, float w2, float w3, float w4, int n)
+{
+  /* a..d may coincide (samples on the last row / column): same-iteration updates only */
+  for (int i = 0; i < n; i++) {
+    float v = g[i];
+    a[i] += v * w1;
+    b[i] += v * w2;
+    c[i] += v * w3;
+    d[i] += v * w4;
+  }
+}
+
+static int roialign_check(const WsidetRoiAlign *p, int n, int c, int h, int w, int k)
+{
+  if (!p || n < 0 || c < 0 || h <= 0 || w <= 0 || k < 0 || p->pooled_h <= 0 ||
+      p->pooled_w <= 0)
+    return -1;
+  return 0;
+}
+
+/* Forward on NHWC input for the RoIs sel[0..ns) (all when sel is NULL: ns = k). */
+static int roi_fwd_nhwc(const WsidetRoiAlign *p, const float *in, int n, int c, int h, int w,
+                        const float *rois, const int32_t *sel, int ns, float *out)
+{
+  const int PH = p->pooled_h, PW = p->pooled_w, nb = PH * PW;
+  int err = 0;
+  double work = (double)ns * nb * c;
+#pragma omp parallel if (work > 200000.0)
+  {
+    float *acc = malloc(sizeof(float) * (size_t)(c > 0 ? c : 1));
+    if (!acc) {
+#pragma omp atomic write
+      err = 1;
+    }
+#pragma omp for schedule(dynamic, 2)
+    for (int s = 0; s < ns; s++) {
+      if (!acc)
+        continue;
+      int r = sel ? sel[s] : s;
+      RoiGeom g;
+      roi_geom(p, rois + 5 * (size_t)r, &g);
+      float *o = out + (size_t)r * c * nb;
+      if (g.b < 0 || g.b >= n) {
+        for (size_t t = 0; t < (size_t)c * nb; t++)
+          o[t] = 0.0f;
+        continue;
+      }
+      const float *base = in + (size_t)g.b * h * w * c;
+      float cnt = (float)g.count;
+      for (int ph = 0; ph < PH; ph++)
+        for (int pw = 0; pw < PW; pw++) {
+          memset(acc, 0, sizeof(float) * (size_t)c);
+          for (int iy = 0; iy < g.grid_h; iy++) {
+            float y = sample_y(&g, ph, iy);
+            for (int ix = 0; ix < g.grid_w; ix++) {
+              Taps t;
+              if (!sample_taps(h, w, y, sample_x(&g, pw, ix), &t))
+                continue;
+              taps_gather(acc, base + (size_t)t.p1 * c, base + (size_t)t.p2 * c,
+                          base + (size_t)t.p3 * c, base + (size_t)t.p4 * c, t.w1, t.w2,
+                          t.w3, t.w4, c);
+            }
+          }
+          float *ob = o + ph * PW + pw;
+          for (int ch = 0; ch < c; ch++)
+            ob[(size_t)ch * nb] = acc[ch] / cnt;
+        }
+    }
+    free(acc);
+  }
+  return err ? -1 : 0;
+}
+
+#define WSIDET_CBLOCK 32
+
+/* Backward into NHWC gradient (accumulated). Threads own channel blocks; within a block
+ * the RoIs, bins and samples are visited in order: deterministic for any thread count. */
+static int roi_bwd_nhwc(const WsidetRoiAlign *p, const float *gout, int n, int c, int h,
+                        int w, const float *rois, const int32_t *sel, int ns, float *gin)
+{
+  const int PH = p->pooled_h, PW = p->pooled_w, nb = PH * PW;
+  int nblk = (c + WSIDET_CBLOCK - 1) / WSIDET_CBLOCK;
+  int err = 0;
+  double work = (double)ns * nb * c;
+#pragma omp parallel if (work > 200000.0 && nblk > 1)
+  {
+    float *gb = malloc(sizeof(float) * (size_t)nb * WSIDET_CBLOCK);
+    if (!gb) {
+#pragma omp atomic write
+      err = 1;
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int blk = 0; blk < nblk; blk++) {
+      if (!gb)
+        continue;
+      int c0 = blk * WSIDET_CBLOCK;
+      int cn = c - c0 < WSIDET_CBLOCK ? c - c0 : WSIDET_CBLOCK;
+      for (int s = 0; s < ns; s++) {
+        int r = sel ? sel[s] : s;
+        RoiGeom g;
+        roi_geom(p, rois + 5 * (size_t)r, &g);
+        if (g.b < 0 || g.b >= n)
+          continue;
+        const float *go = gout + ((size_t)r * c + c0) * nb;
+        for (int cc = 0; cc < cn; cc++)
+          for (int bi = 0; bi < nb; bi++)
+            gb[bi * WSIDET_CBLOCK + cc] = go[(size_t)cc * nb + bi];
+        float *base = gin + (size_t)g.b * h * w * c + c0;
+        float cnt = (float)g.count;
+        for (int ph = 0; ph < PH; ph++)
+          for (int pw = 0; pw < PW; pw++) {
+            const float *gv = gb + (ph * PW + pw) * WSIDET_CBLOCK;
+            for (int iy = 0; iy < g.grid_h; iy++) {
+              float y = sample_y(&g, ph, iy);
+              for (int ix = 0; ix < g.grid_w; ix++) {
+                Taps t;
+                if (!sample_taps(h, w, y, sample_x(&g, pw, ix), &t))
+                  continue;
+                taps_scatter(base + (size_t)t.p1 * c, base + (size_t)t.p2 * c,
+                             base + (size_t)t.p3 * c, base + (size_t)t.p4 * c, gv,
+                             t.w1 / cnt, t.w2 / cnt, t.w3 / cnt, t.w4 / cnt, cn);
+              }
+            }
+          }
+      }
+    }
+    free(gb);
+  }
+  return err ? -1 : 0;
+}
+
+/* [n, c, hw] <-> [n, hw, c], tiled. to_nhwc: dst[n][hw][c] = src[n][c][hw];
+ * else dst[n][c][hw] += src[n][hw][c]. */
+static void transpose_maps(const float *src, float *dst, int n, int c, int hw, int to_nhwc)
+{
+  const int T = 32;
+  int tiles_c = (c + T - 1) / T, tiles_p = (hw + T - 1) / T;
+  long total = (long)n * tiles_c * tiles_p;
+#pragma omp parallel for schedule(static) if (total > 64 && (double)n * c * hw > 262144.0)
+  for (long t = 0; t < total; t++) {
+    int b = (int)(t / ((long)tiles_c * tiles_p));
+    int rem = (int)(t % ((long)tiles_c * tiles_p));
+    int c0 = (rem / tiles_p) * T, p0 = (rem % tiles_p) * T;
+    int c1 = c0 + T < c ? c0 + T : c, p1 = p0 + T < hw ? p0 + T : hw;
+    const float *s = src + (size_t)b * c * hw;
+    float *d = dst + (size_t)b * c * hw;
+    if (to_nhwc) {
+      for (int ch = c0; ch < c1; ch++)
+        for (int q = p0; q < p1; q++)
+          d[(size_t)q * c + ch] = s[(size_t)ch * hw + q];
+    } else {
+      for (int ch = c0; ch < c1; ch++)
+        for (int q = p0; q < p1; q++)
+          d[(size_t)ch * hw + q] += s[(size_t)q * c + ch];
+    }
+  }
+}
+
+static int roi_fwd_nchw(const WsidetRoiAlign *p, const float *in, int n, int c, int h, int w,
+                        const float *rois, const int32_t *sel, int ns, float *out)
+{
+  if (ns == 0)
+    return 0;
+  if (c == 1)
+    return roi_fwd_nhwc(p, in, n, c, h, w, rois, sel, ns, out);
+  float *t = malloc(sizeof(float) * (size_t)n * c * h * w + 1);
+  if (!t)
+    return -1;
+  transpose_maps(in, t, n, c, h * w, 1);
+  int r = roi_fwd_nhwc(p, t, n, c, h, w, rois, sel, ns, out);
+  free(t);
+  return r;
+}
+
+static int roi_bwd_nchw(const WsidetRoiAlign *p, const float *gout, int n, int c, int h,
+                        int w, const float *rois, const int32_t *sel, int ns, float *gin)
+{
+  if (ns == 0)
+    return 0;
+  if (c == 1)
+    return roi_bwd_nhwc(p, gout, n, c, h, w, rois, sel, ns, gin);
+  float *t = calloc((size_t)n * c * h * w + 1, sizeof(float));
+  if (!t)
+    return -1;
+  int r = roi_bwd_nhwc(p, gout, n, c, h, w, rois, sel, ns, t);
+  if (r == 0)
+    transpose_maps(t, gin, n, c, h * w, 0);
+  free(t);
+  return r;
+}
+
+int wsidet_roi_align_forward(const WsidetRoiAlign *p, const float *input, int n, int c, int h,
+                             int w, const float *rois, int k, float *output)
+{
+  if (roialign_check(p, n, c, h, w, k) || (k > 0 && (!input || !rois || !output)))
+    return -1;
+  return roi_fwd_nchw(p, input, n, c, h, w, rois, NULL, k, output);
+}
+
+int wsidet_roi_align_backward(const WsidetRoiAlign *p, const float *grad_output, int n, int c,
+                              int h, int w, const float *rois, int k, float *grad_input)
+{
+  if (roialign_check(p, n, c, h, w, k) || (k > 0 && (!grad_output || !rois || !grad_input)))
+    return -1;
+  return roi_bwd_nchw(p, grad_output, n, c, h, w, rois, NULL, k, grad_input);
+}
+
+int wsidet_roi_align_forward_nhwc(const WsidetRoiAlign *p, const float *input, int n, int c,
+                                  int h, int w, const float *rois, int k, float *output)
+{
+  if (roialign_check(p, n, c, h, w, k) || (k > 0 && (!input || !rois || !output)))
+    return -1;
+  return roi_fwd_nhwc(p, input, n, c, h, w, rois, NULL, k, output);
+}
+
+int wsidet_roi_align_backward_nhwc(const WsidetRoiAlign *p, const float *grad_output, int n,
+                                   int c, int h, int w, const float *rois, int k,
+                                   float *grad_input)
+{
+  if (roialign_check(p, n, c, h, w, k) || (k > 0 && (!grad_output || !rois || !grad_input)))
+    return -1;
+  return roi_bwd_nhwc(p, grad_output, n, c, h, w, rois, NULL, k, grad_input);
+}
+
+double wsidet_infer_scale(int feat_h, int image_h)
+{
+  double approx = (double)feat_h / (double)image_h;
+  float l = nearbyintf(log2f((float)approx));
+  return pow(2.0, (double)l);
+}
+
+void wsidet_level_mapper_init(WsidetLevelMapper *m, double scale_first, double scale_last)
+{
+  m->k_min = (int)(-(double)log2f((float)scale_first));
+  m->k_max = (int)(-(double)log2f((float)scale_last));
+  m->canonical_scale = 224.0f;
+  m->canonical_level = 4.0f;
+  m->eps = 1e-6f;
+}
+
+void wsidet_map_levels(const WsidetLevelMapper *m, const float *boxes, int stride, int off,
+                       int n, int32_t *levels)
+{
+  for (int i = 0; i < n; i++) {
+    const float *b = boxes + (size_t)i * stride + off;
+    float area = (b[2] - b[0]) * (b[3] - b[1]);
+    float s = sqrtf(area);
+    float t = floorf(m->canonical_level + log2f(s / m->canonical_scale) + m->eps);
+    if (isnan(t)) {
+      levels[i] = -1;
+      continue;
+    }
+    if (t < (float)m->k_min)
+      t = (float)m->k_min;
+    if (t > (float)m->k_max)
+      t = (float)m->k_max;
+    levels[i] = (int32_t)t - m->k_min;
+  }
+}
+
+static int ms_select(const WsidetFeatureLevel *lv, int n_levels, const WsidetLevelMapper *m,
+                     const float *rois, int k, int32_t *lev, int32_t *sel)
+{
+  if (n_levels == 1) {
+    for (int i = 0; i < k; i++)
+      lev[i] = 0;
+  } else {
+    wsidet_map_levels(m, rois, 5, 1, k, lev);
+  }
+  (void)lv;
+  (void)sel;
+  return 0;
+}
+
+static int ms_run(const WsidetFeatureLevel *lv, int n_levels, int n, int c,
+                  const WsidetLevelMapper *m, int pooled_h, int pooled_w, int sampling_ratio,
+                  const float *rois, int k, float *output, const float *grad_output,
+                  int32_t *levels_out)
+{
+  if (!lv || n_levels <= 0 || k < 0 || (n_levels > 1 && !m))
+    return -1;
+  if (k == 0)
+    return 0;
+  int32_t *lev = malloc(sizeof(int32_t) * (size_t)k * 2);
+  if (!lev)
+    return -1;
+  int32_t *sel = lev + k;
+  ms_select(lv, n_levels, m, rois, k, lev, sel);
+  int rc = 0;
+  if (output) {
+    /* RoIs pooled nowhere (NaN size) stay zero, as torchvision's zero-initialised result */
+    for (int i = 0; i < k; i++)
+      if (lev[i] < 0 || lev[i] >= n_levels)
+        memset(output + (size_t)i * c * pooled_h * pooled_w, 0,
+               sizeof(float) * (size_t)c * pooled_h * pooled_w);
+  }
+  for (int l = 0; l < n_levels && rc == 0; l++) {
+    int ns = 0;
+    for (int i = 0; i < k; i++)
+      if (lev[i] == l)
+        sel[ns++] = i;
+    if (!ns)
+      continue;
+    WsidetRoiAlign p = {pooled_h, pooled_w, (float)lv[l].scale, sampling_ratio, 0};
+    if (roialign_check(&p, n, c, lv[l].h, lv[l].w, k)) {
+      rc = -1;
+      break;
+    }
+    if (output)
+      rc = roi_fwd_nchw(&p, lv[l].data, n, c, lv[l].h, lv[l].w, rois, sel, ns, output);
+    else
+      rc = roi_bwd_nchw(&p, grad_output, n, c, lv[l].h, lv[l].w, rois, sel, ns, lv[l].grad);
+  }
+  if (levels_out)
+    memcpy(levels_out, lev, sizeof(int32_t) * (size_t)k);
+  free(lev);
+  return rc;
+}
+
+int wsidet_multiscale_roi_align_forward(const WsidetFeatureLevel *lv, int n_levels, int n,
+                                        int c, const WsidetLevelMapper *m, int pooled_h,
+                                        int pooled_w, int sampling_ratio, const float *rois,
+                                        int k, float *output, int32_t *levels_out)
+{
+  if (k > 0 && (!output || !rois))
+    return -1;
+  return ms_run(lv, n_levels, n, c, m, pooled_h, pooled_w, sampling_ratio, rois, k, output,
+                NULL, levels_out);
+}
+
+int wsidet_multiscale_roi_align_backward(const WsidetFeatureLevel *lv, int n_levels, int n,
+                                         int c, const WsidetLevelMapper *m, int pooled_h,
+                                         int pooled_w, int sampling_ratio, const float *rois,
+                                         int k, const float *grad_output)
+{
+  if (k > 0 && (!grad_output || !rois))
+    return -1;
+  return ms_run(lv, n_levels, n, c, m, pooled_h, pooled_w, sampling_ratio, rois, k, NULL,
+                grad_output, NULL);
+}
+
+/* ---- 6. Losses --------------------------------------------------------------------- */
+
+static inline double bce1(double x, double y)
+{
+  return (x > 0 ? x : 0) - x * y + log1p(exp(-fabs(x)));
+}
+
+static inline double sigmoid(double x)
+{
+  return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+}
+
+double wsidet_bce_with_logits(const float *x, const float *y, int n, float *grad)
+{
+  if (n <= 0)
+    return 0.0;
+  double s = 0.0;
+  for (int i = 0; i < n; i++) {
+    s += bce1(x[i], y[i]);
+    if (grad)
+      grad[i] = (float)((sigmoid(x[i]) - y[i]) / n);
+  }
+  return s / n;
+}
+
+static inline double sl1(double d, double beta, double *g)
+{
+  double z = fabs(d);
+  if (beta > 0 && z < beta) {
+    *g = d / beta;
+    return 0.5 * z * z / beta;
+  }
+  *g = (d > 0) - (d < 0);
+  return z - 0.5 * (beta > 0 ? beta : 0.0);
+}
+
+double wsidet_smooth_l1(const float *pred, const float *target, int n, float beta,
+                        double norm, float *grad)
+{
+  double s = 0.0, sc = norm > 0 ? 1.0 / norm : 1.0;
+  for (int i = 0; i < n; i++) {
+    double g;
+    s += sl1((double)pred[i] - target[i], beta, &g);
+    if (grad)
+      grad[i] = (float)(g * sc);
+  }
+  return s * sc;
+}
+
+double wsidet_cross_entropy(const float *logits, const int32_t *labels, int n, int n_classes,
+                            float *grad)
+{
+  if (n <= 0)
+    return 0.0;
+  double s = 0.0;
+  for (int i = 0; i < n; i++) {
+    const float *l = logits + (size_t)i * n_classes;
+    double mx = l[0];
+    for (int j = 1; j < n_classes; j++)
+      mx = l[j] > mx ? l[j] : mx;
+    double z = 0.0;
+    for (int j = 0; j < n_classes; j++)
+      z += exp(l[j] - mx);
+    double lz = log(z) + mx;
+    s += lz - l[labels[i]];
+    if (grad)
+      for (int j = 0; j < n_classes; j++)
+        grad[(size_t)i * n_classes + j] =
+            (float)((exp(l[j] - lz) - (j == labels[i] ? 1.0 : 0.0)) / n);
+  }
+  return s / n;
+}
+
+int wsidet_rpn_loss(const float *objectness, const float *deltas, const float *labels,
+                    const float *targets, const int32_t *pos_idx, int n_pos,
+                    const int32_t *neg_idx, int n_neg, int box_loss, float beta,
+                    double *loss_objectness, double *loss_box, float *grad_objectness,
+                    float *grad_deltas)
+{
+  int ns = n_pos + n_neg;
+  double lo = 0.0, lb = 0.0;
+  float b = box_loss == WSIDET_BOX_LOSS_L1 ? 0.0f : beta;
+  for (int t = 0; t < ns; t++) {
+    int i = t < n_pos ? pos_idx[t] : neg_idx[t - n_pos];
+    double x = objectness[i], y = labels[i];
+    lo += bce1(x, y);
+    if (grad_objectness)
+      grad_objectness[i] = (float)((sigmoid(x) - y) / ns);
+  }
+  for (int t = 0; t < n_pos; t++) {
+    int i = pos_idx[t];
+    for (int q = 0; q < 4; q++) {
+      double g;
+      lb += sl1((double)deltas[4 * i + q] - targets[4 * i + q], b, &g);
+      if (grad_deltas)
+        grad_deltas[4 * i + q] = (float)(g / ns);
+    }
+  }
+  if (loss_objectness)
+    *loss_objectness = ns ? lo / ns : 0.0;
+  if (loss_box)
+    *loss_box = ns ? lb / ns : 0.0;
+  return 0;
+}
+
+int wsidet_fastrcnn_loss(const float *class_logits, const float *box_regression,
+                         const int32_t *labels, const float *targets, int n, int n_classes,
+                         int box_loss, float beta, double *loss_classifier,
+                         double *loss_box_reg, float *grad_logits, float *grad_box)
+{
+  if (n < 0 || n_classes <= 0)
+    return -1;
+  for (int i = 0; i < n; i++)
+    if (labels[i] < 0 || labels[i] >= n_classes)
+      return -1;
+  double lc = wsidet_cross_entropy(class_logits, labels, n, n_classes, grad_logits);
+  float b = box_loss == WSIDET_BOX_LOSS_L1 ? 0.0f : beta;
+  double lb = 0.0;
+  if (grad_box)
+    memset(grad_box, 0, sizeof(float) * (size_t)n * n_classes * 4);
+  for (int i = 0; i < n; i++) {
+    if (labels[i] <= 0)
+      continue;
+    size_t o = ((size_t)i * n_classes + labels[i]) * 4;
+    for (int q = 0; q < 4; q++) {
+      double g;
+      lb += sl1((double)box_regression[o + q] - targets[4 * i + q], b, &g);
+      if (grad_box)
+        grad_box[o + q] = (float)(g / n);
+    }
+  }
+  if (loss_classifier)
+    *loss_classifier = lc;
+  if (loss_box_reg)
+    *loss_box_reg = n ? lb / n : 0.0;
+  return 0;
+}
+
+int wsidet_project_masks(const float *gt_masks, int n_gt, int h, int w, const float *boxes,
+                         const int32_t *matched, int k, int m, float *targets)
+{
+  if (k <= 0)
+    return 0;
+  if (!gt_masks || !boxes || !matched || !targets || m <= 0)
+    return -1;
+  float *rois = malloc(sizeof(float) * 5 * (size_t)k);
+  if (!rois)
+    return -1;
+  for (int i = 0; i < k; i++) {
+    rois[5 * i] = (float)matched[i];
+    memcpy(rois + 5 * i + 1, boxes + 4 * i, 4 * sizeof(float));
+  }
+  WsidetRoiAlign p = {m, m, 1.0f, -1, 0};
+  int r = wsidet_roi_align_forward_nhwc(&p, gt_masks, n_gt, 1, h, w, rois, k, targets);
+  free(rois);
+  return r;
+}
+
+double wsidet_maskrcnn_loss(const float *mask_logits, const int32_t *labels,
+                            const float *targets, int k, int n_classes, int m, float *grad)
+{
+  if (k <= 0)
+    return 0.0;
+  size_t mm = (size_t)m * m, tot = (size_t)k * mm;
+  if (grad)
+    memset(grad, 0, sizeof(float) * tot * n_classes);
+  double s = 0.0;
+  for (int i = 0; i < k; i++) {
+    size_t o = ((size_t)i * n_classes + labels[i]) * mm;
+    for (size_t q = 0; q < mm; q++) {
+      double x = mask_logits[o + q], y = targets[i * mm + q];
+      s += bce1(x, y);
+      if (grad)
+        grad[o + q] = (float)((sigmoid(x) - y) / (double)tot);
+    }
+  }
+  return s / (double)tot;
+}
