@@ -1912,6 +1912,54 @@ release_checkpoint (GstSegmentFcn * self)
   self->lock_fd = -1;
 }
 
+/* TRUE if the peer of at least one sink pad can seek in @format. */
+static gboolean
+upstream_seekable (GstSegmentFcn * self, GstFormat format)
+{
+  GList *pads = NULL;
+  gboolean any = FALSE;
+
+  GST_OBJECT_LOCK (self);
+  for (GList * l = GST_ELEMENT (self)->sinkpads; l; l = l->next)
+    pads = g_list_prepend (pads, gst_object_ref (l->data));
+  GST_OBJECT_UNLOCK (self);
+  for (GList * l = pads; l && !any; l = l->next) {
+    GstQuery *q = gst_query_new_seeking (format);
+    gboolean seekable = FALSE;
+    if (gst_pad_peer_query (l->data, q))
+      gst_query_parse_seeking (q, NULL, &seekable, NULL, NULL);
+    any = seekable;
+    gst_query_unref (q);
+  }
+  g_list_free_full (pads, gst_object_unref);
+  return any;
+}
+
+/* GstAggregator 1.22 stops its streaming task for a flushing seek and
+ * restarts it only when a FLUSH_STOP comes back from upstream: if no
+ * upstream element can seek (slidesrc ! patchify), the element would stall
+ * for good. Such a seek is refused instead. */
+static gboolean
+gst_segment_fcn_src_event (GstAggregator * agg, GstEvent * event)
+{
+  GstSegmentFcn *self = GST_SEGMENT_FCN (agg);
+
+  if (GST_EVENT_TYPE (event) == GST_EVENT_SEEK) {
+    GstFormat format;
+    GstSeekFlags flags;
+
+    gst_event_parse_seek (event, NULL, &format, &flags, NULL, NULL, NULL,
+        NULL);
+    if ((flags & GST_SEEK_FLAG_FLUSH) && !upstream_seekable (self, format)) {
+      GST_INFO_OBJECT (self, "flushing seek refused: upstream cannot seek");
+      gst_event_unref (event);
+      return FALSE;
+    }
+  }
+  return GST_AGGREGATOR_CLASS (gst_segment_fcn_parent_class)->src_event (agg,
+      event);
+}
+
 static gboolean
 gst_segment_fcn_start (GstAggregator * agg)
 {
@@ -2408,6 +2456,7 @@ gst_segment_fcn_class_init (GstSegmentFcnClass * klass)
   agg_class->sink_event = GST_DEBUG_FUNCPTR (gst_segment_fcn_sink_event);
   agg_class->start = GST_DEBUG_FUNCPTR (gst_segment_fcn_start);
   agg_class->stop = GST_DEBUG_FUNCPTR (gst_segment_fcn_stop);
+  agg_class->src_event = GST_DEBUG_FUNCPTR (gst_segment_fcn_src_event);
   agg_class->flush = GST_DEBUG_FUNCPTR (gst_segment_fcn_flush);
   agg_class->get_next_time = GST_DEBUG_FUNCPTR (gst_segment_fcn_get_next_time);
   agg_class->create_new_pad =

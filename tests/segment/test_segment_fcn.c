@@ -5,6 +5,8 @@
 #include <gst/check/gstharness.h>
 #include <gst/app/gstappsink.h>
 #include <gst/video/video.h>
+#include <glib/gstdio.h>
+#include <unistd.h>
 
 #include "gstwsitilemeta.h"
 #include "safetensors.h"
@@ -384,6 +386,337 @@ GST_START_TEST (test_annotation_pad_in_infer)
 
 GST_END_TEST;
 
+/* The element's own latency is batch-timeout (gst_aggregator_set_latency);
+ * the user's "latency" property is left as set (issue 9, point 8). */
+GST_START_TEST (test_latency_property_kept)
+{
+  gchar *desc = g_strdup_printf ("videotestsrc is-live=true ! "
+      "video/x-raw,format=RGB,width=32,height=32,framerate=10/1 ! "
+      "segment-fcn name=seg model=%s latency=5000000 batch-size=8 "
+      "batch-timeout=50000000 ! appsink name=out sync=false", model_path);
+  GstElement *pipeline = gst_parse_launch (desc, NULL);
+  GstElement *sink = gst_bin_get_by_name (GST_BIN (pipeline), "out");
+  GstElement *seg = gst_bin_get_by_name (GST_BIN (pipeline), "seg");
+  GstQuery *q = gst_query_new_latency ();
+  GstClockTime lat = 0, min = 0;
+  gboolean live = FALSE;
+  GstSample *sample;
+
+  gst_element_set_state (pipeline, GST_STATE_PLAYING);
+  sample = gst_app_sink_try_pull_sample (GST_APP_SINK (sink), 4 * GST_SECOND);
+  fail_unless (sample != NULL);
+  gst_sample_unref (sample);
+  {
+    /* asked at segment-fcn's src pad (a sink with sync=false says not live) */
+    GstPad *src = gst_element_get_static_pad (seg, "src");
+    fail_unless (gst_pad_query (src, q));
+    gst_object_unref (src);
+  }
+  gst_query_parse_latency (q, &live, &min, NULL);
+  g_object_get (seg, "latency", &lat, NULL);
+  fail_unless_equals_uint64 (lat, 5000000);
+  fail_unless (live);
+  /* upstream (one frame) + the user's latency + batch-timeout */
+  fail_unless (min >= 55000000, "latency %" GST_TIME_FORMAT,
+      GST_TIME_ARGS (min));
+  gst_query_unref (q);
+  gst_element_set_state (pipeline, GST_STATE_NULL);
+  gst_object_unref (seg);
+  gst_object_unref (sink);
+  gst_object_unref (pipeline);
+  g_free (desc);
+}
+
+GST_END_TEST;
+
+/* loss / optimizer / lr-schedule are registered enums whose nicks are the
+ * strings pipelines use (issue 9, point 10). */
+GST_START_TEST (test_training_enums)
+{
+  GstElement *seg = gst_element_factory_make ("segment-fcn", NULL);
+  const gchar *props[][2] = { {"loss", "ce+dice"}, {"optimizer", "adam"},
+  {"lr-schedule", "cosine"}, {"mode", "pretrain"}, {"output", "class-map"}
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (props); i++) {
+    GParamSpec *p = g_object_class_find_property (G_OBJECT_GET_CLASS (seg),
+        props[i][0]);
+    GEnumValue *v;
+    GValue val = G_VALUE_INIT;
+    fail_unless (G_IS_PARAM_SPEC_ENUM (p), "%s is not an enum", props[i][0]);
+    fail_unless (p->flags & GST_PARAM_MUTABLE_READY);
+    gst_util_set_object_arg (G_OBJECT (seg), props[i][0], props[i][1]);
+    g_value_init (&val, p->value_type);
+    g_object_get_property (G_OBJECT (seg), props[i][0], &val);
+    v = g_enum_get_value (G_PARAM_SPEC_ENUM (p)->enum_class,
+        g_value_get_enum (&val));
+    fail_unless_equals_string (v->value_nick, props[i][1]);
+    g_value_unset (&val);
+  }
+  gst_object_unref (seg);
+}
+
+GST_END_TEST;
+
+/* Element messages on @bus (drained): those named @name count 1, those
+ * named @name2 (may be NULL) count 10. */
+static gint
+count_element_messages (GstBus * bus, const gchar * name, const gchar * name2)
+{
+  GstMessage *m;
+  gint n = 0;
+
+  while ((m = gst_bus_pop_filtered (bus, GST_MESSAGE_ELEMENT))) {
+    const GstStructure *s = gst_message_get_structure (m);
+    if (gst_structure_has_name (s, name))
+      n++;
+    else if (name2 && gst_structure_has_name (s, name2))
+      n += 10;
+    gst_message_unref (m);
+  }
+  return n;
+}
+
+/* Per-step and every-64-patches messages only with post-messages=true;
+ * the final stats and per-epoch messages always (issue 9, point 11). */
+GST_START_TEST (test_post_messages_gate)
+{
+  for (gint on = 0; on < 2; on++) {
+    GstHarness *h = new_harness (on ? "post-messages=true" : "", RGB_CAPS);
+    GstHarness *t = new_harness (on ? "mode=pretrain post-messages=true" :
+        "mode=pretrain", RGB_CAPS);
+    GstBus *bus = gst_bus_new (), *tbus = gst_bus_new ();
+    GstEvent *e;
+    gboolean eos = FALSE;
+
+    gst_element_set_bus (h->element, bus);
+    gst_element_set_bus (t->element, tbus);
+    for (guint i = 0; i < 130; i++) {
+      gst_harness_push (h, make_patch (i));
+      gst_buffer_unref (gst_harness_pull (h));
+    }
+    gst_harness_push_event (h, gst_event_new_eos ());
+    for (guint i = 0; i < 3; i++)
+      gst_harness_push (t, make_patch (i));
+    gst_harness_push_event (t, gst_event_new_eos ());
+    while (!eos && (e = gst_harness_pull_event (t))) {
+      eos = GST_EVENT_TYPE (e) == GST_EVENT_EOS;
+      gst_event_unref (e);
+    }
+    eos = FALSE;
+    while (!eos && (e = gst_harness_pull_event (h))) {
+      eos = GST_EVENT_TYPE (e) == GST_EVENT_EOS;
+      gst_event_unref (e);
+    }
+    g_usleep (100000);
+    /* 2 periodic (64, 128) + the final one */
+    fail_unless_equals_int (count_element_messages (bus,
+            "segment-fcn-stats", NULL), on ? 3 : 1);
+    /* 3 steps (1 each) and an epoch (10) */
+    fail_unless_equals_int (count_element_messages (tbus,
+            "segment-fcn-train", "segment-fcn-epoch"), on ? 13 : 10);
+    gst_element_set_bus (h->element, NULL);
+    gst_element_set_bus (t->element, NULL);
+    gst_object_unref (bus);
+    gst_object_unref (tbus);
+    gst_harness_teardown (h);
+    gst_harness_teardown (t);
+  }
+}
+
+GST_END_TEST;
+
+/* A training pipeline without output prerolls (GAP) and reaches PLAYING
+ * while it trains, non-live and live (issue 9, point 4). */
+GST_START_TEST (test_training_prerolls)
+{
+  for (gint live = 0; live < 2; live++) {
+    gchar *desc = g_strdup_printf ("videotestsrc is-live=%d ! "
+        "video/x-raw,format=RGB,width=32,height=32,framerate=30/1 ! "
+        "segment-fcn mode=pretrain model=%s threads=1 ! fakesink sync=true",
+        live, model_path);
+    GstElement *pipeline = gst_parse_launch (desc, NULL);
+    GstState state = GST_STATE_NULL;
+    GstStateChangeReturn r;
+
+    gst_element_set_state (pipeline, GST_STATE_PLAYING);
+    r = gst_element_get_state (pipeline, &state, NULL, 10 * GST_SECOND);
+    fail_unless (r == GST_STATE_CHANGE_SUCCESS && state == GST_STATE_PLAYING,
+        "%s training pipeline: state %s (%s)", live ? "live" : "non-live",
+        gst_element_state_get_name (state),
+        gst_element_state_change_return_get_name (r));
+    gst_element_set_state (pipeline, GST_STATE_NULL);
+    gst_object_unref (pipeline);
+    g_free (desc);
+  }
+}
+
+GST_END_TEST;
+
+/* A training element brought to PAUSED alone: its start() result and the
+ * first error (and its code in @code). */
+static gchar *
+start_training (GstElement * seg, GstStateChangeReturn * ret, gint * code)
+{
+  GstBus *bus = gst_bus_new ();
+  GstMessage *m;
+  gchar *text = NULL;
+
+  gst_element_set_bus (seg, bus);
+  *ret = gst_element_set_state (seg, GST_STATE_PAUSED);
+  if ((m = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR))) {
+    GError *e = NULL;
+    gst_message_parse_error (m, &e, NULL);
+    text = g_strdup (e->message);
+    if (code)
+      *code = e->domain == GST_RESOURCE_ERROR ? e->code : -1;
+    g_error_free (e);
+    gst_message_unref (m);
+  }
+  gst_element_set_bus (seg, NULL);
+  gst_object_unref (bus);
+  return text;
+}
+
+static GstElement *
+new_trainer (const gchar * checkpoint)
+{
+  GstElement *seg = gst_element_factory_make ("segment-fcn", NULL);
+
+  gst_util_set_object_arg (G_OBJECT (seg), "mode", "pretrain");
+  g_object_set (seg, "model", model_path, "checkpoint", checkpoint,
+      "threads", 1, NULL);
+  return seg;
+}
+
+/* Checkpoint problems show at start, not at the first save; one run per
+ * checkpoint (lock naming the holder); stale temporary files of killed
+ * runs are removed (issue 9, point 14). */
+GST_START_TEST (test_checkpoint_checks)
+{
+  gchar *dir = g_dir_make_tmp ("segfcn-ckpt-XXXXXX", NULL);
+  gchar *ckpt = g_build_filename (dir, "c.safetensors", NULL);
+  gchar *missing = g_build_filename (dir, "nodir", "c.safetensors", NULL);
+  gchar *stale = g_build_filename (dir, ".c.safetensors.AbC123", NULL);
+  gchar *other = g_build_filename (dir, ".d.safetensors.AbC123", NULL);
+  GstElement *a, *b;
+  GstStateChangeReturn ret;
+  gchar *err;
+  gint code = 0;
+
+  a = new_trainer (missing);
+  err = start_training (a, &ret, &code);
+  fail_unless (ret == GST_STATE_CHANGE_FAILURE);
+  fail_unless (err && strstr (err, "does not exist") && strstr (err, "nodir"),
+      "%s", err);
+  fail_unless_equals_int (code, GST_RESOURCE_ERROR_NOT_FOUND);
+  g_free (err);
+  gst_element_set_state (a, GST_STATE_NULL);
+  gst_object_unref (a);
+
+  if (geteuid () != 0) {
+    gchar *ro = g_build_filename (dir, "ro", NULL), *in_ro;
+    g_mkdir (ro, 0500);
+    in_ro = g_build_filename (ro, "c.safetensors", NULL);
+    a = new_trainer (in_ro);
+    err = start_training (a, &ret, &code);
+    fail_unless (ret == GST_STATE_CHANGE_FAILURE);
+    fail_unless (err && strstr (err, "ermission denied"), "%s", err);
+    fail_unless_equals_int (code, GST_RESOURCE_ERROR_OPEN_WRITE);
+    g_free (err);
+    gst_element_set_state (a, GST_STATE_NULL);
+    gst_object_unref (a);
+    g_free (in_ro);
+    g_free (ro);
+  }
+
+  g_file_set_contents (stale, "partial", -1, NULL);
+  g_file_set_contents (other, "partial", -1, NULL);
+  a = new_trainer (ckpt);
+  b = new_trainer (ckpt);
+  err = start_training (a, &ret, NULL);
+  fail_unless (ret != GST_STATE_CHANGE_FAILURE, "%s", err);
+  fail_if (g_file_test (stale, G_FILE_TEST_EXISTS), "stale temp kept");
+  fail_unless (g_file_test (other, G_FILE_TEST_EXISTS));
+  err = start_training (b, &ret, &code);
+  fail_unless (ret == GST_STATE_CHANGE_FAILURE);
+  {
+    gchar *pid = g_strdup_printf ("pid %d", (gint) getpid ());
+    fail_unless (err && strstr (err, "another training run")
+        && strstr (err, pid), "%s", err);
+    g_free (pid);
+  }
+  fail_unless_equals_int (code, GST_RESOURCE_ERROR_BUSY);
+  g_free (err);
+  gst_element_set_state (b, GST_STATE_NULL);
+  gst_element_set_state (a, GST_STATE_NULL);
+  /* released: the second run may start now */
+  err = start_training (b, &ret, NULL);
+  fail_unless (ret != GST_STATE_CHANGE_FAILURE, "%s", err);
+  gst_element_set_state (b, GST_STATE_NULL);
+  gst_object_unref (a);
+  gst_object_unref (b);
+  g_unlink (other);
+  g_free (stale);
+  g_free (other);
+  g_free (missing);
+  g_free (ckpt);
+  g_rmdir (dir);
+  g_free (dir);
+}
+
+GST_END_TEST;
+
+/* The memory guard estimates the engine's activations, not only patch x
+ * classes x batch: max-memory=1 MiB refuses 256x256 patches (their arrays
+ * alone are 1.5 MiB, the activations several times that). */
+GST_START_TEST (test_memory_guard)
+{
+  expect_caps_error ("max-memory=4194304",
+      "video/x-raw,format=RGB,width=256,height=256,framerate=10/1",
+      "Not enough memory");
+}
+
+GST_END_TEST;
+
+static gpointer
+read_classes (gpointer data)
+{
+  GstElement *seg = data;
+  gint *stop = g_object_get_data (G_OBJECT (seg), "stop");
+
+  while (!g_atomic_int_get (stop)) {
+    gchar *c = NULL;
+    g_object_get (seg, "classes", &c, NULL);
+    fail_unless (c == NULL || *c == '\0' || g_str_has_prefix (c, "bg:"));
+    g_free (c);
+  }
+  return NULL;
+}
+
+/* "classes" is read from another thread while start/stop load and free the
+ * model (ASan: no use after free; issue 9, point 7). */
+GST_START_TEST (test_classes_while_stopping)
+{
+  GstElement *seg = gst_element_factory_make ("segment-fcn", NULL);
+  gint stop = 0;
+  GThread *reader;
+
+  g_object_set (seg, "model", model_path, "threads", 1, NULL);
+  g_object_set_data (G_OBJECT (seg), "stop", &stop);
+  reader = g_thread_new ("classes", read_classes, seg);
+  for (gint i = 0; i < 20; i++) {
+    fail_unless (gst_element_set_state (seg, GST_STATE_PAUSED)
+        != GST_STATE_CHANGE_FAILURE);
+    gst_element_set_state (seg, GST_STATE_NULL);
+  }
+  g_atomic_int_set (&stop, 1);
+  g_thread_join (reader);
+  gst_object_unref (seg);
+}
+
+GST_END_TEST;
+
 static Suite *
 segment_fcn_suite (void)
 {
@@ -405,6 +738,13 @@ segment_fcn_suite (void)
   tcase_add_test (tc, test_huge_batch_refused);
   tcase_add_test (tc, test_running_settings_and_metas);
   tcase_add_test (tc, test_annotation_pad_in_infer);
+  tcase_add_test (tc, test_latency_property_kept);
+  tcase_add_test (tc, test_training_enums);
+  tcase_add_test (tc, test_post_messages_gate);
+  tcase_add_test (tc, test_training_prerolls);
+  tcase_add_test (tc, test_checkpoint_checks);
+  tcase_add_test (tc, test_memory_guard);
+  tcase_add_test (tc, test_classes_while_stopping);
   return s;
 }
 

@@ -65,7 +65,7 @@ def train(model, loops, extra="", masks=None, images=None):
         f"t. ! queue ! colornorm mode=rescale01 ! seg.sink "
         f"t. ! queue ! labelpatch masks={masks} binary=true ! seg.annotation "
         f"segment-fcn name=seg mode=train model={model} checkpoint={ckpt} batch-size=8 "
-        f"optimizer=adam learning-rate=0.01 checkpoint-interval=10 {extra} ! fakesink",
+        f"optimizer=adam learning-rate=0.01 checkpoint-interval=10 post-messages=true {extra} ! fakesink",
         messages=True, timeout=600)
     steps = [(int(m.group(1)), float(m.group(2))) for m in re.finditer(
         r"segment-fcn-train, step=\(gint64\)(\d+), epoch=\(int\)\d+, loss=\(double\)([\d.e+-]+)", p.stdout)]
@@ -172,7 +172,7 @@ p = wsitest.gst_launch(
     f"slidesrc location='{data}/images/*.png' loop=2 tile-width=96 tile-height=96 ! "
     f"patchify patch-size=48 ! colornorm mode=rescale01 ! "
     f"segment-fcn mode=pretrain model={init} checkpoint={pre} batch-size=8 optimizer=adam "
-    f"learning-rate=0.005 ! fakesink", messages=True)
+    f"learning-rate=0.005 post-messages=true ! fakesink", messages=True)
 losses = [float(x) for x in re.findall(r"segment-fcn-train, step=\(gint64\)\d+, epoch=\(int\)\d+, "
                                        r"loss=\(double\)([\d.e+-]+)", p.stdout)]
 if c.check(p.returncode == 0 and len(losses) >= 4, "pretraining runs", p.stderr[-500:]):
