@@ -345,8 +345,13 @@ valid_rect (GstBuffer * buf, gint width, gint height, gint * x0, gint * y0,
   *x0 = *y0 = 0;
   *w = width;
   *h = height;
-  if (m && m->valid_width > 0 && m->valid_height > 0 && m->pad_left >= 0
-      && m->pad_top >= 0 && m->valid_width <= width - m->pad_left
+  /* meta for another frame size (a videoscale upstream): whole frame */
+  if (m && m->width == width && m->height == height
+      && (m->valid_width == 0 || m->valid_height == 0)) {
+    *w = *h = 0;                /* all padding: no pixel counts */
+  } else if (m && m->valid_width > 0 && m->valid_height > 0
+      && m->pad_left >= 0 && m->pad_top >= 0
+      && m->valid_width <= width - m->pad_left
       && m->valid_height <= height - m->pad_top) {
     *x0 = m->pad_left;
     *y0 = m->pad_top;

@@ -42,6 +42,9 @@ GST_DEBUG_CATEGORY_STATIC (stitchsink_debug);
 /* Custom serialized downstream event: a grid position the producer skipped
  * (tissue detection), fields col, row (int). Counts as covered. */
 #define TILE_SKIPPED_EVENT "wsi-tile-skipped"
+/* Custom serialized downstream event of patchify: the stream ends before the
+ * region was complete (fields slide, region-x/y/width/height). */
+#define REGION_INCOMPLETE_EVENT "wsi-region-incomplete"
 
 #define TENSOR_CAPS "other/tensors, format=(string)static, " \
     "num_tensors=(int)1, types=(string)float32"
@@ -226,6 +229,9 @@ struct _GstStitchSink
   guint64 patches_since_message;
   gdouble fraction;
   guint64 grid_done;            /* grid positions up to the last one seen */
+  gboolean measured;            /* patches carry tissue_fraction: upstream
+                                 * may drop some, rely on its event */
+  gboolean incomplete;          /* REGION_INCOMPLETE_EVENT for this image */
   gint64 last_message_us;
 };
 
@@ -501,6 +507,8 @@ image_reset (GstStitchSink * self)
   self->patches_since_message = 0;
   self->fraction = 0;
   self->grid_done = 0;
+  self->measured = FALSE;
+  self->incomplete = FALSE;
 }
 
 /* Grid positions of the image (0: unknown). */
@@ -821,7 +829,9 @@ image_finish (GstStitchSink * self)
   /* EOS (or the next slide) before the last grid position: what arrived is
    * written, marked partial */
   expected = grid_expected (self);
-  partial = expected > 0 && self->grid_done < expected;
+  /* patchify says so; else (no tissue dropping upstream) the grid tells */
+  partial = self->incomplete || (!self->measured && expected > 0
+      && self->grid_done < expected);
   if (partial) {
     gchar *text = g_strdup_printf ("stream ended after %" G_GUINT64_FORMAT
         " of %" G_GUINT64_FORMAT " grid positions (%" G_GUINT64_FORMAT
@@ -896,8 +906,11 @@ image_finish (GstStitchSink * self)
     err = NULL;
   }
 
-  if (partial)
+  if (partial && expected > 0)
     self->fraction = (gdouble) self->grid_done / (gdouble) expected;
+  else if (partial)
+    self->fraction = self->height > 0 ? (gdouble) self->extent /
+        self->height : -1.0;
   else
     self->fraction = 1.0;
   post_progress (self, TRUE, partial);
@@ -1218,6 +1231,8 @@ done:
   self->patches++;
   self->patches_since_message++;
   /* kept monotone: a serpentine producer walks columns backwards */
+  if (m.tissue_fraction >= 0)
+    self->measured = TRUE;
   if (m.grid_cols > 0 && m.grid_rows > 0) {
     if (m.row >= 0 && m.col >= 0)
       self->grid_done = MAX (self->grid_done, MIN ((guint64) m.row *
@@ -1621,6 +1636,21 @@ gst_stitch_sink_event (GstBaseSink * sink, GstEvent * event)
     case GST_EVENT_CUSTOM_DOWNSTREAM:{
       const GstStructure *st = gst_event_get_structure (event);
       gint col, row;
+      gint64 rx, ry, rw, rh;
+      if (self->active && st && gst_structure_has_name (st,
+              REGION_INCOMPLETE_EVENT)
+          && g_strcmp0 (gst_structure_get_string (st, "slide") ?
+              gst_structure_get_string (st, "slide") : "", self->slide) == 0
+          && gst_structure_get_int64 (st, "region-x", &rx)
+          && gst_structure_get_int64 (st, "region-y", &ry)
+          && gst_structure_get_int64 (st, "region-width", &rw)
+          && gst_structure_get_int64 (st, "region-height", &rh)
+          && rx == self->region_x && ry == self->region_y
+          && rw == self->region_w0 && rh == self->region_h0) {
+        GST_INFO_OBJECT (self, "upstream: region incomplete, %s is partial",
+            self->out_location);
+        self->incomplete = TRUE;
+      }
       if (self->active && st && gst_structure_has_name (st, TILE_SKIPPED_EVENT)
           && gst_structure_get_int (st, "col", &col)
           && gst_structure_get_int (st, "row", &row) && col >= 0 && row >= 0

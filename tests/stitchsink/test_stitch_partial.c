@@ -140,10 +140,17 @@ static const Grid labels = { GST_VIDEO_FORMAT_GRAY8, 100, 90, 32, 8, 0, 1.0,
   0, 0, "/slides/p.svs", FALSE
 };
 
+enum
+{
+  SKIP_REST = 1,                /* wsi-tile-skipped for the rows not sent */
+  MEASURED = 2,                 /* tissue_fraction set (patchify upstream) */
+  INCOMPLETE = 4,               /* patchify's wsi-region-incomplete */
+};
+
 /* Grid rows [0, @rows) pushed, then EOS. */
 static void
 run_rows (const Grid * g, const gchar * path, const gchar * geojson,
-    gint rows, gboolean skip_rest, BusScan * scan)
+    gint rows, gint flags, BusScan * scan)
 {
   GstBus *bus;
   GstHarness *h = stitch_harness (&bus, "location", path, "geojson-location",
@@ -152,11 +159,23 @@ run_rows (const Grid * g, const gchar * path, const gchar * geojson,
 
   harness_caps (h, g);
   for (r = 0; r < rows; r++)
-    for (c = 0; c < grid_cols (g); c++)
-      fail_unless_equals_int (gst_harness_push (h, make_patch (g, c, r,
-                  one_pixel, NULL)), GST_FLOW_OK);
+    for (c = 0; c < grid_cols (g); c++) {
+      GstBuffer *b = make_patch (g, c, r, one_pixel, NULL);
+      if (flags & MEASURED)
+        gst_buffer_get_wsi_tile_meta (b)->tissue_fraction = 0.5;
+      fail_unless_equals_int (gst_harness_push (h, b), GST_FLOW_OK);
+    }
+  if (flags & INCOMPLETE)
+    fail_unless (gst_harness_push_event (h,
+            gst_event_new_custom (GST_EVENT_CUSTOM_DOWNSTREAM,
+                gst_structure_new ("wsi-region-incomplete", "slide",
+                    G_TYPE_STRING, g->slide, "region-x", G_TYPE_INT64,
+                    g->region_x, "region-y", G_TYPE_INT64, g->region_y,
+                    "region-width", G_TYPE_INT64, (gint64) g->width,
+                    "region-height", G_TYPE_INT64, (gint64) g->height,
+                    NULL))));
   /* what a producer that drops background patches announces instead */
-  for (r = rows; skip_rest && r < grid_rows (g); r++)
+  for (r = rows; (flags & SKIP_REST) && r < grid_rows (g); r++)
     for (c = 0; c < grid_cols (g); c++)
       fail_unless (gst_harness_push_event (h,
               gst_event_new_custom (GST_EVENT_CUSTOM_DOWNSTREAM,
@@ -178,7 +197,7 @@ GST_START_TEST (test_partial_eos)
   TestImage img;
 
   /* 5 x 4 grid; EOS after 2 rows (as gst-launch -e on SIGINT) */
-  run_rows (&labels, path, geojson, 2, FALSE, &scan);
+  run_rows (&labels, path, geojson, 2, 0, &scan);
   fail_unless (scan.has_final && scan.partial);
   fail_unless_equals_float (scan.fraction, 10.0 / 20.0);
   fail_unless_equals_int (scan.n_warnings, 1);
@@ -201,7 +220,7 @@ GST_START_TEST (test_partial_eos)
   fail_unless_equals_int (count_partial_files (tmp_dir), 0);
 
   /* the whole grid: nothing marked */
-  run_rows (&labels, path, geojson, 4, FALSE, &scan);
+  run_rows (&labels, path, geojson, 4, 0, &scan);
   fail_unless (scan.has_final && !scan.partial);
   fail_unless_equals_float (scan.fraction, 1.0);
   fail_unless_equals_int (scan.n_warnings, 0);
@@ -212,10 +231,24 @@ GST_START_TEST (test_partial_eos)
   g_free (json);
 
   /* positions announced as skipped count as covered */
-  run_rows (&labels, path, geojson, 2, TRUE, &scan);
+  run_rows (&labels, path, geojson, 2, SKIP_REST, &scan);
   fail_unless (scan.has_final && !scan.partial);
   scan_free (&scan);
   fail_unless (read_png_text (path, "wsiseg-partial") == NULL);
+
+  /* patches measured by patchify (it may drop background ones): partial
+   * only when it says the region is incomplete */
+  run_rows (&labels, path, geojson, 2, MEASURED, &scan);
+  fail_unless (scan.has_final && !scan.partial);
+  scan_free (&scan);
+  fail_unless (read_png_text (path, "wsiseg-partial") == NULL);
+  run_rows (&labels, path, geojson, 2, MEASURED | INCOMPLETE, &scan);
+  fail_unless (scan.has_final && scan.partial);
+  fail_unless_equals_float (scan.fraction, 0.5);
+  scan_free (&scan);
+  text = read_png_text (path, "wsiseg-partial");
+  fail_unless (text != NULL);
+  g_free (text);
   g_free (path);
   g_free (geojson);
 }
@@ -249,7 +282,7 @@ GST_START_TEST (test_stale_temp_files)
 
   /* a writer that is still running holds its temp file locked */
   fail_unless (fd >= 0 && flock (fd, LOCK_EX) == 0);
-  run_rows (&labels, path, NULL, 4, FALSE, &scan);
+  run_rows (&labels, path, NULL, 4, 0, &scan);
   scan_free (&scan);
   fail_unless (g_file_test (path, G_FILE_TEST_EXISTS));
   fail_if (g_file_test (stale, G_FILE_TEST_EXISTS), "stale temp kept");
