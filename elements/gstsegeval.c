@@ -156,6 +156,7 @@ struct _GstSegEval
   Settings cfg;                 /* copy taken at start; interval and
                                  * post-messages are read from props */
   gint running;
+  gint flushed;                 /* bit per pad: FLUSH_STOP seen (atomic) */
 
   GstVideoInfo info[2];
   gboolean have_info[2];
@@ -796,6 +797,8 @@ accept_buffer (GstSegEval * self, gint side, GstBuffer * buf)
 
 /* ---- GstAggregator ---- */
 
+static void restart_evaluation (GstSegEval * self);
+
 static GstFlowReturn
 gst_seg_eval_aggregate (GstAggregator * agg, gboolean timeout)
 {
@@ -805,6 +808,12 @@ gst_seg_eval_aggregate (GstAggregator * agg, gboolean timeout)
   gint side;
   Pending *p;
 
+  /* both pads flushed from upstream (a seek that did not pass here): the
+   * evaluation restarts before the first buffer after the flushes */
+  if (g_atomic_int_get (&self->flushed) == 3) {
+    g_atomic_int_set (&self->flushed, 0);
+    restart_evaluation (self);
+  }
   if (self->finished)
     return GST_FLOW_EOS;
 
@@ -857,6 +866,8 @@ gst_seg_eval_sink_event (GstAggregator * agg, GstAggregatorPad * pad,
   GstSegEval *self = GST_SEG_EVAL (agg);
   gint side = pad == self->pads[SIDE_PRED] ? SIDE_PRED : SIDE_ANN;
 
+  if (GST_EVENT_TYPE (event) == GST_EVENT_FLUSH_STOP)
+    g_atomic_int_or (&self->flushed, 1 << side);
   if (GST_EVENT_TYPE (event) == GST_EVENT_CAPS) {
     GstCaps *caps;
     GstVideoInfo info;
@@ -884,6 +895,50 @@ gst_seg_eval_sink_event (GstAggregator * agg, GstAggregatorPad * pad,
   }
   return GST_AGGREGATOR_CLASS (gst_seg_eval_parent_class)->sink_event (agg,
       pad, event);
+}
+
+/* TRUE when the upstream of every sink pad can seek in @format. */
+static gboolean
+upstream_seekable (GstSegEval * self, GstFormat format)
+{
+  gint side;
+
+  for (side = 0; side < 2; side++) {
+    GstQuery *q = gst_query_new_seeking (format);
+    gboolean seekable = FALSE;
+
+    if (gst_pad_peer_query (GST_PAD (self->pads[side]), q))
+      gst_query_parse_seeking (q, NULL, &seekable, NULL, NULL);
+    gst_query_unref (q);
+    if (!seekable)
+      return FALSE;
+  }
+  return TRUE;
+}
+
+/* GstAggregator 1.22 pauses its source task for a flushing seek and waits
+ * for FLUSH_STOP on every sink pad; a source that cannot seek never sends
+ * one, and the pipeline would hang. Such a seek is refused here. */
+static gboolean
+gst_seg_eval_src_event (GstAggregator * agg, GstEvent * event)
+{
+  GstSegEval *self = GST_SEG_EVAL (agg);
+
+  if (GST_EVENT_TYPE (event) == GST_EVENT_SEEK) {
+    GstFormat format;
+    GstSeekFlags flags;
+
+    gst_event_parse_seek (event, NULL, &format, &flags, NULL, NULL, NULL,
+        NULL);
+    if ((flags & GST_SEEK_FLAG_FLUSH) && !upstream_seekable (self, format)) {
+      GST_INFO_OBJECT (self, "refusing a flushing seek: the upstream of a "
+          "sink pad cannot seek");
+      gst_event_unref (event);
+      return FALSE;
+    }
+  }
+  return GST_AGGREGATOR_CLASS (gst_seg_eval_parent_class)->src_event (agg,
+      event);
 }
 
 /* The src pad carries the prediction's caps. */
@@ -918,6 +973,7 @@ reset_state (GstSegEval * self)
     self->unmatched[side] = 0;
     self->have_info[side] = FALSE;
   }
+  g_atomic_int_set (&self->flushed, 0);
   self->warned_unmatched = FALSE;
   canvas_clear (&self->canvas);
   if (self->images) {
@@ -975,13 +1031,12 @@ gst_seg_eval_stop (GstAggregator * agg)
   return TRUE;
 }
 
-/* A flushing seek restarts the evaluation: patches held from before it
- * will never find partners, and the data that follows would be counted
- * twice. Negotiated caps stay (they are not resent after a flush). */
-static GstFlowReturn
-gst_seg_eval_flush (GstAggregator * agg)
+/* A flush of both pads (a flushing seek) restarts the evaluation: patches
+ * held from before it will never find partners, and the data that follows
+ * would be counted twice. Negotiated caps stay (they are not resent). */
+static void
+restart_evaluation (GstSegEval * self)
 {
-  GstSegEval *self = GST_SEG_EVAL (agg);
   gint side;
   Pending *p;
   guint i;
@@ -1000,6 +1055,16 @@ gst_seg_eval_flush (GstAggregator * agg)
   wsi_confusion_reset (&self->cm);
   self->patches = 0;
   self->finished = FALSE;
+}
+
+/* A seek through segeval: the source task is paused here. */
+static GstFlowReturn
+gst_seg_eval_flush (GstAggregator * agg)
+{
+  GstSegEval *self = GST_SEG_EVAL (agg);
+
+  g_atomic_int_set (&self->flushed, 0);
+  restart_evaluation (self);
   return GST_FLOW_OK;
 }
 
@@ -1119,6 +1184,7 @@ gst_seg_eval_class_init (GstSegEvalClass * klass)
 
   agg_class->aggregate = GST_DEBUG_FUNCPTR (gst_seg_eval_aggregate);
   agg_class->sink_event = GST_DEBUG_FUNCPTR (gst_seg_eval_sink_event);
+  agg_class->src_event = GST_DEBUG_FUNCPTR (gst_seg_eval_src_event);
   agg_class->update_src_caps = GST_DEBUG_FUNCPTR (gst_seg_eval_update_src_caps);
   agg_class->start = GST_DEBUG_FUNCPTR (gst_seg_eval_start);
   agg_class->stop = GST_DEBUG_FUNCPTR (gst_seg_eval_stop);
