@@ -279,7 +279,7 @@ static void away_from_kinks(float *x, const float *y, int n, float beta, float m
 static void test_losses(void)
 {
   enum { N = 40, NC = 4, MM = 5 };
-  float x[N * NC * 4 + N], y[N * 4], t[N * MM * MM];
+  float x[N * NC * 5 + N], y[N * 4], t[N * MM * MM];
   int32_t lab[N];
   fill_normal(x, N);
   for (int i = 0; i < N; i++)
