@@ -370,6 +370,127 @@ int wsidet_topk_per_level(const float *scores, const int *level_sizes, int n_lev
   return m;
 }
 
+int wsidet_rpn_proposals(const WsidetRpnParams *p, const float *objectness, const float *deltas,
+                         const float *anchors, const int *level_sizes, int n_levels,
+                         int image_h, int image_w, float *out_boxes, float *out_scores)
+{
+  if (!p || n_levels < 0 || (n_levels > 0 && !level_sizes))
+    return -1;
+  int total = 0;
+  for (int l = 0; l < n_levels; l++) {
+    if (level_sizes[l] < 0)
+      return -1;
+    total += level_sizes[l];
+  }
+  if (total == 0 || p->post_nms_top_n <= 0)
+    return 0;
+  int32_t *idx = malloc(sizeof(int32_t) * (size_t)total * 3);
+  float *bx = malloc(sizeof(float) * (size_t)total * 5);
+  if (!idx || !bx) {
+    free(idx), free(bx);
+    return -1;
+  }
+  int32_t *lvl = idx + total, *keep = idx + 2 * total;
+  float *sc = bx + 4 * (size_t)total;
+  int m = wsidet_topk_per_level(objectness, level_sizes, n_levels, p->pre_nms_top_n, idx);
+  if (m < 0) {
+    free(idx), free(bx);
+    return -1;
+  }
+  WsidetBoxCoder bc;
+  wsidet_box_coder_init(&bc, 1, 1, 1, 1);
+  /* level of each selected anchor, and its decoded box and probability */
+  int l = 0, end = n_levels ? level_sizes[0] : 0, q = 0;
+  for (int t = 0; t < m; t++) {
+    while (idx[t] >= end && l + 1 < n_levels)
+      end += level_sizes[++l];
+    int i = idx[t];
+    float b[4];
+    wsidet_box_decode(&bc, deltas + 4 * (size_t)i, 1, anchors + 4 * (size_t)i, 1, b);
+    wsidet_clip_boxes(b, 1, image_h, image_w);
+    float s = (float)(1.0 / (1.0 + exp(-(double)objectness[i])));
+    if (!(b[2] - b[0] >= p->min_size && b[3] - b[1] >= p->min_size) || !(s >= p->score_thresh))
+      continue;
+    memcpy(bx + 4 * (size_t)q, b, sizeof(b));
+    sc[q] = s;
+    lvl[q] = l;
+    q++;
+  }
+  int nk = wsidet_batched_nms(bx, sc, lvl, q, p->nms_thresh, keep);
+  if (nk < 0) {
+    free(idx), free(bx);
+    return -1;
+  }
+  if (nk > p->post_nms_top_n)
+    nk = p->post_nms_top_n;
+  for (int t = 0; t < nk; t++) {
+    memcpy(out_boxes + 4 * (size_t)t, bx + 4 * (size_t)keep[t], 4 * sizeof(float));
+    out_scores[t] = sc[keep[t]];
+  }
+  free(idx), free(bx);
+  return nk;
+}
+
+int wsidet_postprocess_detections(const WsidetDetParams *p, const WsidetBoxCoder *bc,
+                                  const float *class_logits, const float *box_regression,
+                                  const float *proposals, int n, int n_classes, int image_h,
+                                  int image_w, float *out_boxes, float *out_scores,
+                                  int32_t *out_labels)
+{
+  if (!p || !bc || n < 0 || n_classes < 1)
+    return -1;
+  int cap = n * (n_classes - 1);
+  if (cap == 0 || p->detections_per_img <= 0)
+    return 0;
+  float *bx = malloc(sizeof(float) * (size_t)cap * 5 + sizeof(float) * (size_t)n_classes * 5);
+  int32_t *lab = malloc(sizeof(int32_t) * (size_t)cap * 2);
+  if (!bx || !lab) {
+    free(bx), free(lab);
+    return -1;
+  }
+  float *sc = bx + 4 * (size_t)cap, *dec = sc + cap, *prob = dec + 4 * (size_t)n_classes;
+  int32_t *keep = lab + cap;
+  int q = 0;
+  for (int i = 0; i < n; i++) {
+    const float *lg = class_logits + (size_t)i * n_classes;
+    double mx = lg[0], z = 0.0;
+    for (int j = 1; j < n_classes; j++)
+      mx = lg[j] > mx ? lg[j] : mx;
+    for (int j = 0; j < n_classes; j++)
+      z += exp(lg[j] - mx);
+    for (int j = 0; j < n_classes; j++)
+      prob[j] = (float)(exp(lg[j] - mx) / z);
+    wsidet_box_decode(bc, box_regression + (size_t)i * n_classes * 4, n_classes,
+                      proposals + 4 * (size_t)i, 1, dec);
+    wsidet_clip_boxes(dec, n_classes, image_h, image_w);
+    for (int j = 1; j < n_classes; j++) {
+      const float *b = dec + 4 * j;
+      if (!(prob[j] > p->score_thresh))
+        continue;
+      if (!(b[2] - b[0] >= p->min_size && b[3] - b[1] >= p->min_size))
+        continue;
+      memcpy(bx + 4 * (size_t)q, b, 4 * sizeof(float));
+      sc[q] = prob[j];
+      lab[q] = j;
+      q++;
+    }
+  }
+  int nk = wsidet_batched_nms(bx, sc, lab, q, p->nms_thresh, keep);
+  if (nk < 0) {
+    free(bx), free(lab);
+    return -1;
+  }
+  if (nk > p->detections_per_img)
+    nk = p->detections_per_img;
+  for (int t = 0; t < nk; t++) {
+    memcpy(out_boxes + 4 * (size_t)t, bx + 4 * (size_t)keep[t], 4 * sizeof(float));
+    out_scores[t] = sc[keep[t]];
+    out_labels[t] = lab[keep[t]];
+  }
+  free(bx), free(lab);
+  return nk;
+}
+
 /* ---- 4. Matcher and sampler -------------------------------------------------------- */
 
 int wsidet_match(const float *quality, int n_gt, int n_pred, float high, float low,

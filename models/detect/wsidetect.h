@@ -79,6 +79,42 @@ int wsidet_topk(const float *scores, int n, int k, int32_t *idx);
 int wsidet_topk_per_level(const float *scores, const int *level_sizes, int n_levels, int k,
                           int32_t *idx);
 
+/* RPN proposals of one image (RegionProposalNetwork.filter_proposals after decoding):
+ * objectness [n] and deltas [n, 4] of the anchors [n, 4] of all levels concatenated
+ * (level l has level_sizes[l]); per level the top pre_nms_top_n logits; decoded with
+ * weights (1,1,1,1); sigmoid; clipped to (image_h, image_w); boxes smaller than
+ * min_size (1e-3) and scores < score_thresh (0) dropped; NMS (nms_thresh 0.7) per
+ * level; the first post_nms_top_n by score. out_boxes [post_nms_top_n, 4], out_scores
+ * [post_nms_top_n]; returns their number (-1 on error). torchvision's defaults:
+ * pre/post 2000/2000 in training, 1000/1000 in inference. */
+typedef struct {
+  int pre_nms_top_n, post_nms_top_n;
+  double nms_thresh;
+  float score_thresh;
+  float min_size;
+} WsidetRpnParams;
+int wsidet_rpn_proposals(const WsidetRpnParams *p, const float *objectness, const float *deltas,
+                         const float *anchors, const int *level_sizes, int n_levels,
+                         int image_h, int image_w, float *out_boxes, float *out_scores);
+
+/* RoIHeads.postprocess_detections for one image: class_logits [n, n_classes],
+ * box_regression [n, n_classes*4] decoded against proposals [n, 4] with bc (10,10,5,5),
+ * softmax scores, clipped boxes; background (class 0) dropped; scores > score_thresh
+ * (0.05) kept; boxes smaller than min_size (1e-2) dropped; NMS (nms_thresh 0.5) per
+ * class; the first detections_per_img (100) by score. Outputs [detections_per_img]
+ * boxes (x4), scores, labels; returns their number (-1 on error). */
+typedef struct {
+  float score_thresh;
+  double nms_thresh;
+  int detections_per_img;
+  float min_size;
+} WsidetDetParams;
+int wsidet_postprocess_detections(const WsidetDetParams *p, const WsidetBoxCoder *bc,
+                                  const float *class_logits, const float *box_regression,
+                                  const float *proposals, int n, int n_classes, int image_h,
+                                  int image_w, float *out_boxes, float *out_scores,
+                                  int32_t *out_labels);
+
 /* ---- 4. Matcher and sampler -------------------------------------------------------- */
 
 #define WSIDET_BELOW_LOW_THRESHOLD (-1)

@@ -82,6 +82,8 @@ wsidet_ce = sig("wsidet_cross_entropy", D, P, P, I, I, P)
 wsidet_rpn_loss = sig("wsidet_rpn_loss", I, P, P, P, P, P, I, P, I, I, Fl, P, P, P, P)
 wsidet_fastrcnn_loss = sig("wsidet_fastrcnn_loss", I, P, P, P, P, I, I, I, Fl, P, P, P, P)
 wsidet_project_masks = sig("wsidet_project_masks", I, P, I, I, I, P, P, I, I, P)
+wsidet_rpn_proposals = sig("wsidet_rpn_proposals", I, P, P, P, P, P, I, I, I, P, P)
+wsidet_postprocess = sig("wsidet_postprocess_detections", I, P, P, P, P, P, I, I, I, I, P, P, P)
 wsidet_maskrcnn_loss = sig("wsidet_maskrcnn_loss", D, P, P, P, I, I, I, P)
 
 
@@ -101,6 +103,15 @@ class LevelMapper(C.Structure):
 
 class FeatureLevel(C.Structure):
     _fields_ = [("data", P), ("grad", P), ("h", I), ("w", I), ("scale", D)]
+
+
+class RpnParams(C.Structure):
+    _fields_ = [("pre_nms_top_n", I), ("post_nms_top_n", I), ("nms_thresh", D),
+                ("score_thresh", Fl), ("min_size", Fl)]
+
+
+class DetParams(C.Structure):
+    _fields_ = [("score_thresh", Fl), ("nms_thresh", D), ("detections_per_img", I), ("min_size", Fl)]
 
 
 class Rng(C.Structure):
@@ -275,6 +286,51 @@ def test_iou_nms():
             ref.append(torch.from_numpy(sc[off:off + nl]).topk(min(k, nl)).indices.numpy() + off)
             off += nl
         equal(f"topk per level k={k}", idx[:m], np.concatenate(ref))
+
+
+def test_proposals_detections():
+    # RPN: anchors of a 160x200 image, 4 levels, decoded / top-k / clipped / NMS per level
+    H, W = 160, 200
+    ag = AnchorGenerator(((16,), (32,), (64,), (128,)), ((0.5, 1.0, 2.0),) * 4)
+    grids = [(H // s, W // s) for s in (4, 8, 16, 32)]
+    anchors = ag(ImageList(torch.zeros(1, 3, H, W), [(H, W)]), [torch.zeros(1, 1, *g) for g in grids])[0]
+    sizes = [3 * gh * gw for gh, gw in grids]
+    n = anchors.shape[0]
+    for pre, post, thr, st in [(1000, 1000, 0.7, 0.0), (300, 200, 0.5, 0.3), (2000, 2000, 0.7, 0.0), (50, 40, 0.0, 0.0)]:
+        obj = f32(rs.normal(0, 2, n))
+        dl = f32(rs.normal(0, 0.4, (n, 4)))
+        dl[:20, 2:] = 8.0  # clipped dw/dh, boxes beyond the image
+        rpn = RegionProposalNetwork(None, None, 0.7, 0.3, 256, 0.5, dict(testing=pre), dict(testing=post), thr,
+                                    score_thresh=st)
+        rpn.eval()
+        props = rpn.box_coder.decode(torch.from_numpy(dl), [anchors]).view(1, -1, 4)
+        rb, rsc = rpn.filter_proposals(props, torch.from_numpy(obj), [(H, W)], sizes)
+        pp = RpnParams(pre, post, thr, st, 1e-3)
+        ob, osc = np.zeros((post, 4), np.float32), np.zeros(post, np.float32)
+        m = wsidet_rpn_proposals(C.byref(pp), ptr(obj), ptr(dl), ptr(f32(anchors.numpy())), ptr(i32(sizes)),
+                                 len(sizes), H, W, ptr(ob), ptr(osc))
+        close(f"rpn proposals boxes pre={pre} post={post}", ob[:max(m, 0)], rb[0].numpy())
+        close(f"rpn proposals scores pre={pre} post={post}", osc[:max(m, 0)], rsc[0].numpy())
+    # box head post-processing
+    from torchvision.models.detection.roi_heads import RoIHeads
+    for nprop, ncls, st, nt, dpi in [(300, 2, 0.05, 0.5, 100), (500, 4, 0.05, 0.5, 100), (100, 3, 0.2, 0.3, 10),
+                                     (0, 3, 0.05, 0.5, 100)]:
+        props = rand_boxes(nprop, size=180.0, minwh=1.0, maxwh=80.0)
+        lg = f32(rs.normal(0, 2, (nprop, ncls)))
+        br = f32(rs.normal(0, 1, (nprop, ncls * 4)))
+        heads = RoIHeads(None, None, None, 0.5, 0.5, 512, 0.25, (10.0, 10.0, 5.0, 5.0), st, nt, dpi)
+        rb, rsc, rl = heads.postprocess_detections(torch.from_numpy(lg), torch.from_numpy(br),
+                                                   [torch.from_numpy(props)], [(H, W)])
+        bc = BoxCoder()
+        wsidet_box_coder_init(C.byref(bc), 10.0, 10.0, 5.0, 5.0)
+        dp = DetParams(st, nt, dpi, 1e-2)
+        ob, osc, ol = np.zeros((dpi, 4), np.float32), np.zeros(dpi, np.float32), np.zeros(dpi, np.int32)
+        m = wsidet_postprocess(C.byref(dp), C.byref(bc), ptr(lg), ptr(br), ptr(props), nprop, ncls, H, W,
+                               ptr(ob), ptr(osc), ptr(ol))
+        tag = f"postprocess n={nprop} classes={ncls}"
+        close(tag + " boxes", ob[:max(m, 0)], rb[0].numpy())
+        close(tag + " scores", osc[:max(m, 0)], rsc[0].numpy())
+        equal(tag + " labels", ol[:max(m, 0)], rl[0].numpy())
 
 
 # ---- 4. matcher / sampler ---------------------------------------------------------------
@@ -529,7 +585,7 @@ def test_losses():
     equal("maskrcnn_loss empty", wsidet_maskrcnn_loss(None, None, None, 0, ncls, M, None), 0.0)
 
 
-for t in (test_anchors, test_box_coding, test_iou_nms, test_matcher_sampler, test_roi_align,
+for t in (test_anchors, test_box_coding, test_iou_nms, test_proposals_detections, test_matcher_sampler, test_roi_align,
           test_multiscale, test_losses):
     t()
     print(f"{t.__name__}: done ({len(FAILS)} failures so far)")
