@@ -764,6 +764,176 @@ GST_START_TEST (test_properties_threaded)
 
 GST_END_TEST;
 
+/* --- issue 9: latency, event order, notifications ------------------------ */
+
+GST_START_TEST (test_latency_held)
+{
+  GstHarness *hr = harness_new (16, 16, NULL);
+  GstClockTime frame = GST_SECOND / 5;  /* framerate 5/1 */
+
+  gst_harness_set_live (hr, TRUE);
+  gst_harness_set_upstream_latency (hr, 10 * GST_MSECOND);
+  /* nothing held: upstream's latency */
+  fail_unless_equals_uint64 (gst_harness_query_latency (hr),
+      10 * GST_MSECOND);
+  /* first-patches holds up to 4 * fit-patches + 32 buffers */
+  g_object_set (hr->element, "mode", 5, "fit", 1, "fit-patches", 8, NULL);
+  fail_unless_equals_uint64 (gst_harness_query_latency (hr),
+      10 * GST_MSECOND + 64 * frame);
+  g_object_set (hr->element, "fit", 0, NULL);   /* per-patch: none */
+  fail_unless_equals_uint64 (gst_harness_query_latency (hr),
+      10 * GST_MSECOND);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
+
+static GstPadProbeReturn
+record_probe (GstPad * pad, GstPadProbeInfo * info, gpointer data)
+{
+  GString *seq = data;
+
+  if (info->type & GST_PAD_PROBE_TYPE_BUFFER)
+    g_string_append_c (seq, 'B');
+  else if (info->type & GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM) {
+    switch (GST_EVENT_TYPE (GST_PAD_PROBE_INFO_EVENT (info))) {
+      case GST_EVENT_GAP:
+        g_string_append_c (seq, 'G');
+        break;
+      case GST_EVENT_CUSTOM_DOWNSTREAM:
+        g_string_append_c (seq, 'C');
+        break;
+      case GST_EVENT_TAG:
+        g_string_append_c (seq, 'T');
+        break;
+      case GST_EVENT_EOS:
+        g_string_append_c (seq, 'E');
+        break;
+      default:
+        break;
+    }
+  }
+  return GST_PAD_PROBE_OK;
+}
+
+GST_START_TEST (test_events_in_order)
+{
+  StainImage a = { {0.65, 0.70, 0.29}, {0.07, 0.99, 0.11}, 3 };
+  GstHarness *hr = harness_new (64, 64, NULL);
+  GstPad *src = gst_element_get_static_pad (hr->element, "src");
+  GString *seq = g_string_new (NULL);
+
+  /* two buffers held for the estimate, then GAP, TAG, custom: they stay
+   * behind the held buffers; the third tissue patch ends the fit */
+  g_object_set (hr->element, "mode", 5, "fit", 1, "fit-patches", 3, NULL);
+  gst_pad_add_probe (src, GST_PAD_PROBE_TYPE_BUFFER |
+      GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM, record_probe, seq, NULL);
+  gst_harness_push (hr, slide_buffer (&a, "A"));
+  gst_harness_push (hr, slide_buffer (&a, "A"));
+  fail_unless (gst_harness_push_event (hr, gst_event_new_gap (0,
+              GST_SECOND)));
+  fail_unless (gst_harness_push_event (hr,
+          gst_event_new_tag (gst_tag_list_new (GST_TAG_TITLE, "t", NULL))));
+  fail_unless (gst_harness_push_event (hr,
+          gst_event_new_custom (GST_EVENT_CUSTOM_DOWNSTREAM,
+              gst_structure_new_empty ("wsi-test"))));
+  fail_unless_equals_string (seq->str, "");
+  gst_harness_push (hr, slide_buffer (&a, "A"));
+  gst_harness_push (hr, slide_buffer (&a, "A"));
+  fail_unless_equals_string (seq->str, "BBGTCBB");
+  /* events after the last held buffer go out before EOS */
+  g_object_set (hr->element, "fit-patches", 10, NULL);
+  gst_harness_push (hr, slide_buffer (&a, "B"));
+  fail_unless (gst_harness_push_event (hr, gst_event_new_gap (0,
+              GST_SECOND)));
+  gst_harness_push_event (hr, gst_event_new_eos ());
+  fail_unless_equals_string (seq->str, "BBGTCBBBGE");
+  gst_object_unref (src);
+  g_string_free (seq, TRUE);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
+
+static void
+count_notify (GObject * obj, GParamSpec * pspec, gpointer data)
+{
+  if (g_str_has_prefix (pspec->name, "source-"))
+    (*(gint *) data)++;
+}
+
+GST_START_TEST (test_notify_on_change)
+{
+  StainImage a = { {0.65, 0.70, 0.29}, {0.07, 0.99, 0.11}, 3 };
+  GstHarness *hr = harness_new (64, 64, NULL);
+  gint n = 0, i;
+
+  g_signal_connect (hr->element, "notify", G_CALLBACK (count_notify), &n);
+  /* per-patch estimates are periodic: silent unless post-messages */
+  g_object_set (hr->element, "mode", 5, "fit", 0, NULL);
+  for (i = 0; i < 4; i++) {
+    a.seed = i;
+    gst_buffer_unref (gst_harness_push_and_pull (hr, slide_buffer (&a,
+                "A")));
+  }
+  fail_unless_equals_int (n, 0);
+  g_object_set (hr->element, "post-messages", TRUE, NULL);
+  for (i = 0; i < 4; i++) {
+    a.seed = 10 + i;
+    gst_buffer_unref (gst_harness_push_and_pull (hr, slide_buffer (&a,
+                "A")));
+  }
+  /* the stain matrix and max concentrations change on each patch */
+  fail_unless (n >= 4 && n <= 8, "%d notifications", n);
+  /* the same patch again: nothing changed, nothing notified */
+  n = 0;
+  gst_buffer_unref (gst_harness_push_and_pull (hr, slide_buffer (&a, "A")));
+  fail_unless_equals_int (n, 0);
+  /* once per slide with fit=first-patches, without post-messages */
+  g_object_set (hr->element, "post-messages", FALSE, "fit", 1,
+      "fit-patches", 2, NULL);
+  for (i = 0; i < 6; i++) {
+    a.seed = 20 + i;
+    gst_harness_push (hr, slide_buffer (&a, i < 3 ? "C" : "D"));
+  }
+  gst_harness_push_event (hr, gst_event_new_eos ());
+  fail_unless (n >= 2 && n <= 6, "%d notifications for 2 slides", n);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_bad_array_no_gwarning)
+{
+  /* a wrong array is a warning message, not g_warning (fatal here) */
+  GstElement *el = gst_element_factory_make ("colornorm", NULL);
+  GstBus *bus = gst_bus_new ();
+  GValue arr = G_VALUE_INIT, v = G_VALUE_INIT;
+  GstMessage *msg;
+  gdouble std[3];
+
+  gst_element_set_bus (el, bus);
+  g_value_init (&arr, GST_TYPE_ARRAY);
+  g_value_init (&v, G_TYPE_DOUBLE);
+  g_value_set_double (&v, 0.0);
+  gst_value_array_append_value (&arr, &v);
+  gst_value_array_append_value (&arr, &v);
+  gst_value_array_append_value (&arr, &v);
+  g_object_set_property (G_OBJECT (el), "std", &arr);
+  get_doubles (el, "std", std, 3);
+  fail_unless (std[0] > 0.2 && std[0] < 0.3);
+  msg = gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING);
+  fail_unless (msg != NULL);
+  gst_message_unref (msg);
+  g_value_unset (&v);
+  g_value_unset (&arr);
+  gst_element_set_bus (el, NULL);
+  gst_object_unref (bus);
+  gst_object_unref (el);
+}
+
+GST_END_TEST;
+
 /* --- helpers ------------------------------------------------------------- */
 
 static gint
@@ -839,6 +1009,10 @@ colornorm_suite (void)
   tcase_add_test (tc, test_bad_target);
   tcase_add_test (tc, test_properties_threaded);
   tcase_add_test (tc, test_helpers);
+  tcase_add_test (tc, test_latency_held);
+  tcase_add_test (tc, test_events_in_order);
+  tcase_add_test (tc, test_notify_on_change);
+  tcase_add_test (tc, test_bad_array_no_gwarning);
   return s;
 }
 
