@@ -491,6 +491,74 @@ int wsidet_postprocess_detections(const WsidetDetParams *p, const WsidetBoxCoder
   return nk;
 }
 
+/* Source index and weights of output pixel i when resizing in -> out (PyTorch's
+ * upsample_bilinear2d, align_corners=False). */
+static void lin_src(int in, int out, int i, int *i0, int *i1, float *l0, float *l1)
+{
+  if (in == out) {
+    *i0 = *i1 = i;
+    *l0 = 1.0f, *l1 = 0.0f;
+    return;
+  }
+  float scale = (float)in / (float)out;
+  float r = (float)((double)scale * (i + 0.5) - 0.5);
+  if (r < 0)
+    r = 0;
+  *i0 = (int)r;
+  *i1 = *i0 + (*i0 < in - 1 ? 1 : 0);
+  float l = r - (float)*i0;
+  l = l < 0 ? 0 : (l > 1 ? 1 : l);
+  *l1 = l;
+  *l0 = 1.0f - l;
+}
+
+int wsidet_paste_masks(const float *masks, const float *boxes, int k, int m, int padding,
+                       int im_h, int im_w, float *out)
+{
+  if (k <= 0)
+    return 0;
+  if (!masks || !boxes || !out || m <= 0 || padding < 0 || im_h <= 0 || im_w <= 0)
+    return -1;
+  const int P = m + 2 * padding;
+  float scale = (float)((double)P / m);
+  float *pad = calloc((size_t)P * P, sizeof(float));
+  if (!pad)
+    return -1;
+  for (int r = 0; r < k; r++) {
+    float *o = out + (size_t)r * im_h * im_w;
+    memset(o, 0, sizeof(float) * (size_t)im_h * im_w);
+    for (int y = 0; y < m; y++)
+      memcpy(pad + (size_t)(y + padding) * P + padding, masks + ((size_t)r * m + y) * m,
+             sizeof(float) * m);
+    const float *b = boxes + 4 * (size_t)r;
+    float wh = (b[2] - b[0]) * 0.5f, hh = (b[3] - b[1]) * 0.5f;
+    float xc = (b[2] + b[0]) * 0.5f, yc = (b[3] + b[1]) * 0.5f;
+    wh *= scale;
+    hh *= scale;
+    int64_t bx0 = (int64_t)(xc - wh), bx1 = (int64_t)(xc + wh);
+    int64_t by0 = (int64_t)(yc - hh), by1 = (int64_t)(yc + hh);
+    int64_t w = bx1 - bx0 + 1, h = by1 - by0 + 1;
+    w = w > 1 ? w : 1;
+    h = h > 1 ? h : 1;
+    int64_t x0 = bx0 > 0 ? bx0 : 0, x1 = bx1 + 1 < im_w ? bx1 + 1 : im_w;
+    int64_t y0 = by0 > 0 ? by0 : 0, y1 = by1 + 1 < im_h ? by1 + 1 : im_h;
+    for (int64_t y = y0; y < y1; y++) {
+      int ya, yb;
+      float la, lb;
+      lin_src(P, (int)h, (int)(y - by0), &ya, &yb, &la, &lb);
+      for (int64_t x = x0; x < x1; x++) {
+        int xa, xb;
+        float ka, kb;
+        lin_src(P, (int)w, (int)(x - bx0), &xa, &xb, &ka, &kb);
+        o[y * im_w + x] = la * (ka * pad[ya * P + xa] + kb * pad[ya * P + xb]) +
+                          lb * (ka * pad[yb * P + xa] + kb * pad[yb * P + xb]);
+      }
+    }
+  }
+  free(pad);
+  return 0;
+}
+
 /* ---- 4. Matcher and sampler -------------------------------------------------------- */
 
 int wsidet_match(const float *quality, int n_gt, int n_pred, float high, float low,

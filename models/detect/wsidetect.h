@@ -115,6 +115,13 @@ int wsidet_postprocess_detections(const WsidetDetParams *p, const WsidetBoxCoder
                                   int image_w, float *out_boxes, float *out_scores,
                                   int32_t *out_labels);
 
+/* roi_heads.paste_masks_in_image: each mask [m, m] (probabilities) padded by `padding`
+ * (1), its box expanded by (m + 2 padding) / m and truncated to integers, the padded
+ * mask resized bilinearly (align_corners=False) to the box's (h, w) = (y2 - y1 + 1,
+ * x2 - x1 + 1) and pasted into out [k, im_h, im_w] (zero elsewhere). */
+int wsidet_paste_masks(const float *masks, const float *boxes, int k, int m, int padding,
+                       int im_h, int im_w, float *out);
+
 /* ---- 4. Matcher and sampler -------------------------------------------------------- */
 
 #define WSIDET_BELOW_LOW_THRESHOLD (-1)

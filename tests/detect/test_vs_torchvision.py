@@ -84,6 +84,7 @@ wsidet_fastrcnn_loss = sig("wsidet_fastrcnn_loss", I, P, P, P, P, I, I, I, Fl, P
 wsidet_project_masks = sig("wsidet_project_masks", I, P, I, I, I, P, P, I, I, P)
 wsidet_rpn_proposals = sig("wsidet_rpn_proposals", I, P, P, P, P, P, I, I, I, P, P)
 wsidet_postprocess = sig("wsidet_postprocess_detections", I, P, P, P, P, P, I, I, I, I, P, P, P)
+wsidet_paste_masks = sig("wsidet_paste_masks", I, P, P, I, I, I, I, I, P)
 wsidet_maskrcnn_loss = sig("wsidet_maskrcnn_loss", D, P, P, P, I, I, I, P)
 
 
@@ -331,6 +332,17 @@ def test_proposals_detections():
         close(tag + " boxes", ob[:max(m, 0)], rb[0].numpy())
         close(tag + " scores", osc[:max(m, 0)], rsc[0].numpy())
         equal(tag + " labels", ol[:max(m, 0)], rl[0].numpy())
+    # masks pasted into the image (inference output)
+    for k, M, (ih, iw) in [(20, 28, (90, 110)), (5, 14, (40, 30)), (0, 28, (10, 10))]:
+        masks = f32(1 / (1 + np.exp(-rs.normal(0, 3, (k, 1, M, M)))))
+        bb = rand_boxes(k, size=float(min(ih, iw)), minwh=0.0, maxwh=60.0)
+        if k:
+            bb[:4] = [[0, 0, iw, ih], [3, 3, 3, 3], [iw - 2, ih - 2, iw, ih], [0.4, 0.6, 1.2, 50]]
+        bb = np.clip(bb, 0, [iw, ih, iw, ih]).astype(np.float32)
+        ref = tv_roi_heads.paste_masks_in_image(torch.from_numpy(masks), torch.from_numpy(bb), (ih, iw))
+        o = np.zeros((k, 1, ih, iw), np.float32)
+        assert wsidet_paste_masks(ptr(masks), ptr(bb), k, M, 1, ih, iw, ptr(o)) == 0
+        close(f"paste_masks_in_image k={k} M={M}", o, ref.numpy())
 
 
 # ---- 4. matcher / sampler ---------------------------------------------------------------
