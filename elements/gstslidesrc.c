@@ -7,6 +7,7 @@
 #include "config.h"
 #endif
 
+#include "gstwsiprops.h"
 #include "gstwsiseg.h"
 #include "gstwsitilemeta.h"
 #include "wsipng.h"
@@ -23,6 +24,7 @@ static gboolean have_ssse3;
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <math.h>
 #include <stdio.h>
@@ -108,6 +110,7 @@ enum
   PROP_TARGET_MPP,
   PROP_MPP,
   PROP_MPP_TOLERANCE,
+  PROP_POST_MESSAGES,
 };
 
 #define GST_TYPE_SLIDESRC (gst_slidesrc_get_type ())
@@ -131,6 +134,9 @@ struct _GstSlideSrc
   gdouble target_mpp;
   gdouble mpp;
   gdouble mpp_tolerance;
+  gboolean post_messages;
+  gint running;                 /* between start and stop */
+  gint64 last_msg_us;
 
   /* streaming state: the item list */
   GPtrArray *items;             /* gchar* paths, sorted */
@@ -139,6 +145,7 @@ struct _GstSlideSrc
   guint epoch;
   GRand *rand;
   gboolean have_region;
+  gboolean empty;               /* empty list or zero-area region: EOS */
   gint64 req_x, req_y, req_w, req_h;
   gint rate_n, rate_d;
 
@@ -158,7 +165,7 @@ struct _GstSlideSrc
   gint64 rx, ry, rw, rh;        /* region, level-0 */
   gint64 lw, lh;                /* region size at the level */
   gint cols, rows;
-  gint tile_index;              /* next tile of this item, in walk order */
+  gint64 tile_index;            /* next tile of this item, in walk order */
   gdouble mpp_x, mpp_y;
   guint8 bg[3];
 
@@ -235,13 +242,13 @@ gst_slidesrc_class_init (GstSlideSrcClass * klass)
   g_object_class_install_property (gobject_class, PROP_TILE_WIDTH,
       g_param_spec_int ("tile-width", "Tile width",
           "Width of every output buffer in output pixels (level pixels, or "
-          "target-mpp pixels when resampling; 0 is rejected)",
-          0, MAX_TILE_SIZE, DEFAULT_TILE_SIZE, flags));
+          "target-mpp pixels when resampling)",
+          1, MAX_TILE_SIZE, DEFAULT_TILE_SIZE, flags));
   g_object_class_install_property (gobject_class, PROP_TILE_HEIGHT,
       g_param_spec_int ("tile-height", "Tile height",
           "Height of every output buffer in output pixels (level pixels, or "
-          "target-mpp pixels when resampling; 0 is rejected)",
-          0, MAX_TILE_SIZE, DEFAULT_TILE_SIZE, flags));
+          "target-mpp pixels when resampling)",
+          1, MAX_TILE_SIZE, DEFAULT_TILE_SIZE, flags));
   g_object_class_install_property (gobject_class, PROP_REGION,
       g_param_spec_string ("region", "Region",
           "Region to stream, \"x,y,width,height\" in level-0 pixels; empty: "
@@ -289,6 +296,10 @@ gst_slidesrc_class_init (GstSlideSrcClass * klass)
           "relative difference of target-mpp is streamed as is, without "
           "resampling (0 = always resample to exactly target-mpp)",
           0.0, 0.5, DEFAULT_MPP_TOLERANCE, flags));
+  /* the slidesrc-info message of a file seen again (loop > 1, every epoch
+   * of a training run) is periodic: posted only with post-messages */
+  g_object_class_install_property (gobject_class, PROP_POST_MESSAGES,
+      gst_wsi_param_spec_post_messages ());
 
   gst_element_class_add_static_pad_template (element_class, &src_template);
   gst_element_class_set_static_metadata (element_class,
@@ -339,6 +350,11 @@ gst_slidesrc_set_property (GObject * object, guint prop_id,
 {
   GstSlideSrc *self = GST_SLIDESRC (object);
 
+  /* everything but post-messages is read at start and shapes the caps, the
+   * pool and the walk: refused while running */
+  if (gst_wsi_property_refused (GST_ELEMENT (self), &self->running, pspec))
+    return;
+
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_LOCATION:
@@ -386,6 +402,9 @@ gst_slidesrc_set_property (GObject * object, guint prop_id,
       break;
     case PROP_MPP_TOLERANCE:
       self->mpp_tolerance = g_value_get_double (value);
+      break;
+    case PROP_POST_MESSAGES:
+      self->post_messages = g_value_get_boolean (value);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -443,6 +462,9 @@ gst_slidesrc_get_property (GObject * object, guint prop_id, GValue * value,
       break;
     case PROP_MPP_TOLERANCE:
       g_value_set_double (value, self->mpp_tolerance);
+      break;
+    case PROP_POST_MESSAGES:
+      g_value_set_boolean (value, self->post_messages);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -566,14 +588,33 @@ gst_slidesrc_expand_location (GstSlideSrc * self, const gchar * location)
 
   if (location[0] == '@') {
     const gchar *list = location + 1;
-    gchar *contents = NULL, *dir;
+    gchar *contents = NULL, *dir, *nul;
     gchar **lines;
+    gsize len = 0;
     GError *err = NULL;
 
-    if (!g_file_get_contents (list, &contents, NULL, &err)) {
-      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
-          ("Could not read file list \"%s\".", list), ("%s", err->message));
+    if (!g_file_get_contents (list, &contents, &len, &err)) {
+      if (g_error_matches (err, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+        GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
+            ("Could not read file list \"%s\".", list), ("%s", err->message));
+      else
+        GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+            ("Could not read file list \"%s\": %s.", list, err->message),
+            (NULL));
       g_clear_error (&err);
+      g_ptr_array_unref (items);
+      return FALSE;
+    }
+    /* the whole file is read: a NUL byte is not a short list */
+    nul = memchr (contents, '\0', len);
+    if (nul) {
+      guint line = 1;
+      for (const gchar * c = contents; c < nul; c++)
+        line += *c == '\n';
+      GST_ELEMENT_ERROR (self, STREAM, DECODE,
+          ("File list \"%s\" has a NUL byte on line %u: not a text list of "
+              "paths.", list, line), (NULL));
+      g_free (contents);
       g_ptr_array_unref (items);
       return FALSE;
     }
@@ -591,12 +632,10 @@ gst_slidesrc_expand_location (GstSlideSrc * self, const gchar * location)
     g_strfreev (lines);
     g_free (dir);
     g_free (contents);
-    if (items->len == 0) {
-      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
-          ("File list \"%s\" names no files.", list), (NULL));
-      g_ptr_array_unref (items);
-      return FALSE;
-    }
+    if (items->len == 0)        /* an empty dataset: EOS without data */
+      GST_ELEMENT_WARNING (self, RESOURCE, NOT_FOUND,
+          ("File list \"%s\" names no files: nothing to stream.", list),
+          (NULL));
   } else if (has_glob_chars (location)) {
     glob_t g;
     gint ret = glob (location, 0, NULL, &g);
@@ -619,6 +658,7 @@ gst_slidesrc_expand_location (GstSlideSrc * self, const gchar * location)
 
   g_ptr_array_sort (items, compare_paths);
   self->items = items;
+  self->empty |= items->len == 0;
   return TRUE;
 }
 
@@ -878,6 +918,26 @@ choose_level_for_mpp (GstSlideSrc * self, gint nlevels)
   return TRUE;
 }
 
+/* Level pixels of a region [@r0, @r0 + @len) (level-0, on an axis of
+ * @full pixels) at a level of @level_size pixels and downsample @ds. At a
+ * non-whole downsample ceil (len / ds) overshoots the level by a pixel
+ * (Aperio 2.0005x, a vips pyramid of odd size): a region reaching the
+ * slide's edge ends at the level's edge, as openslide level_dimensions
+ * says, and no region reads past it. */
+static gint64
+level_extent (gint64 r0, gint64 len, gint64 full, gdouble ds,
+    gint64 level_size)
+{
+  gint64 n = (gint64) ceil (len / ds - 1e-9);
+  gint64 avail = level_size - (gint64) floor (r0 / ds + 1e-9);
+
+  if (avail < 1)
+    return n;
+  if (r0 + len >= full || n > avail)
+    n = avail;
+  return n;
+}
+
 /* Opens item @index of the list, validates level and region and computes
  * the tile grid. Posts an element error and returns FALSE on bad input. */
 static gboolean
@@ -885,15 +945,19 @@ gst_slidesrc_open_item (GstSlideSrc * self, guint index)
 {
   const gchar *path = g_ptr_array_index (self->items, index);
   GStatBuf st;
-  gint nlevels;
+  gint nlevels, fd;
 
   gst_slidesrc_close_item (self);
   self->path = g_strdup (path);
 
   if (g_stat (path, &st) != 0) {
     gint err = errno;
-    GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
-        ("Could not open \"%s\": %s.", path, g_strerror (err)), (NULL));
+    if (err == ENOENT || err == ENOTDIR)
+      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
+          ("Could not open \"%s\": %s.", path, g_strerror (err)), (NULL));
+    else
+      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+          ("Could not open \"%s\": %s.", path, g_strerror (err)), (NULL));
     return FALSE;
   }
   if (S_ISDIR (st.st_mode)) {
@@ -902,12 +966,29 @@ gst_slidesrc_open_item (GstSlideSrc * self, guint index)
             path), (NULL));
     return FALSE;
   }
+  if (!S_ISREG (st.st_mode)) {
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+        ("Could not open \"%s\": not a regular file (a FIFO, socket or "
+            "device), not a slide or image.", path), (NULL));
+    return FALSE;
+  }
   if (st.st_size == 0) {
     GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
         ("Could not open \"%s\": the file is empty (0 bytes).", path),
         (NULL));
     return FALSE;
   }
+  /* OpenSlide says "unsupported format" for a file it cannot read at all:
+   * open it ourselves first so permission denied is reported as such */
+  fd = g_open (path, O_RDONLY, 0);
+  if (fd < 0) {
+    gint err = errno;
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+        ("Could not open \"%s\" for reading: %s.", path, g_strerror (err)),
+        (NULL));
+    return FALSE;
+  }
+  g_close (fd, NULL);
 
   if (wsi_png_is_png (path)) {
     GError *error = NULL;
@@ -916,8 +997,19 @@ gst_slidesrc_open_item (GstSlideSrc * self, guint index)
     self->png_rgb = wsi_png_read_rgb8 (path, &w, &h, MAX_PNG_PIXELS,
         WSI_PNG_RGB_DEFAULT, &error);
     if (!self->png_rgb) {
-      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
-          ("Could not decode PNG: %s.", error->message), (NULL));
+      if (g_error_matches (error, WSI_PNG_ERROR, WSI_PNG_ERROR_TOO_LARGE) ||
+          g_error_matches (error, WSI_PNG_ERROR, WSI_PNG_ERROR_NO_MEMORY))
+        GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+            ("Could not decode PNG: %s.", error->message), (NULL));
+      else if (g_error_matches (error, WSI_PNG_ERROR, WSI_PNG_ERROR_NOT_FOUND))
+        GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
+            ("Could not decode PNG: %s.", error->message), (NULL));
+      else if (g_error_matches (error, WSI_PNG_ERROR, WSI_PNG_ERROR_OPEN))
+        GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+            ("Could not decode PNG: %s.", error->message), (NULL));
+      else
+        GST_ELEMENT_ERROR (self, STREAM, DECODE,
+            ("Could not decode PNG: %s.", error->message), (NULL));
       g_error_free (error);
       return FALSE;
     }
@@ -932,14 +1024,14 @@ gst_slidesrc_open_item (GstSlideSrc * self, guint index)
 
     self->osr = openslide_open (path);
     if (!self->osr) {
-      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+      GST_ELEMENT_ERROR (self, STREAM, WRONG_TYPE,
           ("Could not open \"%s\": not a PNG and not a slide format "
               "OpenSlide recognizes.", path), (NULL));
       return FALSE;
     }
     err = openslide_get_error (self->osr);
     if (err) {
-      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+      GST_ELEMENT_ERROR (self, STREAM, DECODE,
           ("Could not open slide \"%s\": %s.", path, err), (NULL));
       return FALSE;
     }
@@ -947,7 +1039,7 @@ gst_slidesrc_open_item (GstSlideSrc * self, guint index)
     openslide_get_level0_dimensions (self->osr, &self->slide_w,
         &self->slide_h);
     if (nlevels < 1 || self->slide_w <= 0 || self->slide_h <= 0) {
-      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+      GST_ELEMENT_ERROR (self, STREAM, DECODE,
           ("Could not open slide \"%s\": it has no readable levels.", path),
           (NULL));
       return FALSE;
@@ -987,7 +1079,7 @@ gst_slidesrc_open_item (GstSlideSrc * self, guint index)
   }
   if (self->osr && !self->resample && (!(self->ds >= 1.0) ||
           !isfinite (self->ds))) {
-    GST_ELEMENT_ERROR (self, RESOURCE, FAILED,
+    GST_ELEMENT_ERROR (self, STREAM, DECODE,
         ("Slide \"%s\" reports an invalid downsample %g for level %d.",
             path, self->ds, self->item_level), (NULL));
     return FALSE;
@@ -1035,12 +1127,20 @@ gst_slidesrc_open_item (GstSlideSrc * self, guint index)
             self->rw, self->rh, path, self->slide_w, self->slide_h), (NULL));
     return FALSE;
   }
-  self->lw = (gint64) ceil (self->rw / self->ds - 1e-9);
-  self->lh = (gint64) ceil (self->rh / self->ds - 1e-9);
+  if (self->resample) {
+    self->lw = (gint64) ceil (self->rw / self->ds - 1e-9);
+    self->lh = (gint64) ceil (self->rh / self->ds - 1e-9);
+  } else {
+    self->lw = level_extent (self->rx, self->rw, self->slide_w, self->ds,
+        self->level_w);
+    self->lh = level_extent (self->ry, self->rh, self->slide_h, self->ds,
+        self->level_h);
+  }
   if (self->lw < 1)
     self->lw = 1;
   if (self->lh < 1)
     self->lh = 1;
+  /* cols * rows is counted in 64 bits (tile_index) */
   if ((self->lw + self->tile_width - 1) / self->tile_width > G_MAXINT / 2 ||
       (self->lh + self->tile_height - 1) / self->tile_height > G_MAXINT / 2) {
     GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
@@ -1060,7 +1160,11 @@ gst_slidesrc_open_item (GstSlideSrc * self, guint index)
       self->integer_ds ? "integer" : "non-integer",
       self->resample ? ", resampled" : "", self->rx, self->ry,
       self->rw, self->rh, self->lw, self->lh, self->cols, self->rows);
-  post_info_message (self, index);
+  /* a file's info is news in the first epoch; every later epoch repeats
+   * it (periodic: only with post-messages) */
+  if (self->epoch == 0 || gst_wsi_periodic_message_due (self->post_messages,
+          &self->last_msg_us, 0))
+    post_info_message (self, index);
   return TRUE;
 }
 
@@ -1093,6 +1197,9 @@ gst_slidesrc_start (GstBaseSrc * bsrc)
   gchar *location, *region;
   gboolean ok, error;
 
+  /* from here on READY-only properties are refused */
+  gst_wsi_set_running (GST_ELEMENT (self), &self->running, TRUE);
+  self->empty = FALSE;
   GST_OBJECT_LOCK (self);
   location = g_strdup (self->location);
   region = g_strdup (self->region);
@@ -1102,12 +1209,6 @@ gst_slidesrc_start (GstBaseSrc * bsrc)
     GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
         ("No file name specified for reading."),
         ("set the location property"));
-    goto fail;
-  }
-  if (self->tile_width < 1 || self->tile_height < 1) {
-    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
-        ("Tile size %dx%d is invalid: tile-width and tile-height must be at "
-            "least 1.", self->tile_width, self->tile_height), (NULL));
     goto fail;
   }
   if (self->target_mpp > 0 && self->level != DEFAULT_LEVEL) {
@@ -1126,11 +1227,17 @@ gst_slidesrc_start (GstBaseSrc * bsrc)
               "level-0 pixels.", region), (NULL));
       goto fail;
     }
-    if (v[2] <= 0 || v[3] <= 0 || v[0] < 0 || v[1] < 0) {
+    if (v[2] < 0 || v[3] < 0 || v[0] < 0 || v[1] < 0) {
       GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
-          ("Region \"%s\" is invalid: x and y must be >= 0, width and "
-              "height > 0.", region), (NULL));
+          ("Region \"%s\" is invalid: x, y, width and height must be >= 0.",
+              region), (NULL));
       goto fail;
+    }
+    /* a zero-area region streams nothing: EOS without data */
+    if (v[2] == 0 || v[3] == 0) {
+      GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+          ("Region \"%s\" has no area: nothing to stream.", region), (NULL));
+      self->empty = TRUE;
     }
     self->req_x = v[0];
     self->req_y = v[1];
@@ -1147,6 +1254,11 @@ gst_slidesrc_start (GstBaseSrc * bsrc)
 
   if (!gst_slidesrc_expand_location (self, location))
     goto fail;
+  if (self->empty) {
+    g_free (location);
+    g_free (region);
+    return TRUE;
+  }
   self->perm = g_new (guint, self->items->len);
   self->rand = g_rand_new_with_seed (self->seed);
   self->epoch = 0;
@@ -1178,6 +1290,7 @@ gst_slidesrc_stop (GstBaseSrc * bsrc)
   GstSlideSrc *self = GST_SLIDESRC (bsrc);
 
   gst_slidesrc_close_item (self);
+  self->empty = FALSE;
   g_clear_pointer (&self->items, g_ptr_array_unref);
   g_clear_pointer (&self->perm, g_free);
   g_clear_pointer (&self->rand, g_rand_free);
@@ -1191,6 +1304,7 @@ gst_slidesrc_stop (GstBaseSrc * bsrc)
     gst_buffer_pool_set_active (self->pool, FALSE);
     gst_clear_object (&self->pool);
   }
+  gst_wsi_set_running (GST_ELEMENT (self), &self->running, FALSE);
   return TRUE;
 }
 
@@ -1747,14 +1861,17 @@ gst_slidesrc_create (GstPushSrc * psrc, GstBuffer ** outbuf)
   gint col, row, vw, vh;
   gint64 lx, ly;
 
-  if (!self->item_open || self->tile_index >= self->cols * self->rows) {
+  if (self->empty)
+    return GST_FLOW_EOS;
+  if (!self->item_open ||
+      self->tile_index >= (gint64) self->cols * (gint64) self->rows) {
     gboolean error;
     if (!gst_slidesrc_next_item (self, &error))
       return error ? GST_FLOW_ERROR : GST_FLOW_EOS;
   }
 
-  row = self->tile_index / self->cols;
-  col = self->tile_index % self->cols;
+  row = (gint) (self->tile_index / self->cols);
+  col = (gint) (self->tile_index % self->cols);
   if (self->order == GST_SLIDESRC_ORDER_SERPENTINE && (row & 1))
     col = self->cols - 1 - col;
   lx = (gint64) col * self->tile_width;
@@ -1805,6 +1922,8 @@ gst_slidesrc_create (GstPushSrc * psrc, GstBuffer ** outbuf)
   meta->slide_height = self->slide_h;
   meta->mpp_x = self->mpp_x;
   meta->mpp_y = self->mpp_y;
+  meta->level_width = self->lw;
+  meta->level_height = self->lh;
   meta->frame = self->frame;
   meta->epoch = self->epoch;
 

@@ -42,6 +42,29 @@ with open(path("truncated.png"), "wb") as f:
     f.write(pngdata[:len(pngdata) // 2])
 with open(path("list.txt"), "w") as f:
     f.write(path("good.png") + "\nmissing-in-list.png\n")
+# a NUL byte on line 2: the list used to end there silently
+with open(path("nul.txt"), "wb") as f:
+    f.write(path("good.png").encode() + b"\n" + b"x\0y.png\n" + path("good.png").encode() + b"\n")
+os.mkfifo(path("fifo.svs"))
+
+
+def png_1bit(fname, w, h):
+    """A 1-bit gray PNG of w x h zeros: a few hundred KB that decode to
+    w * h * 3 bytes of RGB (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    row = b"\0" * (1 + (w + 7) // 8)
+    z = zlib.compressobj(9)
+    data = b"".join(z.compress(row) for _ in range(h)) + z.flush()
+    with open(fname, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0))
+                + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+png_1bit(path("bomb.png"), 30000, 30000)
 
 # (name, location, extra properties, words that must appear in the error)
 cases = [
@@ -58,8 +81,9 @@ cases = [
     ("region malformed", sample, "region=1,2,3", ["Region", "x,y,width,height"]),
     ("level out of range", sample, "level=3", ["Level 3", "out of range"]),
     ("PNG level out of range", path("good.png"), "level=1", ["Level 1", "out of range"]),
-    ("tile size 0", sample, "tile-width=0", ["Tile size", "at least 1"]),
-    ("tile height 0", sample, "tile-height=0", ["Tile size", "at least 1"]),
+    ("list with a NUL byte", "@" + path("nul.txt"), "", ["nul.txt", "NUL", "line 2"]),
+    ("FIFO", path("fifo.svs"), "", ["fifo.svs", "not a regular file"]),
+    ("1-bit PNG bomb", path("bomb.png"), "", ["bomb.png", "limit"]),
     ("glob without match", path("*.nothing"), "", ["No file matches"]),
     ("missing list file", "@" + path("nolist.txt"), "", ["nolist.txt"]),
     ("list naming a missing file", "@" + path("list.txt"), "", ["missing-in-list.png"]),
@@ -74,6 +98,40 @@ for name, loc, extra, words in cases:
     c.check(p.returncode > 0, f"{name}: no crash (killed by no signal)", f"exit {p.returncode}")
     missing = [w for w in words if w not in out]
     c.check(not missing, f"{name}: error names the cause", f"missing {missing}: {out[-400:]}")
+    c.check(wsitest.asan_clean(p), f"{name}: no sanitizer report", out[-800:])
+
+# out-of-range values are refused by the property's range (gst-inspect says
+# 1 - 16384), GObject names the property; no crash
+for prop in ("tile-width", "tile-height"):
+    p = wsitest.gst_launch(f"slidesrc location={sample} {prop}=0 region=0,0,10,10 ! fakesink",
+                           timeout=60)
+    out = p.stdout + p.stderr
+    c.check(f"out of range for property '{prop}'" in out, f"{prop}=0 refused by its range",
+            out[-300:])
+    c.check(p.returncode >= 0 and wsitest.asan_clean(p), f"{prop}=0: no crash", out[-300:])
+
+# permission denied is reported as such, not as an unknown format; root
+# reads anything, so the run drops to nobody when the test runs as root
+os.chmod(tmp, 0o755)
+shutil.copy(sample, path("locked.svs"))
+os.chmod(path("locked.svs"), 0)
+with open(path("locked-list.txt"), "w") as f:
+    f.write(path("good.png") + "\n")
+os.chmod(path("locked-list.txt"), 0)
+for name, loc in (("unreadable slide", path("locked.svs")),
+                  ("unreadable list", "@" + path("locked-list.txt"))):
+    import shlex
+    import subprocess
+    cmd = ["gst-launch-1.0", "-q", "slidesrc", f"location={loc}", "!", "fakesink"]
+    if os.geteuid() == 0:
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + cmd
+    env = wsitest.gst_env()
+    env["GST_REGISTRY"] = path(f"registry-{name.split()[1]}.bin")
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    out = p.stdout + p.stderr
+    c.check(p.returncode > 0, f"{name}: gst-launch fails", f"exit {p.returncode}: {shlex.join(cmd)}")
+    c.check("Permission denied" in out and "OpenSlide" not in out,
+            f"{name}: error says permission denied", out[-400:])
     c.check(wsitest.asan_clean(p), f"{name}: no sanitizer report", out[-800:])
 
 shutil.rmtree(tmp, ignore_errors=True)

@@ -682,7 +682,7 @@ GST_END_TEST;
 
 GST_START_TEST (test_bad_settings_fail_start)
 {
-  const gchar *regions[] = { "0,0,3000,10", "1,2,3", "a,b,c,d", "0,0,0,5" };
+  const gchar *regions[] = { "0,0,3000,10", "1,2,3", "a,b,c,d", "0,0,-1,5" };
 
   for (guint i = 0; i < G_N_ELEMENTS (regions); i++) {
     GstElement *e = gst_element_factory_make ("slidesrc", NULL);
@@ -713,6 +713,72 @@ GST_START_TEST (test_bad_settings_fail_start)
 
 GST_END_TEST;
 
+
+/* READY-only properties are refused while running: tile-width raised
+ * while PLAYING used to overflow the pool's buffers (issue 9, point 2). */
+GST_START_TEST (test_props_while_playing)
+{
+  gchar *launch = g_strdup_printf ("slidesrc location=%s tile-width=64 "
+      "tile-height=48 region=0,0,640,480", sample_slide ());
+  GstHarness *h = gst_harness_new_parse (launch);
+  GstElement *e = gst_harness_find_element (h, "slidesrc");
+  GstVideoInfo info;
+  gint v, i;
+
+  gst_harness_play (h);
+  gst_buffer_unref (gst_harness_pull (h));
+  g_object_set (e, "tile-width", 1024, "tile-height", 1024, "level", 5,
+      "location", "/nonexistent.svs", NULL);
+  g_object_get (e, "tile-width", &v, NULL);
+  fail_unless_equals_int (v, 64);
+  g_object_get (e, "tile-height", &v, NULL);
+  fail_unless_equals_int (v, 48);
+  g_object_get (e, "level", &v, NULL);
+  fail_unless_equals_int (v, 0);
+  gst_video_info_set_format (&info, GST_VIDEO_FORMAT_RGB, 64, 48);
+  for (i = 1; i < 100; i++) {
+    GstBuffer *b = gst_harness_pull (h);
+    GstWsiTileMeta *m = gst_buffer_get_wsi_tile_meta (b);
+    fail_unless_equals_int (gst_buffer_get_size (b), GST_VIDEO_INFO_SIZE
+        (&info));
+    fail_unless_equals_int (m->width, 64);
+    fail_unless_equals_int (m->frame, i);
+    gst_buffer_unref (b);
+  }
+  gst_object_unref (e);
+  gst_harness_teardown (h);
+  g_free (launch);
+}
+
+GST_END_TEST;
+
+/* A zero-area region or an empty list streams nothing: EOS, no buffer. */
+GST_START_TEST (test_eos_without_data)
+{
+  gchar *list = g_build_filename (g_get_tmp_dir (), "slidesrc-empty.txt",
+      NULL);
+  gchar *launches[2];
+
+  g_file_set_contents (list, "# nothing\n\n", -1, NULL);
+  launches[0] = g_strdup_printf ("slidesrc location=%s region=10,10,0,5",
+      sample_slide ());
+  launches[1] = g_strdup_printf ("slidesrc location=@%s", list);
+  for (gint i = 0; i < 2; i++) {
+    GstHarness *h = gst_harness_new_parse (launches[i]);
+    GPtrArray *bufs;
+    gst_harness_play (h);
+    bufs = pull_all (h);
+    fail_unless_equals_int (bufs->len, 0);
+    g_ptr_array_unref (bufs);
+    gst_harness_teardown (h);
+    g_free (launches[i]);
+  }
+  g_unlink (list);
+  g_free (list);
+}
+
+GST_END_TEST;
+
 static Suite *
 slidesrc_suite (void)
 {
@@ -730,6 +796,8 @@ slidesrc_suite (void)
   tcase_add_test (tc, test_nonlive_rate);
   tcase_add_test (tc, test_bad_settings_fail_start);
   tcase_add_test (tc, test_target_mpp_meta);
+  tcase_add_test (tc, test_props_while_playing);
+  tcase_add_test (tc, test_eos_without_data);
   return s;
 }
 
