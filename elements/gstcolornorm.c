@@ -1639,6 +1639,8 @@ gst_colornorm_finalize (GObject * object)
   G_OBJECT_CLASS (gst_colornorm_parent_class)->finalize (object);
 }
 
+/* Elements are range-checked by set_property (a refusal is a warning
+ * message, not GObject's g_warning), so the element spec takes any number. */
 static GParamSpec *
 array_spec (const gchar * name, const gchar * nick, const gchar * blurb,
     gboolean writable)

@@ -679,7 +679,7 @@ image_begin (GstStitchSink * self, const GstWsiTileMeta * m)
               || !self->prob_row))
       || (self->out_geojson_location && !self->label16_row)) {
     GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
-        ("Out of memory for a %" G_GSIZE_FORMAT " byte row", self->row_bytes),
+        ("Not enough memory for a %" G_GSIZE_FORMAT " byte row.", self->row_bytes),
         (NULL));
     return FALSE;
   }
@@ -1077,7 +1077,7 @@ render_tile (GstStitchSink * self, GstBuffer * buffer)
     return GST_FLOW_ERROR;
   }
   if (!self->negotiated) {
-    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL),
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT, (NULL),
         ("buffer before caps"));
     return GST_FLOW_NOT_NEGOTIATED;
   }
@@ -1193,7 +1193,8 @@ render_tile (GstStitchSink * self, GstBuffer * buffer)
   if (x1 > x0 && y1 > y0) {
     if (!band_extend (self, py + y1)) {
       GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
-          ("Out of memory for the stitching band."), (NULL));
+          ("Not enough memory for the stitching band (%" G_GSIZE_FORMAT
+              " bytes a row).", self->row_bytes), (NULL));
       return GST_FLOW_ERROR;
     }
     if (self->n_classes > 0) {
@@ -1399,7 +1400,7 @@ gst_stitch_sink_set_caps (GstBaseSink * sink, GstCaps * caps)
         || g_strcmp0 (types, "float32") != 0
         || !parse_tensor_dims (gst_structure_get_string (s, "dimensions"),
             &nc, &w, &h)) {
-      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+      GST_ELEMENT_ERROR (self, STREAM, FORMAT,
           ("stitchsink takes one float32 probability tensor with dimensions "
               "C:W:H:1 (C classes interleaved per pixel, 1 <= C <= %d), as "
               "segment-fcn output=probabilities emits; got dimensions '%s'.",
@@ -1434,13 +1435,13 @@ gst_stitch_sink_set_caps (GstBaseSink * sink, GstCaps * caps)
     const GstVideoFormatInfo *finfo;
 
     if (!gst_video_info_from_caps (&info, caps)) {
-      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL),
+      GST_ELEMENT_ERROR (self, STREAM, FORMAT, (NULL),
           ("invalid caps %" GST_PTR_FORMAT, caps));
       return FALSE;
     }
     finfo = info.finfo;
     if (blend != GST_STITCH_SINK_BLEND_CROP) {
-      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+      GST_ELEMENT_ERROR (self, STREAM, FORMAT,
           ("blend=%s needs probability tensors (segment-fcn "
               "output=probabilities); %s patches can only be cropped: use "
               "blend=crop.", blend == GST_STITCH_SINK_BLEND_AVERAGE ?
@@ -1449,7 +1450,7 @@ gst_stitch_sink_set_caps (GstBaseSink * sink, GstCaps * caps)
       return FALSE;
     }
     if (want_prob) {
-      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+      GST_ELEMENT_ERROR (self, STREAM, FORMAT,
           ("probability-location needs probability tensors (segment-fcn "
               "output=probabilities), not %s patches.",
               gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (&info))),
@@ -1457,7 +1458,7 @@ gst_stitch_sink_set_caps (GstBaseSink * sink, GstCaps * caps)
       return FALSE;
     }
     if (want_geojson && GST_VIDEO_INFO_FORMAT (&info) == GST_VIDEO_FORMAT_RGB) {
-      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+      GST_ELEMENT_ERROR (self, STREAM, FORMAT,
           ("geojson-location needs labels (GRAY8/GRAY16_LE) or probability "
               "tensors, not RGB patches."), (NULL));
       return FALSE;
