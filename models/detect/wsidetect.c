@@ -721,6 +721,103 @@ int wsidet_sample_pos_neg(const int32_t *labels, int n, int batch_size, double p
   return 0;
 }
 
+int wsidet_rpn_targets(const float *anchors, int n, const float *gt, int n_gt, float high,
+                       float low, float *labels, float *targets)
+{
+  if (n <= 0)
+    return 0;
+  if (!anchors || !labels || !targets || n_gt < 0 || (n_gt > 0 && !gt))
+    return -1;
+  static const float zero_box[4] = {0, 0, 0, 0};
+  WsidetBoxCoder bc;
+  wsidet_box_coder_init(&bc, 1, 1, 1, 1);
+  if (n_gt == 0) {
+    for (int i = 0; i < n; i++) {
+      labels[i] = 0.0f;
+      wsidet_box_encode(&bc, zero_box, anchors + 4 * (size_t)i, 1, targets + 4 * (size_t)i);
+    }
+    return 0;
+  }
+  float *q = malloc(sizeof(float) * (size_t)n_gt * n);
+  int32_t *m = malloc(sizeof(int32_t) * (size_t)n);
+  if (!q || !m) {
+    free(q), free(m);
+    return -1;
+  }
+  wsidet_box_iou(gt, n_gt, anchors, n, q);
+  int r = wsidet_match(q, n_gt, n, high, low, 1, m);
+  if (r == 0)
+    for (int i = 0; i < n; i++) {
+      int g = m[i] > 0 ? m[i] : 0;
+      labels[i] = m[i] >= 0 ? 1.0f : (m[i] == WSIDET_BELOW_LOW_THRESHOLD ? 0.0f : -1.0f);
+      wsidet_box_encode(&bc, gt + 4 * (size_t)g, anchors + 4 * (size_t)i, 1,
+                        targets + 4 * (size_t)i);
+    }
+  free(q), free(m);
+  return r;
+}
+
+int wsidet_roi_targets(const float *proposals, int n_prop, const float *gt,
+                       const int32_t *gt_labels, int n_gt, float fg_iou, float bg_iou,
+                       int batch_size, double pos_fraction, const WsidetBoxCoder *bc,
+                       WsidetRng *rng, float *out_rois, int32_t *out_labels,
+                       int32_t *out_matched, float *out_targets)
+{
+  if (n_prop < 0 || n_gt < 0 || !bc || !rng || (n_prop > 0 && !proposals) ||
+      (n_gt > 0 && (!gt || !gt_labels)))
+    return -1;
+  int n = n_prop + n_gt;
+  if (n == 0)
+    return 0;
+  float *all = malloc(sizeof(float) * 4 * (size_t)n);
+  float *q = n_gt ? malloc(sizeof(float) * (size_t)n_gt * n) : NULL;
+  int32_t *m = malloc(sizeof(int32_t) * (size_t)n * 3);
+  if (!all || !m || (n_gt && !q)) {
+    free(all), free(q), free(m);
+    return -1;
+  }
+  int32_t *lab = m + n, *idx = m + 2 * (size_t)n;
+  if (n_prop)
+    memcpy(all, proposals, sizeof(float) * 4 * (size_t)n_prop);
+  if (n_gt)
+    memcpy(all + 4 * (size_t)n_prop, gt, sizeof(float) * 4 * (size_t)n_gt);
+  int r = 0;
+  if (n_gt) {
+    wsidet_box_iou(gt, n_gt, all, n, q);
+    r = wsidet_match(q, n_gt, n, fg_iou, bg_iou, 0, m);
+    if (r == 0)
+      wsidet_match_labels(m, n, gt_labels, lab);
+  } else {
+    for (int i = 0; i < n; i++)
+      m[i] = 0, lab[i] = 0;
+  }
+  int np = 0, nn = 0;
+  uint8_t *pm = malloc((size_t)n * 2);
+  if (r == 0 && pm)
+    r = wsidet_sample_pos_neg(lab, n, batch_size, pos_fraction, rng, pm, pm + n, NULL, &np,
+                              NULL, &nn);
+  else
+    r = -1;
+  int cnt = 0;
+  if (r == 0) {
+    static const float zero_box[4] = {0, 0, 0, 0};
+    for (int i = 0; i < n; i++)
+      if (pm[i] || pm[n + i])
+        idx[cnt++] = i;
+    for (int t = 0; t < cnt; t++) {
+      int i = idx[t];
+      int g = m[i] > 0 ? m[i] : 0;
+      memcpy(out_rois + 4 * (size_t)t, all + 4 * (size_t)i, 4 * sizeof(float));
+      out_labels[t] = lab[i];
+      out_matched[t] = g;
+      wsidet_box_encode(bc, n_gt ? gt + 4 * (size_t)g : zero_box, all + 4 * (size_t)i, 1,
+                        out_targets + 4 * (size_t)t);
+    }
+  }
+  free(all), free(q), free(m), free(pm);
+  return r == 0 ? cnt : -1;
+}
+
 /* ---- 5. RoIAlign ------------------------------------------------------------------- */
 
 /* Geometry of one RoI, as torchvision's roi_align_kernel.cpp computes it (float). */

@@ -159,6 +159,26 @@ int wsidet_sample_pos_neg(const int32_t *labels, int n, int batch_size, double p
                           WsidetRng *rng, uint8_t *pos_mask, uint8_t *neg_mask,
                           int32_t *pos_idx, int *n_pos, int32_t *neg_idx, int *n_neg);
 
+/* RPN targets of one image (RegionProposalNetwork.assign_targets_to_anchors + encode):
+ * IoU(gt, anchors), Matcher(high 0.7, low 0.3, low-quality matches allowed), labels [n]
+ * 1 / 0 / -1 (float), targets [n, 4] = encode(matched gt, anchor) with weights (1,1,1,1)
+ * (the first gt for unmatched anchors, a zero box without gt, as torchvision: only the
+ * positives' targets are used). Needs n_gt * n floats of scratch. */
+int wsidet_rpn_targets(const float *anchors, int n, const float *gt, int n_gt, float high,
+                       float low, float *labels, float *targets);
+/* Box-head training samples of one image (RoIHeads.select_training_samples): the gt
+ * boxes appended to the proposals, Matcher(fg_iou 0.5, bg_iou 0.5), labels gt_labels /
+ * 0 / -1, wsidet_sample_pos_neg(batch_size 512, pos_fraction 0.25, rng), and for the
+ * sampled ones in ascending index order: out_rois [.., 4], out_labels, out_matched
+ * (matched gt, 0 for background: for the mask targets) and out_targets [.., 4] =
+ * encode(matched gt, roi) with bc (10,10,5,5). Capacity min(batch_size, n_prop + n_gt)
+ * (background-only images: up to batch_size). Returns the number of samples, -1 on error. */
+int wsidet_roi_targets(const float *proposals, int n_prop, const float *gt,
+                       const int32_t *gt_labels, int n_gt, float fg_iou, float bg_iou,
+                       int batch_size, double pos_fraction, const WsidetBoxCoder *bc,
+                       WsidetRng *rng, float *out_rois, int32_t *out_labels,
+                       int32_t *out_matched, float *out_targets);
+
 /* ---- 5. RoIAlign ------------------------------------------------------------------- */
 
 typedef struct {

@@ -85,6 +85,8 @@ wsidet_project_masks = sig("wsidet_project_masks", I, P, I, I, I, P, P, I, I, P)
 wsidet_rpn_proposals = sig("wsidet_rpn_proposals", I, P, P, P, P, P, I, I, I, P, P)
 wsidet_postprocess = sig("wsidet_postprocess_detections", I, P, P, P, P, P, I, I, I, I, P, P, P)
 wsidet_paste_masks = sig("wsidet_paste_masks", I, P, P, I, I, I, I, I, P)
+wsidet_rpn_targets = sig("wsidet_rpn_targets", I, P, I, P, I, Fl, Fl, P, P)
+wsidet_roi_targets = sig("wsidet_roi_targets", I, P, I, P, P, I, Fl, Fl, I, D, P, P, P, P, P, P)
 wsidet_maskrcnn_loss = sig("wsidet_maskrcnn_loss", D, P, P, P, I, I, I, P)
 
 
@@ -142,7 +144,8 @@ def close(name, got, ref, rtol=1e-5, atol=1e-5):
     if got.shape != ref.shape:
         FAILS.append(f"{name}: shape {got.shape} vs {ref.shape}")
         return
-    bad = ~((np.abs(got - ref) <= atol + rtol * np.abs(ref)) | (np.isnan(got) & np.isnan(ref)))
+    with np.errstate(invalid="ignore"):
+        bad = ~((got == ref) | (np.abs(got - ref) <= atol + rtol * np.abs(ref)) | (np.isnan(got) & np.isnan(ref)))
     if bad.any():
         i = np.flatnonzero(bad)[0]
         FAILS.append(f"{name}: {bad.sum()} of {bad.size} differ, first at {i}: "
@@ -402,6 +405,60 @@ def test_matcher_sampler():
         equal(f"sampler neg idx n={n}", ni[:nneg.value], np.flatnonzero(rn[0].numpy()))
 
 
+def test_targets():
+    from torchvision.models.detection.roi_heads import RoIHeads
+    H, W = 128, 160
+    ag = AnchorGenerator(((16,), (32,), (64,)), ((0.5, 1.0, 2.0),) * 3)
+    anchors = ag(ImageList(torch.zeros(1, 3, H, W), [(H, W)]),
+                 [torch.zeros(1, 1, H // s, W // s) for s in (4, 8, 16)])[0]
+    an = f32(anchors.numpy())
+    n = len(an)
+    rpn = RegionProposalNetwork(None, None, 0.7, 0.3, 256, 0.5, dict(training=1), dict(training=1), 0.7)
+    for ng in (0, 1, 9, 40):
+        gt = rand_boxes(ng, size=130.0, minwh=4.0, maxwh=70.0)
+        if ng:
+            gt[0] = an[n // 2]  # an exact anchor: IoU 1
+        lab, tg = np.zeros(n, np.float32), np.zeros((n, 4), np.float32)
+        assert wsidet_rpn_targets(ptr(an), n, ptr(gt), ng, 0.7, 0.3, ptr(lab), ptr(tg)) == 0
+        rl, rm = rpn.assign_targets_to_anchors([anchors], [{"boxes": torch.from_numpy(gt)}])
+        rt = rpn.box_coder.encode(rm, [anchors])[0]
+        equal(f"rpn labels ng={ng}", lab, rl[0].numpy())
+        close(f"rpn targets ng={ng}", tg, rt.numpy())
+    for ng, nprop, ncls, seed in ((5, 300, 3, 1), (0, 100, 2, 2), (30, 2000, 4, 3), (3, 0, 2, 4)):
+        gt = rand_boxes(ng, size=130.0, minwh=4.0, maxwh=50.0)
+        gl = i32(rs.randint(1, ncls, ng))
+        props = np.concatenate([gt[rs.randint(0, max(ng, 1), nprop)] + f32(rs.normal(0, 4, (nprop, 4)))
+                                if ng else rand_boxes(nprop, size=130.0)]).astype(np.float32) if nprop \
+            else np.zeros((0, 4), np.float32)
+        cap = max(512, nprop + ng)
+        o_r, o_l = np.zeros((cap, 4), np.float32), np.zeros(cap, np.int32)
+        o_m, o_t = np.zeros(cap, np.int32), np.zeros((cap, 4), np.float32)
+        bc = BoxCoder()
+        wsidet_box_coder_init(C.byref(bc), 10.0, 10.0, 5.0, 5.0)
+        rng = Rng()
+        wsidet_rng_seed(C.byref(rng), seed)
+        k = wsidet_roi_targets(ptr(props), nprop, ptr(gt), ptr(gl), ng, 0.5, 0.5, 512, 0.25, C.byref(bc),
+                               C.byref(rng), ptr(o_r), ptr(o_l), ptr(o_m), ptr(o_t))
+        heads = RoIHeads(None, None, None, 0.5, 0.5, 512, 0.25, (10.0, 10.0, 5.0, 5.0), 0.05, 0.5, 100)
+        tgts = [{"boxes": torch.from_numpy(gt), "labels": torch.from_numpy(gl).long()}]
+
+        def sampler(labels_list, seed=seed):
+            lbl = i32(labels_list[0].numpy())
+            pm, nm = np.zeros(len(lbl), np.uint8), np.zeros(len(lbl), np.uint8)
+            r2 = Rng()
+            wsidet_rng_seed(C.byref(r2), seed)
+            wsidet_sample_pos_neg(ptr(lbl), len(lbl), 512, 0.25, C.byref(r2), ptr(pm), ptr(nm), None, None,
+                                  None, None)
+            return [torch.from_numpy(pm.astype(bool))], [torch.from_numpy(nm.astype(bool))]
+        heads.fg_bg_sampler = sampler
+        rp, rmi, rla, rrt = heads.select_training_samples([torch.from_numpy(props)], tgts)
+        tag = f"roi targets ng={ng} nprop={nprop}"
+        equal(tag + " rois", o_r[:k], rp[0].numpy())
+        equal(tag + " labels", o_l[:k], rla[0].numpy())
+        equal(tag + " matched", o_m[:k], rmi[0].numpy())
+        close(tag + " targets", o_t[:k], rrt[0].numpy())
+
+
 # ---- 5. RoIAlign ------------------------------------------------------------------------
 def roi_cases(n, h, w, scale, k):
     H, W = h / scale, w / scale
@@ -597,7 +654,7 @@ def test_losses():
     equal("maskrcnn_loss empty", wsidet_maskrcnn_loss(None, None, None, 0, ncls, M, None), 0.0)
 
 
-for t in (test_anchors, test_box_coding, test_iou_nms, test_proposals_detections, test_matcher_sampler, test_roi_align,
+for t in (test_anchors, test_box_coding, test_iou_nms, test_proposals_detections, test_matcher_sampler, test_targets, test_roi_align,
           test_multiscale, test_losses):
     t()
     print(f"{t.__name__}: done ({len(FAILS)} failures so far)")
