@@ -43,8 +43,15 @@ def openslide_region(slide_path, level, region=None):
         else:
             region = (0, 0) + s.dimensions
     ds = s.level_downsamples[level]
-    w = int(np.ceil(region[2] / ds - 1e-9))
-    h = int(np.ceil(region[3] / ds - 1e-9))
+
+    def extent(r0, n, full, size):
+        # at a non-whole downsample a region reaching the slide's edge ends
+        # at the level's edge (level_dimensions), never past it
+        m = int(np.ceil(n / ds - 1e-9))
+        avail = size - int(np.floor(r0 / ds + 1e-9))
+        return avail if avail >= 1 and (r0 + n >= full or m > avail) else m
+    w = extent(region[0], region[2], s.dimensions[0], s.level_dimensions[level][0])
+    h = extent(region[1], region[3], s.dimensions[1], s.level_dimensions[level][1])
     rgba = np.asarray(s.read_region((region[0], region[1]), level, (w, h)))
     bg = s.properties.get("openslide.background-color", "FFFFFF")
     bg = np.array([int(bg[i:i + 2], 16) for i in (0, 2, 4)], dtype=np.float64)
