@@ -275,17 +275,33 @@ fail:
   return NULL;
 }
 
+static gboolean label_patch_configure (GstLabelPatch * self);
+
 static gboolean
 gst_label_patch_start (GstBaseTransform * trans)
 {
   GstLabelPatch *self = GST_LABEL_PATCH (trans);
+
+  /* before the settings are read: a later change is refused */
+  gst_wsi_set_running (GST_ELEMENT (self), &self->running, TRUE);
+  if (label_patch_configure (self))
+    return TRUE;
+  /* stop() is not called after a failed start */
+  gst_wsi_set_running (GST_ELEMENT (self), &self->running, FALSE);
+  return FALSE;
+}
+
+/* Copies and checks the settings; posts an error and returns FALSE when
+ * they cannot work. */
+static gboolean
+label_patch_configure (GstLabelPatch * self)
+{
   LabelPatchConfig *cfg = &self->cfg;
   GError *err = NULL;
   gchar *class_map, *check;
   gint ignore_index;
 
   config_clear (cfg);
-  gst_wsi_set_running (GST_ELEMENT (self), &self->running, TRUE);
   GST_OBJECT_LOCK (self);
   cfg->masks = (self->masks && *self->masks) ? g_strdup (self->masks) : NULL;
   cfg->geojson = (self->geojson && *self->geojson) ?

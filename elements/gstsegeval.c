@@ -988,10 +988,25 @@ reset_state (GstSegEval * self)
   self->finished = FALSE;
 }
 
+static gboolean seg_eval_configure (GstSegEval * self);
+
 static gboolean
 gst_seg_eval_start (GstAggregator * agg)
 {
   GstSegEval *self = GST_SEG_EVAL (agg);
+
+  /* before the settings are read: a later change is refused */
+  gst_wsi_set_running (GST_ELEMENT (self), &self->running, TRUE);
+  if (seg_eval_configure (self))
+    return TRUE;
+  /* stop() is not called after a failed start */
+  gst_wsi_set_running (GST_ELEMENT (self), &self->running, FALSE);
+  return FALSE;
+}
+
+static gboolean
+seg_eval_configure (GstSegEval * self)
+{
   gint side;
 
   GST_OBJECT_LOCK (self);
@@ -1000,7 +1015,6 @@ gst_seg_eval_start (GstAggregator * agg)
   self->cfg.location = g_strdup (self->props.location);
   GST_OBJECT_UNLOCK (self);
 
-  gst_wsi_set_running (GST_ELEMENT (self), &self->running, TRUE);
   if (self->cfg.connectivity != 4 && self->cfg.connectivity != 8) {
     GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
         ("connectivity must be 4 or 8, not %d", self->cfg.connectivity),

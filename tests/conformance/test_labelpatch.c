@@ -362,8 +362,9 @@ check_props_playing (void)
   gchar *masks = NULL, *e;
   GQuark dom = 0;
   gint code = 0;
-  GstStateChangeReturn sret;
+  GstStateChangeReturn sret, sret2;
   GstElement *lp2;
+  gint fixed = 0;
 
   if (!lp)                      /* the harness holds the element itself */
     lp = gst_object_ref (hn->element);
@@ -390,9 +391,16 @@ check_props_playing (void)
   g_object_set (lp2, "masks", mask_path, "ignore-index", 300, NULL);
   sret = gst_element_set_state (lp2, GST_STATE_PAUSED);
   e = bus_error (bus2, &dom, &code);
+  /* after the failed start the element is not running: the fix applies */
+  g_object_set (lp2, "ignore-index", -1, NULL);
+  g_object_get (lp2, "ignore-index", &fixed, NULL);
+  sret2 = gst_element_set_state (lp2, GST_STATE_PAUSED);
   conf_result ("props-playing", sret == GST_STATE_CHANGE_FAILURE && e
-      && dom == GST_RESOURCE_ERROR && code == GST_RESOURCE_ERROR_SETTINGS,
-      "ignore-index=300 with GRAY8 output: %s", e ? e : "accepted");
+      && dom == GST_RESOURCE_ERROR && code == GST_RESOURCE_ERROR_SETTINGS
+      && fixed == -1 && sret2 != GST_STATE_CHANGE_FAILURE,
+      "ignore-index=300 with GRAY8 output: %s; then ignore-index=%d in READY: "
+      "%s", e ? e : "accepted", fixed, sret2 != GST_STATE_CHANGE_FAILURE ?
+      "starts" : "still refused");
   g_free (e);
   gst_element_set_state (lp2, GST_STATE_NULL);
   gst_object_unref (lp2);
