@@ -11,13 +11,17 @@
 #include <omp.h>
 #endif
 
-/* Hot kernels are compiled for AVX-512, AVX2 and baseline x86-64, picked at load time. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_ADDRESS__)
-#define WSIDET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+/* Hot kernels (NMS row, RoIAlign taps) are compiled for AVX-512, AVX2 and baseline x86-64
+ * and picked at run time from the CPU (capped by WSIDET_MAX_ISA or wsidet_set_isa). The
+ * kernels are element-wise (no reductions across lanes, no FMA contraction), so every ISA
+ * gives bit-identical results. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define WSIDET_X86 1
+#define WSIDET_TARGET(t) __attribute__((target(t)))
 #else
-#define WSIDET_CLONES
+#define WSIDET_X86 0
 #endif
+#define WSIDET_INLINE static inline __attribute__((always_inline))
 
 /* ---- 1. Anchors ------------------------------------------------------------------- */
 
@@ -216,8 +220,7 @@ static ScoreIdx *sorted_scores(const float *scores, int n)
 
 /* One pass of greedy NMS over SoA boxes already in score order: sets supp[j] for every
  * box j after i whose IoU with kept box i is > thr (compared in double as torchvision). */
-WSIDET_CLONES
-static void nms_row(const float *restrict x1, const float *restrict y1,
+WSIDET_INLINE void nms_row_body(const float *restrict x1, const float *restrict y1,
                     const float *restrict x2, const float *restrict y2,
                     const float *restrict area, int from, int n, float ix1, float iy1,
                     float ix2, float iy2, float iarea, double thr, uint8_t *restrict supp)
@@ -236,6 +239,110 @@ static void nms_row(const float *restrict x1, const float *restrict y1,
   }
 }
 
+#define NMS_ROW_ARGS                                                                     \
+  const float *restrict x1, const float *restrict y1, const float *restrict x2,          \
+      const float *restrict y2, const float *restrict area, int from, int n, float ix1,  \
+      float iy1, float ix2, float iy2, float iarea, double thr, uint8_t *restrict supp
+#define NMS_ROW_CALL x1, y1, x2, y2, area, from, n, ix1, iy1, ix2, iy2, iarea, thr, supp
+static void nms_row_base(NMS_ROW_ARGS) { nms_row_body(NMS_ROW_CALL); }
+#if WSIDET_X86
+WSIDET_TARGET("avx2") static void nms_row_avx2(NMS_ROW_ARGS) { nms_row_body(NMS_ROW_CALL); }
+WSIDET_TARGET("avx512f") static void nms_row_avx512(NMS_ROW_ARGS) { nms_row_body(NMS_ROW_CALL); }
+#endif
+
+WSIDET_INLINE void taps_gather_body(float *restrict acc, const float *restrict a, const float *restrict b,
+                        const float *restrict c, const float *restrict d, float w1, float w2,
+                        float w3, float w4, int n)
+{
+  for (int i = 0; i < n; i++)
+    acc[i] += w1 * a[i] + w2 * b[i] + w3 * c[i] + w4 * d[i];
+}
+
+WSIDET_INLINE void taps_scatter_body(float *a, float *b, float *c, float *d, const float *restrict g,
+                         float w1, float w2, float w3, float w4, int n)
+{
+  /* a..d may coincide (samples on the last row / column): same-iteration updates only */
+  for (int i = 0; i < n; i++) {
+    float v = g[i];
+    a[i] += v * w1;
+    b[i] += v * w2;
+    c[i] += v * w3;
+    d[i] += v * w4;
+  }
+}
+
+#define GATHER_ARGS                                                                      \
+  float *restrict acc, const float *restrict a, const float *restrict b,                 \
+      const float *restrict c, const float *restrict d, float w1, float w2, float w3,    \
+      float w4, int n
+#define GATHER_CALL acc, a, b, c, d, w1, w2, w3, w4, n
+#define SCATTER_ARGS                                                                     \
+  float *a, float *b, float *c, float *d, const float *restrict g, float w1, float w2,  \
+      float w3, float w4, int n
+#define SCATTER_CALL a, b, c, d, g, w1, w2, w3, w4, n
+static void taps_gather_base(GATHER_ARGS) { taps_gather_body(GATHER_CALL); }
+static void taps_scatter_base(SCATTER_ARGS) { taps_scatter_body(SCATTER_CALL); }
+#if WSIDET_X86
+WSIDET_TARGET("avx2") static void taps_gather_avx2(GATHER_ARGS) { taps_gather_body(GATHER_CALL); }
+WSIDET_TARGET("avx2") static void taps_scatter_avx2(SCATTER_ARGS) { taps_scatter_body(SCATTER_CALL); }
+WSIDET_TARGET("avx512f") static void taps_gather_avx512(GATHER_ARGS) { taps_gather_body(GATHER_CALL); }
+WSIDET_TARGET("avx512f") static void taps_scatter_avx512(SCATTER_ARGS) { taps_scatter_body(SCATTER_CALL); }
+#endif
+
+typedef struct {
+  const char *name;
+  void (*nms_row)(NMS_ROW_ARGS);
+  void (*gather)(GATHER_ARGS);
+  void (*scatter)(SCATTER_ARGS);
+} Kernels;
+
+static const Kernels k_base = {"baseline", nms_row_base, taps_gather_base, taps_scatter_base};
+#if WSIDET_X86
+static const Kernels k_avx2 = {"avx2", nms_row_avx2, taps_gather_avx2, taps_scatter_avx2};
+static const Kernels k_avx512 = {"avx512", nms_row_avx512, taps_gather_avx512,
+                                 taps_scatter_avx512};
+#endif
+static const Kernels *volatile kern;
+
+/* The best kernels the CPU runs, at most `cap` ("avx512", "avx2", "baseline"). */
+static const Kernels *pick_kernels(const char *cap)
+{
+#if WSIDET_X86
+  int level = 2;
+  if (cap && !strcmp(cap, "avx2"))
+    level = 1;
+  else if (cap && (!strcmp(cap, "baseline") || !strcmp(cap, "sse2") || !strcmp(cap, "default")))
+    level = 0;
+  __builtin_cpu_init();
+  if (level >= 2 && __builtin_cpu_supports("avx512f"))
+    return &k_avx512;
+  if (level >= 1 && __builtin_cpu_supports("avx2"))
+    return &k_avx2;
+#else
+  (void)cap;
+#endif
+  return &k_base;
+}
+
+static const Kernels *kernels(void)
+{
+  const Kernels *k = kern;
+  if (!k) /* benign race: every thread computes the same pointer */
+    kern = k = pick_kernels(getenv("WSIDET_MAX_ISA"));
+  return k;
+}
+
+const char *wsidet_isa(void)
+{
+  return kernels()->name;
+}
+
+const char *wsidet_set_isa(const char *max_isa)
+{
+  kern = pick_kernels(max_isa ? max_isa : getenv("WSIDET_MAX_ISA"));
+  return kern->name;
+}
+
 /* Greedy NMS on m boxes (SoA, score order); kept[t] = 1 for kept ones. */
 static void nms_sorted(const float *x1, const float *y1, const float *x2, const float *y2,
                        const float *area, int m, double thr, uint8_t *supp, uint8_t *kept)
@@ -245,7 +352,8 @@ static void nms_sorted(const float *x1, const float *y1, const float *x2, const 
     if (supp[t])
       continue;
     kept[t] = 1;
-    nms_row(x1, y1, x2, y2, area, t + 1, m, x1[t], y1[t], x2[t], y2[t], area[t], thr, supp);
+    kernels()->nms_row(x1, y1, x2, y2, area, t + 1, m, x1[t], y1[t], x2[t], y2[t], area[t], thr,
+                       supp);
   }
 }
 
@@ -895,29 +1003,6 @@ static inline float sample_x(const RoiGeom *g, int pw, int ix)
          (float)(ix + .5f) * g->bin_w / (float)g->grid_w;
 }
 
-WSIDET_CLONES
-static void taps_gather(float *restrict acc, const float *restrict a, const float *restrict b,
-                        const float *restrict c, const float *restrict d, float w1, float w2,
-                        float w3, float w4, int n)
-{
-  for (int i = 0; i < n; i++)
-    acc[i] += w1 * a[i] + w2 * b[i] + w3 * c[i] + w4 * d[i];
-}
-
-WSIDET_CLONES
-static void taps_scatter(float *a, float *b, float *c, float *d, const float *restrict g,
-                         float w1, float w2, float w3, float w4, int n)
-{
-  /* a..d may coincide (samples on the last row / column): same-iteration updates only */
-  for (int i = 0; i < n; i++) {
-    float v = g[i];
-    a[i] += v * w1;
-    b[i] += v * w2;
-    c[i] += v * w3;
-    d[i] += v * w4;
-  }
-}
-
 static int roialign_check(const WsidetRoiAlign *p, int n, int c, int h, int w, int k)
 {
   if (!p || n < 0 || c < 0 || h <= 0 || w <= 0 || k < 0 || p->pooled_h <= 0 ||
@@ -931,6 +1016,7 @@ static int roi_fwd_nhwc(const WsidetRoiAlign *p, const float *in, int n, int c, 
                         const float *rois, const int32_t *sel, int ns, float *out)
 {
   const int PH = p->pooled_h, PW = p->pooled_w, nb = PH * PW;
+  const Kernels *kn = kernels();
   int err = 0;
   double work = (double)ns * nb * c;
 #pragma omp parallel if (work > 200000.0)
@@ -964,7 +1050,7 @@ static int roi_fwd_nhwc(const WsidetRoiAlign *p, const float *in, int n, int c, 
               Taps t;
               if (!sample_taps(h, w, y, sample_x(&g, pw, ix), &t))
                 continue;
-              taps_gather(acc, base + (size_t)t.p1 * c, base + (size_t)t.p2 * c,
+              kn->gather(acc, base + (size_t)t.p1 * c, base + (size_t)t.p2 * c,
                           base + (size_t)t.p3 * c, base + (size_t)t.p4 * c, t.w1, t.w2,
                           t.w3, t.w4, c);
             }
@@ -979,20 +1065,30 @@ static int roi_fwd_nhwc(const WsidetRoiAlign *p, const float *in, int n, int c, 
   return err ? -1 : 0;
 }
 
-#define WSIDET_CBLOCK 32
 
 /* Backward into NHWC gradient (accumulated). Threads own channel blocks; within a block
- * the RoIs, bins and samples are visited in order: deterministic for any thread count. */
+ * the RoIs, bins and samples are visited in order, so every channel's sum has the same
+ * order whatever the block size: deterministic for any thread count. */
 static int roi_bwd_nhwc(const WsidetRoiAlign *p, const float *gout, int n, int c, int h,
                         int w, const float *rois, const int32_t *sel, int ns, float *gin)
 {
   const int PH = p->pooled_h, PW = p->pooled_w, nb = PH * PW;
-  int nblk = (c + WSIDET_CBLOCK - 1) / WSIDET_CBLOCK;
+  const Kernels *kn = kernels();
+  int nthr = 1;
+#ifdef _OPENMP
+  nthr = omp_get_max_threads();
+#endif
+  /* one block per thread (multiples of 16 channels, at least 16) */
+  int CB = (c + nthr - 1) / nthr;
+  CB = (CB + 15) / 16 * 16;
+  if (CB < 16)
+    CB = 16;
+  int nblk = (c + CB - 1) / CB;
   int err = 0;
   double work = (double)ns * nb * c;
 #pragma omp parallel if (work > 200000.0 && nblk > 1)
   {
-    float *gb = malloc(sizeof(float) * (size_t)nb * WSIDET_CBLOCK);
+    float *gb = malloc(sizeof(float) * (size_t)nb * CB);
     if (!gb) {
 #pragma omp atomic write
       err = 1;
@@ -1001,8 +1097,8 @@ static int roi_bwd_nhwc(const WsidetRoiAlign *p, const float *gout, int n, int c
     for (int blk = 0; blk < nblk; blk++) {
       if (!gb)
         continue;
-      int c0 = blk * WSIDET_CBLOCK;
-      int cn = c - c0 < WSIDET_CBLOCK ? c - c0 : WSIDET_CBLOCK;
+      int c0 = blk * CB;
+      int cn = c - c0 < CB ? c - c0 : CB;
       for (int s = 0; s < ns; s++) {
         int r = sel ? sel[s] : s;
         RoiGeom g;
@@ -1010,21 +1106,25 @@ static int roi_bwd_nhwc(const WsidetRoiAlign *p, const float *gout, int n, int c
         if (g.b < 0 || g.b >= n)
           continue;
         const float *go = gout + ((size_t)r * c + c0) * nb;
-        for (int cc = 0; cc < cn; cc++)
+        /* [cn][nb] -> [nb][CB] in 16-channel strips (16 read streams, 64-byte writes) */
+        for (int c16 = 0; c16 < cn; c16 += 16) {
+          int ce = c16 + 16 < cn ? c16 + 16 : cn;
           for (int bi = 0; bi < nb; bi++)
-            gb[bi * WSIDET_CBLOCK + cc] = go[(size_t)cc * nb + bi];
+            for (int cc = c16; cc < ce; cc++)
+              gb[bi * CB + cc] = go[(size_t)cc * nb + bi];
+        }
         float *base = gin + (size_t)g.b * h * w * c + c0;
         float cnt = (float)g.count;
         for (int ph = 0; ph < PH; ph++)
           for (int pw = 0; pw < PW; pw++) {
-            const float *gv = gb + (ph * PW + pw) * WSIDET_CBLOCK;
+            const float *gv = gb + (ph * PW + pw) * CB;
             for (int iy = 0; iy < g.grid_h; iy++) {
               float y = sample_y(&g, ph, iy);
               for (int ix = 0; ix < g.grid_w; ix++) {
                 Taps t;
                 if (!sample_taps(h, w, y, sample_x(&g, pw, ix), &t))
                   continue;
-                taps_scatter(base + (size_t)t.p1 * c, base + (size_t)t.p2 * c,
+                kn->scatter(base + (size_t)t.p1 * c, base + (size_t)t.p2 * c,
                              base + (size_t)t.p3 * c, base + (size_t)t.p4 * c, gv,
                              t.w1 / cnt, t.w2 / cnt, t.w3 / cnt, t.w4 / cnt, cn);
               }

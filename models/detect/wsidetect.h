@@ -18,6 +18,13 @@
 extern "C" {
 #endif
 
+/* The kernels in use: "avx512", "avx2" or "baseline" (the best the CPU runs, capped by
+ * the environment variable WSIDET_MAX_ISA=avx2|baseline). Results are bit-identical on
+ * every ISA. wsidet_set_isa caps it at run time (NULL: back to the environment) and
+ * returns the one now in use; not to be called while another thread computes. */
+const char *wsidet_isa(void);
+const char *wsidet_set_isa(const char *max_isa);
+
 /* ---- 1. Anchors (torchvision AnchorGenerator) -------------------------------------- */
 
 /* Cell anchors of one level: for each ratio r (outer) and size s (inner), in float32 as

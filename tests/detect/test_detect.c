@@ -181,6 +181,48 @@ static void test_roi_backward_deterministic(void)
 #endif
 }
 
+/* Every ISA's kernels give bit-identical results (AVX-512 / AVX2 / baseline). */
+static void test_isa_identical(void)
+{
+  const char *isas[3] = {"avx512", "avx2", "baseline"};
+  const int n = 2, c = 40, h = 19, w = 23, k = 64, nbx = 700;
+  WsidetRoiAlign p = {7, 7, 0.25f, -1, 0};
+  size_t nin = (size_t)n * c * h * w, nout = (size_t)k * c * 49;
+  float *x = malloc(nin * 4), *g = malloc(nout * 4), *rois = malloc(sizeof(float) * 5 * k);
+  float *o[3], *gi[3];
+  float *bx = malloc(sizeof(float) * 4 * nbx), *sc = malloc(sizeof(float) * nbx);
+  int32_t *keep[3], nk[3];
+  fill_normal(x, nin);
+  fill_normal(g, nout);
+  make_rois(rois, k, n, w * 4, h * 4);
+  for (int i = 0; i < nbx; i++) {
+    float x0 = (float)urand() * 200, y0 = (float)urand() * 200;
+    bx[4 * i] = x0, bx[4 * i + 1] = y0;
+    bx[4 * i + 2] = x0 + (float)urand() * 50, bx[4 * i + 3] = y0 + (float)urand() * 50;
+    sc[i] = (float)(int)(urand() * 50); /* ties */
+  }
+  for (int t = 0; t < 3; t++) {
+    const char *got = wsidet_set_isa(isas[t]);
+    printf("isa cap %s: %s\n", isas[t], got);
+    o[t] = malloc(nout * 4);
+    gi[t] = calloc(nin, 4);
+    keep[t] = malloc(sizeof(int32_t) * nbx);
+    wsidet_roi_align_forward(&p, x, n, c, h, w, rois, k, o[t]);
+    wsidet_roi_align_backward(&p, g, n, c, h, w, rois, k, gi[t]);
+    nk[t] = wsidet_nms(bx, sc, nbx, 0.5, keep[t]);
+    if (t) {
+      CHECK(!memcmp(o[0], o[t], nout * 4), "roi_align forward differs on %s", got);
+      CHECK(!memcmp(gi[0], gi[t], nin * 4), "roi_align backward differs on %s", got);
+      CHECK(nk[0] == nk[t] && !memcmp(keep[0], keep[t], sizeof(int32_t) * nk[0]),
+            "nms differs on %s", got);
+    }
+  }
+  wsidet_set_isa(NULL);
+  for (int t = 0; t < 3; t++)
+    free(o[t]), free(gi[t]), free(keep[t]);
+  free(x), free(g), free(rois), free(bx), free(sc);
+}
+
 /* ---- losses ----------------------------------------------------------------------- */
 
 typedef double (*LossFn)(float *x, float *grad, void *ctx);
@@ -422,12 +464,14 @@ static void test_edges(void)
 
 int main(void)
 {
+  printf("kernels: %s\n", wsidet_isa());
   test_roi_align_grad(0, -1);
   test_roi_align_grad(1, -1);
   test_roi_align_grad(0, 2);
   test_roi_align_grad(1, 3);
   test_multiscale_grad();
   test_roi_backward_deterministic();
+  test_isa_identical();
   test_losses();
   test_edges();
   if (failures) {

@@ -654,6 +654,8 @@ def test_losses():
     equal("maskrcnn_loss empty", wsidet_maskrcnn_loss(None, None, None, 0, ncls, M, None), 0.0)
 
 
+lib.wsidet_isa.restype = C.c_char_p
+print("wsidetect kernels:", lib.wsidet_isa().decode())
 for t in (test_anchors, test_box_coding, test_iou_nms, test_proposals_detections, test_matcher_sampler, test_targets, test_roi_align,
           test_multiscale, test_losses):
     t()
