@@ -1382,7 +1382,8 @@ gst_stitch_sink_set_caps (GstBaseSink * sink, GstCaps * caps)
   gdouble sigma;
   guint prob_class;
   gboolean want_prob, want_geojson;
-  gint nc = 0, w = 0, h = 0, boundary;
+  gint nc = 0, w = 0, h = 0, boundary, background;
+  gint max_label;
 
   GST_OBJECT_LOCK (self);
   blend = self->blend;
@@ -1391,6 +1392,7 @@ gst_stitch_sink_set_caps (GstBaseSink * sink, GstCaps * caps)
   want_prob = self->probability_location != NULL;
   want_geojson = self->geojson_location != NULL;
   boundary = self->geojson_boundary_class;
+  background = self->background;
   GST_OBJECT_UNLOCK (self);
 
   if (gst_structure_has_name (s, "other/tensors")) {
@@ -1478,6 +1480,16 @@ gst_stitch_sink_set_caps (GstBaseSink * sink, GstCaps * caps)
     self->bpp = self->channels * self->bytes_per_sample;
   }
 
+  /* background is a label for labels and probabilities: it must fit */
+  max_label = nc > 0 ? 255 : self->channels == 3 ? 0xffffff :
+      self->bytes_per_sample == 2 ? 65535 : 255;
+  if (background > max_label) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+        ("background=%d but the %s output holds labels up to %d.", background,
+            nc > 0 ? "label (from probabilities)" : self->bytes_per_sample ==
+            2 ? "GRAY16" : "GRAY8", max_label), (NULL));
+    return FALSE;
+  }
   self->n_classes = nc;
   self->frame_width = w;
   self->frame_height = h;

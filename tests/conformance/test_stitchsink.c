@@ -428,10 +428,12 @@ check_props_playing (void)
   const gchar *strings[] = { loc, ov, pr, gj, "class-names=a,b",
     "class-colors=zz", NULL
   };
-  gchar *caps = caps_of (&g), *err, *why = NULL, *err2;
+  gchar *caps = caps_of (&g), *err, *why = NULL, *err2, *err3;
   GstBus *bus;
   GstHarness *h = stitch_harness (&bus, path);
   Pump p = { h, &g, 0 };
+  GQuark domain3 = 0;
+  gint code3 = 0;
   gint bad, total = cols_of (&g) * rows_of (&g);
   GstElement *e;
   GQuark domain = 0;
@@ -484,10 +486,19 @@ check_props_playing (void)
   gst_harness_push (h, grid_patch (&g, 0, 0, TRUE));
   err2 = bus_error (bus, NULL, NULL);
   harness_done (h, bus);
+  h = stitch_harness_full (&bus, path, "background", 300, NULL);
+  gst_harness_set_src_caps_str (h, caps);
+  gst_harness_push (h, grid_patch (&g, 0, 0, TRUE));
+  err3 = bus_error (bus, &domain3, &code3);
+  harness_done (h, bus);
   conf_result ("props-playing", err && domain == GST_RESOURCE_ERROR
-      && code == GST_RESOURCE_ERROR_SETTINGS && err2,
-      "invalid values: class-colors=zz: %s; geojson-boundary-class=300 with "
-      "GRAY8: %s", err ? err : "accepted", err2 ? err2 : "accepted");
+      && code == GST_RESOURCE_ERROR_SETTINGS && err2 && err3
+      && domain3 == GST_RESOURCE_ERROR
+      && code3 == GST_RESOURCE_ERROR_SETTINGS, "invalid values: "
+      "class-colors=zz: %s; geojson-boundary-class=300 with GRAY8: %s; "
+      "background=300 with GRAY8: %s", err ? err : "accepted",
+      err2 ? err2 : "accepted", err3 ? err3 : "accepted");
+  g_free (err3);
   g_free (err);
   g_free (err2);
   g_free (why);
