@@ -1314,10 +1314,16 @@ static int ms_run(const WsidetFeatureLevel *lv, int n_levels, int n, int c,
       rc = -1;
       break;
     }
-    if (output)
-      rc = roi_fwd_nchw(&p, lv[l].data, n, c, lv[l].h, lv[l].w, rois, sel, ns, output);
+    if (output && (!lv[l].data || lv[l].h <= 0))
+      rc = -1;
+    else if (!output && !lv[l].grad)
+      rc = -1;
+    else if (output)
+      rc = (lv[l].nhwc ? roi_fwd_nhwc : roi_fwd_nchw)(&p, lv[l].data, n, c, lv[l].h, lv[l].w,
+                                                      rois, sel, ns, output);
     else
-      rc = roi_bwd_nchw(&p, grad_output, n, c, lv[l].h, lv[l].w, rois, sel, ns, lv[l].grad);
+      rc = (lv[l].nhwc ? roi_bwd_nhwc : roi_bwd_nchw)(&p, grad_output, n, c, lv[l].h, lv[l].w,
+                                                      rois, sel, ns, lv[l].grad);
   }
   if (levels_out)
     memcpy(levels_out, lev, sizeof(int32_t) * (size_t)k);

@@ -234,10 +234,11 @@ void wsidet_map_levels(const WsidetLevelMapper *m, const float *boxes, int strid
                        int n, int32_t *levels);
 
 typedef struct {
-  const float *data;   /* NCHW [n, c, h, w] (forward) */
-  float *grad;         /* NCHW gradient, accumulated (backward) */
+  const float *data;   /* NCHW [n, c, h, w] (forward); NHWC [n, h, w, c] when nhwc */
+  float *grad;         /* gradient in the same layout, accumulated (backward) */
   int h, w;
   double scale;        /* spatial scale of the level */
+  int nhwc;            /* 0: NCHW, 1: channel-last (the engine's NHWC outputs) */
 } WsidetFeatureLevel;
 
 /* MultiScaleRoIAlign forward over n_levels maps with the same n, c: each RoI pooled on

@@ -102,7 +102,7 @@ int main(int argc, char **argv)
       int s = 64 >> l;
       maps[l] = malloc(sizeof(float) * c * s * s);
       memcpy(maps[l], x, sizeof(float) * c * s * s);
-      lv[l] = (WsidetFeatureLevel){maps[l], calloc((size_t)c * s * s, 4), s, s, 1.0 / (4 << l)};
+      lv[l] = (WsidetFeatureLevel){maps[l], calloc((size_t)c * s * s, 4), s, s, 1.0 / (4 << l), 0};
     }
     WsidetLevelMapper m;
     wsidet_level_mapper_init(&m, lv[0].scale, lv[3].scale);

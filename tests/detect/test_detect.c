@@ -114,7 +114,7 @@ static void test_multiscale_grad(void)
     x[l] = malloc(sizeof(float) * c * hs[l] * hs[l]);
     gr[l] = calloc((size_t)c * hs[l] * hs[l], sizeof(float));
     fill_normal(x[l], (size_t)c * hs[l] * hs[l]);
-    lv[l] = (WsidetFeatureLevel){x[l], gr[l], hs[l], hs[l], 1.0 / (4 << l)};
+    lv[l] = (WsidetFeatureLevel){x[l], gr[l], hs[l], hs[l], 1.0 / (4 << l), 0};
   }
   WsidetLevelMapper m;
   wsidet_level_mapper_init(&m, lv[0].scale, lv[L - 1].scale);

@@ -105,7 +105,7 @@ class LevelMapper(C.Structure):
 
 
 class FeatureLevel(C.Structure):
-    _fields_ = [("data", P), ("grad", P), ("h", I), ("w", I), ("scale", D)]
+    _fields_ = [("data", P), ("grad", P), ("h", I), ("w", I), ("scale", D), ("nhwc", I)]
 
 
 class RpnParams(C.Structure):
@@ -533,7 +533,7 @@ def test_multiscale():
         equal("map_levels", lv[ok], rl[ok])
         arrs = [f32(feats[nm].numpy()) for nm in names]
         grads = [np.zeros_like(a) for a in arrs]
-        levels = (FeatureLevel * 4)(*[FeatureLevel(ptr(a), ptr(g), a.shape[2], a.shape[3], s)
+        levels = (FeatureLevel * 4)(*[FeatureLevel(ptr(a), ptr(g), a.shape[2], a.shape[3], s, 0)
                                       for a, g, s in zip(arrs, grads, scales)])
         o = np.zeros((k, 6, out, out), np.float32)
         assert wsidet_ms_fwd(levels, 4, 2, 6, C.byref(lm), out, out, sr, ptr(rois), k, ptr(o), None) == 0
@@ -543,6 +543,17 @@ def test_multiscale():
         assert wsidet_ms_bwd(levels, 4, 2, 6, C.byref(lm), out, out, sr, ptr(rois), k, ptr(g)) == 0
         for l, nm in enumerate(names):
             close(f"multiscale bwd out={out} level {nm}", grads[l], ft[nm].grad.numpy())
+        # channel-last maps: the same numbers
+        arrs_l = [f32(a.transpose(0, 2, 3, 1)) for a in arrs]
+        grads_l = [np.zeros_like(a) for a in arrs_l]
+        lvl_l = (FeatureLevel * 4)(*[FeatureLevel(ptr(a), ptr(g), a.shape[1], a.shape[2], s, 1)
+                                     for a, g, s in zip(arrs_l, grads_l, scales)])
+        ol = np.zeros_like(o)
+        assert wsidet_ms_fwd(lvl_l, 4, 2, 6, C.byref(lm), out, out, sr, ptr(rois), k, ptr(ol), None) == 0
+        equal(f"multiscale nhwc fwd out={out}", ol, o)
+        assert wsidet_ms_bwd(lvl_l, 4, 2, 6, C.byref(lm), out, out, sr, ptr(rois), k, ptr(g)) == 0
+        for l in range(4):
+            close(f"multiscale nhwc bwd level {l}", grads_l[l].transpose(0, 3, 1, 2), grads[l], rtol=1e-6, atol=1e-7)
 
 
 # ---- 6. losses --------------------------------------------------------------------------
