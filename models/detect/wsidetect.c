@@ -940,7 +940,8 @@ static void roi_geom(const WsidetRoiAlign *p, const float *roi, RoiGeom *g)
 {
   float off = p->aligned ? 0.5f : 0.0f;
   float sc = p->spatial_scale;
-  g->b = (int)roi[0];
+  /* a batch index that is not a number in range pools nothing (zeros) */
+  g->b = roi[0] >= 0.0f && roi[0] < 2147483647.0f ? (int)roi[0] : -1;
   g->start_w = roi[1] * sc - off;
   g->start_h = roi[2] * sc - off;
   float end_w = roi[3] * sc - off;
@@ -952,8 +953,15 @@ static void roi_geom(const WsidetRoiAlign *p, const float *roi, RoiGeom *g)
   }
   g->bin_h = rh / (float)p->pooled_h;
   g->bin_w = rw / (float)p->pooled_w;
-  g->grid_h = p->sampling_ratio > 0 ? p->sampling_ratio : (int)ceilf(rh / (float)p->pooled_h);
-  g->grid_w = p->sampling_ratio > 0 ? p->sampling_ratio : (int)ceilf(rw / (float)p->pooled_w);
+  float gh = p->sampling_ratio > 0 ? (float)p->sampling_ratio : ceilf(rh / (float)p->pooled_h);
+  float gw = p->sampling_ratio > 0 ? (float)p->sampling_ratio : ceilf(rw / (float)p->pooled_w);
+  /* NaN / infinite / absurd sizes: no samples (zeros) instead of an endless loop;
+   * negative grids (inverted aligned RoIs) sample nothing in torchvision either */
+  if (!(gh >= 0.0f && gh < 65536.0f) || !(gw >= 0.0f && gw < 65536.0f) || isnan(g->start_h) ||
+      isnan(g->start_w) || isnan(g->bin_h) || isnan(g->bin_w))
+    gh = gw = 0.0f;
+  g->grid_h = (int)gh;
+  g->grid_w = (int)gw;
   int c = g->grid_h * g->grid_w;
   g->count = c > 1 ? c : 1;
 }

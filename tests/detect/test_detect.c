@@ -425,6 +425,15 @@ static void test_edges(void)
     out[i] = 1;
   CHECK(wsidet_roi_align_forward(&p, map, 1, 1, 4, 4, roi_badbatch, 1, out) == 0 &&
             out[0] == 0 && out[48] == 0, "roi with batch index out of range: zeros");
+  /* NaN / infinite RoIs: zeros, no endless sampling */
+  float roi_nan[3][5] = {{0, NAN, 0, 2, 2}, {0, 0, 0, INFINITY, 3}, {NAN, 0, 0, 2, 2}};
+  WsidetRoiAlign pa = {7, 7, 1.0f, -1, 1};
+  for (int i = 0; i < 3; i++) {
+    for (int j = 0; j < 49; j++)
+      out[j] = 1;
+    CHECK(wsidet_roi_align_forward(&pa, map, 1, 1, 4, 4, roi_nan[i], 1, out) == 0 &&
+              out[0] == 0 && out[48] == 0, "non-finite RoI %d: zeros", i);
+  }
   WsidetRoiAlign bad = {0, 7, 1.0f, 2, 0};
   CHECK(wsidet_roi_align_forward(&bad, map, 1, 1, 4, 4, roi_badbatch, 1, out) == -1,
         "pooled 0 refused");
