@@ -43,6 +43,16 @@ def assemble(tiles, cols, rows, width, height, serpentine=False):
     return mosaic[:height, :width], mosaic
 
 
+def level_extent(r0, n, full, ds, level_size):
+    """Level pixels of a region [r0, r0 + n) on an axis of `full` level-0
+    pixels: ceil(n / ds), except that a region reaching the slide's edge
+    ends at the level's edge (level_dimensions; a non-whole downsample makes
+    ceil overshoot by one) and none reads past it."""
+    m = int(np.ceil(n / ds - 1e-9))
+    avail = level_size - int(np.floor(r0 / ds + 1e-9))
+    return avail if avail >= 1 and (r0 + n >= full or m > avail) else m
+
+
 def reference(slide_path, level, region=None):
     """One openslide-python read_region of the whole region at the level,
     un-premultiplied by openslide-python and composited on the slide's
@@ -57,8 +67,8 @@ def reference(slide_path, level, region=None):
         else:
             region = (0, 0) + s.dimensions
     ds = s.level_downsamples[level]
-    w = int(np.ceil(region[2] / ds - 1e-9))
-    h = int(np.ceil(region[3] / ds - 1e-9))
+    w = level_extent(region[0], region[2], s.dimensions[0], ds, s.level_dimensions[level][0])
+    h = level_extent(region[1], region[3], s.dimensions[1], ds, s.level_dimensions[level][1])
     rgba = np.asarray(s.read_region((region[0], region[1]), level, (w, h)))
     bgs = p.get("openslide.background-color", "FFFFFF")
     bg = np.array([int(bgs[i:i + 2], 16) for i in (0, 2, 4)], np.float64)
