@@ -178,8 +178,9 @@ int wsidet_rpn_targets(const float *anchors, int n, const float *gt, int n_gt, f
  * 0 / -1, wsidet_sample_pos_neg(batch_size 512, pos_fraction 0.25, rng), and for the
  * sampled ones in ascending index order: out_rois [.., 4], out_labels, out_matched
  * (matched gt, 0 for background: for the mask targets) and out_targets [.., 4] =
- * encode(matched gt, roi) with bc (10,10,5,5). Capacity min(batch_size, n_prop + n_gt)
- * (background-only images: up to batch_size). Returns the number of samples, -1 on error. */
+ * encode(matched gt, roi) with bc (10,10,5,5); a zero box without gt, as torchvision.
+ * At most min(batch_size, n_prop + n_gt) samples: size the outputs for that. Returns the
+ * number of samples, -1 on error. */
 int wsidet_roi_targets(const float *proposals, int n_prop, const float *gt,
                        const int32_t *gt_labels, int n_gt, float fg_iou, float bg_iou,
                        int batch_size, double pos_fraction, const WsidetBoxCoder *bc,
