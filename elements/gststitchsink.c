@@ -1902,7 +1902,8 @@ gst_stitch_sink_class_init (GstStitchSinkClass * klass)
   g_object_class_install_property (gobject_class, PROP_BACKGROUND,
       g_param_spec_int ("background", "Background",
           "Fill for areas no patch covers: 0xRRGGBB for RGB, the label for "
-          "GRAY8/GRAY16; -1 = white for RGB, 0 for labels",
+          "GRAY8/GRAY16 and probabilities (at most 255, 65535 for GRAY16); "
+          "-1 = white for RGB, 0 for labels",
           -1, 0xffffff, DEFAULT_BACKGROUND, rw));
   g_object_class_install_property (gobject_class, PROP_COMPRESSION_LEVEL,
       g_param_spec_int ("compression-level", "Compression level",
