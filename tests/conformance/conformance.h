@@ -23,6 +23,9 @@
 #include <gst/check/gstcheck.h>
 #include <gst/check/gstharness.h>
 #include <gst/video/video.h>
+#include <gst/video/gstvideofilter.h>
+#include <gst/video/gstvideosink.h>
+#include <gst/base/base.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -216,6 +219,18 @@ conf_values_equal (const GValue * a, const GValue * b)
   return gst_value_compare (a, b) == GST_VALUE_EQUAL;
 }
 
+/* Properties of GStreamer's own base classes (qos, latency, ...) follow
+ * their documented behaviour; only the plugin's properties are checked. */
+static inline gboolean
+conf_is_base_class_type (GType t)
+{
+  return t == G_TYPE_OBJECT || t == GST_TYPE_OBJECT || t == GST_TYPE_ELEMENT
+      || t == GST_TYPE_BASE_SRC || t == GST_TYPE_PUSH_SRC
+      || t == GST_TYPE_BASE_SINK || t == GST_TYPE_BASE_TRANSFORM
+      || t == GST_TYPE_AGGREGATOR || t == GST_TYPE_VIDEO_FILTER
+      || t == GST_TYPE_VIDEO_SINK || t == GST_TYPE_BIN;
+}
+
 static inline gint
 conf_props_while_playing (GstElement * el, const gchar * const *skip,
     const gchar * const *strings, ConfPump pump, gpointer user_data)
@@ -236,7 +251,7 @@ conf_props_while_playing (GstElement * el, const gchar * const *skip,
     gboolean mutable_playing;
 
     if (!(p->flags & G_PARAM_WRITABLE) || (p->flags & G_PARAM_CONSTRUCT_ONLY)
-        || p->owner_type == GST_TYPE_OBJECT || p->owner_type == G_TYPE_OBJECT
+        || conf_is_base_class_type (p->owner_type)
         || (skip && g_strv_contains (skip, p->name)))
       continue;
     if (!(p->flags & (GST_PARAM_MUTABLE_PLAYING | GST_PARAM_MUTABLE_PAUSED |
