@@ -1098,7 +1098,7 @@ fill_labels (GstSegmentFcn * self, const GstVideoInfo * vinfo,
       if (row[x] > max_label && row[x] != 255) {
         gchar *where = describe_patch (img);
         gst_video_frame_unmap (&frame);
-        GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        GST_ELEMENT_ERROR (self, STREAM, DECODE,
             ("Label %u at (%d, %d) of %s is beyond the model's %d classes "
                 "(255 = ignore).", row[x], x, y, where, nc), (NULL));
         g_free (where);

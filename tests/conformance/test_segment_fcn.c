@@ -221,7 +221,8 @@ check_flushing_seek (void)
   g_free (desc);
   conf_result ("flushing-seek", !err && !err2 && !err3,
       "inference: %s; pretrain: %s; train: %s", err ? err : "EOS after seek",
-      err2 ? err2 : "EOS after seek", err3 ? err3 : "EOS after seek");
+      err2 ? err2 : "EOS after seek", err3 ? err3 :
+      "EOS (slidesrc cannot seek: the seek is refused, streaming goes on)");
   g_free (err);
   g_free (err2);
   g_free (err3);
