@@ -1412,7 +1412,7 @@ check_openslide (GstSlideSrc * self)
   const gchar *err = openslide_get_error (self->osr);
 
   if (err) {
-    GST_ELEMENT_ERROR (self, RESOURCE, READ,
+    GST_ELEMENT_ERROR (self, STREAM, DECODE,
         ("Could not read slide \"%s\": %s.", self->path, err), (NULL));
     return FALSE;
   }
@@ -1499,8 +1499,8 @@ load_tile_row (GstSlideSrc * self, gint row)
   return TRUE;
 
 oom:
-  GST_ELEMENT_ERROR (self, RESOURCE, FAILED,
-      ("Out of memory reading \"%s\" at level %d.", self->path,
+  GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+      ("Not enough memory reading \"%s\" at level %d.", self->path,
           self->item_level), (NULL));
   return FALSE;
 }
@@ -1687,8 +1687,8 @@ rs_read_block (GstSlideSrc * self, gint64 X, gint64 Y, gint64 bw, gint64 bh,
     guint32 *argb = scratch_get (self, (gsize) bw * bh);
 
     if (!argb) {
-      GST_ELEMENT_ERROR (self, RESOURCE, FAILED,
-          ("Out of memory resampling \"%s\" (level %d, %" G_GINT64_FORMAT
+      GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+          ("Not enough memory resampling \"%s\" (level %d, %" G_GINT64_FORMAT
               "x%" G_GINT64_FORMAT " block).", self->path, self->item_level,
               bw, bh), (NULL));
       return FALSE;
@@ -1743,8 +1743,8 @@ resample_tile (GstSlideSrc * self, gint col, gint row, gint vw, gint vh,
       tmp = grow_buffer ((gpointer *) & self->rs_tmp, &self->rs_tmp_len,
           ((gsize) cy.len + 1) * row_floats * sizeof (gfloat));
       if (!rgb || !tmp) {
-        GST_ELEMENT_ERROR (self, RESOURCE, FAILED,
-            ("Out of memory resampling \"%s\" (level %d, %" G_GINT64_FORMAT
+        GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+            ("Not enough memory resampling \"%s\" (level %d, %" G_GINT64_FORMAT
                 "x%" G_GINT64_FORMAT " block).", self->path, self->item_level,
                 cx.len, cy.len), (NULL));
         goto done;
@@ -1822,8 +1822,8 @@ fill_tile (GstSlideSrc * self, gint col, gint row, gint vw, gint vh,
     guint32 *argb = scratch_get (self, (gsize) vw * vh);
 
     if (!argb) {
-      GST_ELEMENT_ERROR (self, RESOURCE, FAILED,
-          ("Out of memory reading \"%s\".", self->path), (NULL));
+      GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+          ("Not enough memory reading \"%s\".", self->path), (NULL));
       return FALSE;
     }
     openslide_read_region (self->osr, argb, self->rx + lx * ids,
@@ -1886,7 +1886,7 @@ gst_slidesrc_create (GstPushSrc * psrc, GstBuffer ** outbuf)
     return ret;
   if (!gst_video_frame_map (&vframe, &self->vinfo, buf, GST_MAP_WRITE)) {
     gst_buffer_unref (buf);
-    GST_ELEMENT_ERROR (self, RESOURCE, FAILED, ("Could not map buffer."),
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("Could not map buffer."),
         (NULL));
     return GST_FLOW_ERROR;
   }
