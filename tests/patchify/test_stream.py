@@ -1,6 +1,7 @@
 """Streaming behaviour of patchify: memory follows the region width, not its
-area (a tall open-ended mosaic), and live frames give patches whose
-timestamps come from the frame that completed them, in order."""
+area (a tall open-ended mosaic), live frames give patches whose timestamps
+come from the frame that completed them, in order, and Ctrl-C with
+gst-launch -e ends a live slide scan at once, marking the region incomplete."""
 import re
 import resource
 import shlex
@@ -55,4 +56,36 @@ c.check(bool(pts) and pts[0] >= 3 * frame - 1000, "live: first patches carry "
 span = pts[-1] - pts[0] if pts else -1
 c.check(8 * frame - 1000 <= span < 9 * frame, "live: last patches from the last frame",
         f"span {span} ns")
+
+# Ctrl-C with gst-launch -e while a live slide scan runs: EOS reaches
+# patchify mid-region; only patches of the rows received come out (a
+# segment-fcn would otherwise run the whole remaining grid), shutdown is
+# immediate, and wsi-region-incomplete says what is missing (issue 9, pt 14)
+import signal  # noqa: E402
+import time  # noqa: E402
+
+proc = subprocess.Popen(
+    ["gst-launch-1.0", "-e", "-m"] + shlex.split(
+        f"slidesrc location={wsitest.SAMPLE_SLIDE} tile-width=256 tile-height=256 is-live=true "
+        "tiles-per-second=40 ! patchify patch-size=64 ! fakesink silent=false"),
+    env=wsitest.gst_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+time.sleep(1.5)
+t0 = time.monotonic()
+proc.send_signal(signal.SIGINT)
+out, err = proc.communicate(timeout=60)
+took = time.monotonic() - t0
+c.check(proc.returncode == 0, "SIGINT with -e: clean EOS", err[-300:])
+c.check(took < 5, "SIGINT with -e: shutdown at once", f"{took:.1f} s")
+m = re.search(r"wsi-region-incomplete.*?received-height=\(gint64\)(\d+).*?"
+              r"patches-dropped=\(guint64\)(\d+)", out)
+c.check(m is not None and 0 < int(m.group(1)) < 2967 and int(m.group(2)) > 0,
+        "SIGINT with -e: wsi-region-incomplete message names the rows received",
+        m.group(0)[:200] if m else out[-300:])
+if m:
+    rows = int(m.group(1))
+    # patches of the rows received only: at most (rows + patch) / 64 patch rows
+    grid = 35 * 47
+    c.check(int(m.group(2)) >= grid - 35 * ((rows + 64) // 64 + 1),
+            "SIGINT with -e: the unreceived rest of the grid is dropped",
+            f"{m.group(2)} of {grid} dropped, {rows} rows received")
 c.finish()
