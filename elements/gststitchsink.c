@@ -764,6 +764,7 @@ image_finish (GstStitchSink * self)
   gint level;
   guint64 expected;
   gboolean partial;
+  gchar *text = NULL;           /* partial: what the outputs say */
 
   GST_OBJECT_LOCK (self);
   max_size = self->overlay_max_size;
@@ -833,7 +834,7 @@ image_finish (GstStitchSink * self)
   partial = self->incomplete || (!self->measured && expected > 0
       && self->grid_done < expected);
   if (partial) {
-    gchar *text = g_strdup_printf ("stream ended after %" G_GUINT64_FORMAT
+    text = g_strdup_printf ("stream ended after %" G_GUINT64_FORMAT
         " of %" G_GUINT64_FORMAT " grid positions (%" G_GUINT64_FORMAT
         " patches received); the rest is background", self->grid_done,
         expected, self->patches);
@@ -847,7 +848,6 @@ image_finish (GstStitchSink * self)
             "partial (%" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " grid "
             "positions).", self->out_location, self->grid_done, expected),
         ("%s", text));
-    g_free (text);
   }
 
   /* the main output first: an optional one never costs it */
@@ -899,6 +899,8 @@ image_finish (GstStitchSink * self)
     source.region_x = self->region_x;
     source.region_y = self->region_y;
     source.downsample = self->downsample;
+    source.text_key = text ? PARTIAL_KEY : NULL;
+    source.text_value = text;
     if (!stitch_overlay_write (self->overlay, self->out_overlay_location,
             &self->style, &source, &err))
       optional_output_failed (self, "overlay", self->out_overlay_location,
@@ -913,6 +915,7 @@ image_finish (GstStitchSink * self)
         self->height : -1.0;
   else
     self->fraction = 1.0;
+  g_free (text);
   post_progress (self, TRUE, partial);
   GST_INFO_OBJECT (self, "wrote %s (%" G_GINT64_FORMAT " x %" G_GINT64_FORMAT
       ", %" G_GUINT64_FORMAT " patches, peak band %" G_GUINT64_FORMAT
@@ -930,6 +933,7 @@ write_failed:
       ("Could not write '%s'.", failed_location ? failed_location :
           self->out_location), ("%s", err->message));
   g_error_free (err);
+  g_free (text);
   return FALSE;
 }
 

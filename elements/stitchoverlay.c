@@ -5,6 +5,7 @@
 #include <cairo.h>
 #include <math.h>
 #include <openslide.h>
+#include <errno.h>
 #include <string.h>
 
 /* Distinct colours for classes 1, 2, ... (class 0 is transparent); the
@@ -414,12 +415,56 @@ draw_legend (StitchOverlay * o, cairo_t * cr, const StitchOverlayStyle * style)
 }
 
 static cairo_status_t
-write_to_file (void *closure, const unsigned char *data, unsigned int length)
+write_to_array (void *closure, const unsigned char *data, unsigned int length)
 {
-  FILE *fp = closure;
+  g_byte_array_append (closure, data, length);
+  return CAIRO_STATUS_SUCCESS;
+}
 
-  return fwrite (data, 1, length, fp) == length ? CAIRO_STATUS_SUCCESS :
-      CAIRO_STATUS_WRITE_ERROR;
+/* CRC-32 of PNG chunks (ISO 3309, as zlib's crc32). */
+static guint32
+png_chunk_crc (const guint8 * data, gsize len)
+{
+  guint32 c = 0xffffffffu;
+
+  for (gsize i = 0; i < len; i++) {
+    c ^= data[i];
+    for (gint k = 0; k < 8; k++)
+      c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
+  }
+  return c ^ 0xffffffffu;
+}
+
+/* Inserts a tEXt chunk before IEND (the last 12 bytes cairo writes). */
+static void
+png_insert_text (GByteArray * png, const gchar * key, const gchar * value)
+{
+  gsize klen = strlen (key), vlen = strlen (value), n = klen + 1 + vlen;
+  guint8 *chunk = g_malloc (12 + n);
+  guint32 crc;
+
+  if (png->len < 8 + 12)
+    return;
+  chunk[0] = n >> 24;
+  chunk[1] = n >> 16;
+  chunk[2] = n >> 8;
+  chunk[3] = n;
+  memcpy (chunk + 4, "tEXt", 4);
+  memcpy (chunk + 8, key, klen + 1);
+  memcpy (chunk + 8 + klen + 1, value, vlen);
+  crc = png_chunk_crc (chunk + 4, 4 + n);
+  chunk[8 + n] = crc >> 24;
+  chunk[9 + n] = crc >> 16;
+  chunk[10 + n] = crc >> 8;
+  chunk[11 + n] = crc;
+  {
+    guint8 iend[12];
+    memcpy (iend, png->data + png->len - 12, 12);
+    g_byte_array_set_size (png, png->len - 12);
+    g_byte_array_append (png, chunk, 12 + n);
+    g_byte_array_append (png, iend, 12);
+  }
+  g_free (chunk);
 }
 
 static inline guint8
@@ -437,6 +482,7 @@ stitch_overlay_write (StitchOverlay * o, const gchar * location,
   cairo_t *cr;
   cairo_status_t status;
   StitchAtomicFile file;
+  GByteArray *png;
   guint8 *base = NULL, *data;
   gint stride;
   guint u, v;
@@ -504,18 +550,29 @@ stitch_overlay_write (StitchOverlay * o, const gchar * location,
     return FALSE;
   }
 
-  if (!stitch_atomic_open (&file, location, error)) {
-    cairo_surface_destroy (surface);
-    return FALSE;
-  }
-  status = cairo_surface_write_to_png_stream (surface, write_to_file, file.fp);
+  png = g_byte_array_new ();
+  status = cairo_surface_write_to_png_stream (surface, write_to_array, png);
   cairo_surface_destroy (surface);
   if (status != CAIRO_STATUS_SUCCESS) {
     g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_IO,
-        "Could not write overlay '%s': %s", location,
+        "Could not encode overlay '%s': %s", location,
         cairo_status_to_string (status));
+    g_byte_array_unref (png);
+    return FALSE;
+  }
+  if (source && source->text_key && source->text_value)
+    png_insert_text (png, source->text_key, source->text_value);
+  if (!stitch_atomic_open (&file, location, error)) {
+    g_byte_array_unref (png);
+    return FALSE;
+  }
+  if (fwrite (png->data, 1, png->len, file.fp) != png->len) {
+    g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errno),
+        "Could not write overlay '%s': %s", location, g_strerror (errno));
+    g_byte_array_unref (png);
     stitch_atomic_abort (&file);
     return FALSE;
   }
+  g_byte_array_unref (png);
   return stitch_atomic_commit (&file, error);
 }

@@ -23,6 +23,8 @@ typedef struct
   const gchar *slide;           /* path OpenSlide may open, NULL/"" if none */
   gint64 region_x, region_y;    /* level-0 origin of the stitched region */
   gdouble downsample;           /* level-0 pixels per stitched pixel */
+  const gchar *text_key;        /* a tEXt chunk for the PNG, or NULL */
+  const gchar *text_value;
 } StitchOverlaySource;
 
 /* Integer decimation factor for a @width x @height image so that both

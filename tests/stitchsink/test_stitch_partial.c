@@ -153,10 +153,12 @@ run_rows (const Grid * g, const gchar * path, const gchar * geojson,
     gint rows, gint flags, BusScan * scan)
 {
   GstBus *bus;
+  gchar *overlay = g_strconcat (path, ".overlay.png", NULL);
   GstHarness *h = stitch_harness (&bus, "location", path, "geojson-location",
-      geojson, NULL);
+      geojson, "overlay-location", overlay, NULL);
   gint c, r;
 
+  g_free (overlay);
   harness_caps (h, g);
   for (r = 0; r < rows; r++)
     for (c = 0; c < grid_cols (g); c++) {
@@ -192,7 +194,7 @@ GST_START_TEST (test_partial_eos)
 {
   gchar *path = g_build_filename (tmp_dir, "p.png", NULL);
   gchar *geojson = g_build_filename (tmp_dir, "p.geojson", NULL);
-  gchar *text, *json;
+  gchar *text, *json, *overlay;
   BusScan scan;
   TestImage img;
 
@@ -213,6 +215,12 @@ GST_START_TEST (test_partial_eos)
   fail_unless (text != NULL, "no wsiseg-partial tEXt chunk");
   fail_unless (strstr (text, "10 of 20") != NULL, "%s", text);
   g_free (text);
+  /* the overlay too (a chunk inserted into cairo's PNG, CRC checked by
+   * libpng) */
+  overlay = g_strconcat (path, ".overlay.png", NULL);
+  text = read_png_text (overlay, "wsiseg-partial");
+  fail_unless (text != NULL && strstr (text, "10 of 20"), "overlay");
+  g_free (text);
   fail_unless (g_file_get_contents (geojson, &json, NULL, NULL));
   fail_unless (g_str_has_suffix (g_strstrip (json), "],\"partial\":true}"),
       "%s", json);
@@ -226,6 +234,7 @@ GST_START_TEST (test_partial_eos)
   fail_unless_equals_int (scan.n_warnings, 0);
   scan_free (&scan);
   fail_unless (read_png_text (path, "wsiseg-partial") == NULL);
+  fail_unless (read_png_text (overlay, "wsiseg-partial") == NULL);
   fail_unless (g_file_get_contents (geojson, &json, NULL, NULL));
   fail_unless (strstr (json, "partial") == NULL);
   g_free (json);
@@ -251,6 +260,7 @@ GST_START_TEST (test_partial_eos)
   g_free (text);
   g_free (path);
   g_free (geojson);
+  g_free (overlay);
 }
 
 GST_END_TEST;
