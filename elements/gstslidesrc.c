@@ -211,6 +211,8 @@ static GstCaps *gst_slidesrc_get_caps (GstBaseSrc * bsrc, GstCaps * filter);
 static gboolean gst_slidesrc_set_caps (GstBaseSrc * bsrc, GstCaps * caps);
 static void gst_slidesrc_get_times (GstBaseSrc * bsrc, GstBuffer * buffer,
     GstClockTime * start, GstClockTime * end);
+static gboolean gst_slidesrc_is_seekable (GstBaseSrc * bsrc);
+static gboolean gst_slidesrc_do_seek (GstBaseSrc * bsrc, GstSegment * segment);
 static GstFlowReturn gst_slidesrc_create (GstPushSrc * psrc,
     GstBuffer ** outbuf);
 
@@ -312,6 +314,8 @@ gst_slidesrc_class_init (GstSlideSrcClass * klass)
   basesrc_class->get_caps = GST_DEBUG_FUNCPTR (gst_slidesrc_get_caps);
   basesrc_class->set_caps = GST_DEBUG_FUNCPTR (gst_slidesrc_set_caps);
   basesrc_class->get_times = GST_DEBUG_FUNCPTR (gst_slidesrc_get_times);
+  basesrc_class->is_seekable = GST_DEBUG_FUNCPTR (gst_slidesrc_is_seekable);
+  basesrc_class->do_seek = GST_DEBUG_FUNCPTR (gst_slidesrc_do_seek);
   pushsrc_class->create = GST_DEBUG_FUNCPTR (gst_slidesrc_create);
 
   gst_type_mark_as_plugin_api (GST_TYPE_SLIDESRC_ORDER, 0);
@@ -1282,6 +1286,63 @@ fail:
   g_free (region);
   gst_slidesrc_stop (bsrc);
   return FALSE;
+}
+
+/* Seeking: tile n of the walk has pts n / tiles-per-second, so a TIME
+ * seek goes to the first tile at or after the position. Without a rate the
+ * walk has no time axis: only a seek to 0 (restart) is possible. Live
+ * sources do not seek. */
+static gboolean
+gst_slidesrc_is_seekable (GstBaseSrc * bsrc)
+{
+  GstSlideSrc *self = GST_SLIDESRC (bsrc);
+
+  return !gst_base_src_is_live (bsrc) && !self->empty && self->items != NULL;
+}
+
+static gboolean
+gst_slidesrc_do_seek (GstBaseSrc * bsrc, GstSegment * segment)
+{
+  GstSlideSrc *self = GST_SLIDESRC (bsrc);
+  guint64 target;
+  gboolean error;
+
+  if (segment->format != GST_FORMAT_TIME || segment->rate < 0)
+    return FALSE;
+  if (self->rate_n > 0)
+    target = gst_util_uint64_scale_ceil (segment->start, self->rate_n,
+        GST_SECOND * (guint64) self->rate_d);
+  else if (segment->start == 0)
+    target = 0;
+  else
+    return FALSE;
+  segment->time = segment->start;
+  segment->position = segment->start;
+  if (target == self->frame)
+    return TRUE;                /* also the initial seek at start */
+  if (!self->items || self->empty)
+    return FALSE;
+
+  /* replay the walk from the start: same seed, same shuffles */
+  GST_DEBUG_OBJECT (self, "seek to tile %" G_GUINT64_FORMAT, target);
+  g_rand_set_seed (self->rand, self->seed);
+  self->epoch = 0;
+  self->frame = 0;
+  gst_slidesrc_close_item (self);
+  gst_slidesrc_new_epoch (self);
+  while (self->frame < target) {
+    gint64 total, n;
+
+    if (!self->item_open && !gst_slidesrc_next_item (self, &error))
+      return !error;            /* past the end: create() gives EOS */
+    total = (gint64) self->cols * self->rows;
+    n = MIN (total - self->tile_index, (gint64) (target - self->frame));
+    self->tile_index += n;
+    self->frame += n;
+    if (self->tile_index >= total)
+      gst_slidesrc_close_item (self);
+  }
+  return TRUE;
 }
 
 static gboolean
