@@ -716,10 +716,16 @@ start_region (GstPatchify * self, const GstWsiTileMeta * m, gboolean grid,
   a->mpp_y = m->mpp_y;
   self->grid_mode = grid;
   self->region_h = height;
-  if (width <= 0 || width > MAX_REGION_WIDTH) {
-    GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("Unusable region width"),
-        ("region is %" G_GINT64_FORMAT " level pixels wide; patchify accepts "
-            "1 to %" G_GINT64_FORMAT, width, MAX_REGION_WIDTH));
+  if (width > MAX_REGION_WIDTH) {
+    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+        ("Region of %" G_GINT64_FORMAT " level pixels wide is over the limit "
+            "of %" G_GINT64_FORMAT " for patchify's band of rows", width,
+            MAX_REGION_WIDTH), (NULL));
+    return FALSE;
+  }
+  if (width <= 0) {
+    GST_ELEMENT_ERROR (self, STREAM, DECODE, ("Unusable region width"),
+        ("region is %" G_GINT64_FORMAT " level pixels wide", width));
     return FALSE;
   }
   self->region_w = width;
@@ -796,7 +802,7 @@ gst_patchify_chain (GstPad * pad, GstObject * parent, GstBuffer * inbuf)
         ABS (m.x) > COORD_LIMIT || ABS (m.y) > COORD_LIMIT ||
         ABS (m.region_x) > COORD_LIMIT || ABS (m.region_y) > COORD_LIMIT ||
         m.region_width > COORD_LIMIT || m.region_height > COORD_LIMIT) {
-      GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("Invalid tile metadata"),
+      GST_ELEMENT_ERROR (self, STREAM, DECODE, ("Invalid tile metadata"),
           ("downsample %g, x %" G_GINT64_FORMAT ", y %" G_GINT64_FORMAT
               ", region %" G_GINT64_FORMAT ",%" G_GINT64_FORMAT " %"
               G_GINT64_FORMAT "x%" G_GINT64_FORMAT, m.downsample, m.x, m.y,
