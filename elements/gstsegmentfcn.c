@@ -1571,6 +1571,9 @@ train_next (GstSegmentFcn * self, GstAggregatorPad * annot,
   take_pair (self->image_pad, train ? annot : NULL);
   /* a new pass of the source ends the epoch (partial batch included) */
   m = gst_buffer_get_wsi_tile_meta (img);
+  GST_LOG_OBJECT (self, "patch %" G_GUINT64_FORMAT " of pass %d (current %"
+      G_GINT64_FORMAT ")", m ? m->frame : 0, m ? (gint) m->epoch : -1,
+      self->source_pass);
   if (m && self->source_pass >= 0 && (gint64) m->epoch != self->source_pass) {
     if ((ret = train_batch (self, vimg)) != GST_FLOW_OK) {
       gst_buffer_unref (img);

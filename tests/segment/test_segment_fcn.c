@@ -3,6 +3,7 @@
  * engine's own builder and random weights. */
 #include <gst/check/gstcheck.h>
 #include <gst/check/gstharness.h>
+#include <gst/base/gstaggregator.h>
 #include <gst/app/gstappsink.h>
 #include <gst/video/video.h>
 #include <glib/gstdio.h>
@@ -717,6 +718,157 @@ GST_START_TEST (test_classes_while_stopping)
 
 GST_END_TEST;
 
+/* A GRAY8 label patch (all @label) paired with make_patch (i). */
+static GstBuffer *
+make_label (guint i, guint8 label, guint epoch)
+{
+  GstBuffer *buf = gst_buffer_new_allocate (NULL, P * P, NULL);
+  GstWsiTileMeta *m;
+
+  gst_buffer_memset (buf, 0, label, P * P);
+  m = gst_wsi_tile_meta_add (buf);
+  gst_wsi_tile_meta_set_slide (m, "synthetic");
+  m->x = i * P;
+  m->width = m->height = m->valid_width = m->valid_height = P;
+  m->col = i;
+  m->frame = i;
+  m->epoch = epoch;
+  return buf;
+}
+
+static GstBuffer *
+make_patch_epoch (guint i, guint epoch)
+{
+  GstBuffer *b = make_patch (i);
+  gst_buffer_get_wsi_tile_meta (b)->epoch = epoch;
+  return b;
+}
+
+/* FLUSH_START, FLUSH_STOP (one seqnum, as a flushing seek gives) and a
+ * segment on every harness of @hs. */
+static void
+flush_all (GstHarness ** hs, guint n)
+{
+  guint32 seq = gst_util_seqnum_next ();
+  GstSegment seg;
+
+  gst_segment_init (&seg, GST_FORMAT_TIME);
+  for (guint i = 0; i < n; i++) {
+    GstEvent *e = gst_event_new_flush_start ();
+    gst_event_set_seqnum (e, seq);
+    gst_harness_push_event (hs[i], e);
+  }
+  for (guint i = 0; i < n; i++) {
+    GstEvent *e = gst_event_new_flush_stop (TRUE);
+    gst_event_set_seqnum (e, seq);
+    gst_harness_push_event (hs[i], e);
+  }
+  for (guint i = 0; i < n; i++)
+    gst_harness_push_event (hs[i], gst_event_new_segment (&seg));
+}
+
+/* A flush during a validation run (issue 9, point 1): the run is abandoned
+ * (its epoch message goes out without validation fields), the pending
+ * patches are dropped, and the next run counts only post-flush patches. */
+GST_START_TEST (test_flush_resets_training)
+{
+  GstElement *seg = gst_element_factory_make ("segment-fcn", NULL);
+  GstHarness *h[4];
+  GstBus *bus = gst_bus_new ();
+  GstMessage *m;
+  GstEvent *e;
+  gboolean eos = FALSE;
+  gint epochs = 0, epochs_with_val = 0, runs = 0;
+  guint64 val_patches = 0;
+
+  gst_util_set_object_arg (G_OBJECT (seg), "mode", "train");
+  g_object_set (seg, "model", model_path, "batch-size", 2, "threads", 1,
+      NULL);
+  gst_element_set_bus (seg, bus);
+  h[0] = gst_harness_new_with_element (seg, "sink", "src");
+  h[1] = gst_harness_new_with_element (seg, "annotation", NULL);
+  h[2] = gst_harness_new_with_element (seg, "validation", NULL);
+  h[3] = gst_harness_new_with_element (seg, "validation_annotation", NULL);
+  /* the harness answers latency queries as live: with its test clock the
+   * aggregator would wait for a timeout that never comes */
+  gst_harness_use_systemclock (h[0]);
+  gst_harness_set_src_caps_str (h[0], RGB_CAPS);
+  gst_harness_set_src_caps_str (h[2], RGB_CAPS);
+  for (guint i = 1; i < 4; i += 2)
+    gst_harness_set_src_caps_str (h[i], "video/x-raw,format=GRAY8,"
+        "width=32,height=32,framerate=10/1");
+  /* the validation pair waits queued while training runs */
+  gst_harness_push (h[2], make_patch_epoch (0, 0));
+  gst_harness_push (h[3], make_label (0, 1, 0));
+  /* epoch 0: one step; the first patch of epoch 1 starts a validation
+   * run (GstAggregator calls aggregate when every pad has data: the next
+   * training pair lets the run take the queued validation pair) */
+  for (guint i = 0; i < 4; i++) {
+    gst_harness_push (h[0], make_patch_epoch (i, i / 2));
+    gst_harness_push (h[1], make_label (i, i % 2, i / 2));
+  }
+  {
+    /* the run takes the queued pair once it started (after the step and
+     * the first patch of epoch 1) */
+    GstPad *vpad = gst_element_get_static_pad (seg, "validation");
+    gint64 end = g_get_monotonic_time () + 60 * G_USEC_PER_SEC;
+    while (gst_aggregator_pad_has_buffer (GST_AGGREGATOR_PAD (vpad))
+        && g_get_monotonic_time () < end)
+      g_usleep (10000);
+    fail_if (gst_aggregator_pad_has_buffer (GST_AGGREGATOR_PAD (vpad)),
+        "no validation run started");
+    gst_object_unref (vpad);
+  }
+  flush_all (h, 4);
+  /* the sources start over */
+  gst_harness_push (h[2], make_patch_epoch (0, 0));
+  gst_harness_push (h[3], make_label (0, 1, 0));
+  for (guint i = 0; i < 2; i++) {
+    gst_harness_push (h[0], make_patch_epoch (i, 0));
+    gst_harness_push (h[1], make_label (i, i % 2, 0));
+  }
+  gst_harness_push_event (h[0], gst_event_new_eos ());
+  gst_harness_push_event (h[1], gst_event_new_eos ());
+  gst_harness_push (h[2], make_patch_epoch (1, 0));
+  gst_harness_push (h[3], make_label (1, 1, 0));
+  gst_harness_push_event (h[2], gst_event_new_eos ());
+  gst_harness_push_event (h[3], gst_event_new_eos ());
+  while (!eos && (e = gst_harness_pull_event (h[0]))) {
+    eos = GST_EVENT_TYPE (e) == GST_EVENT_EOS;
+    gst_event_unref (e);
+  }
+  fail_unless (eos);
+  while ((m = gst_bus_pop (bus))) {
+    const GstStructure *st = gst_message_get_structure (m);
+    fail_if (GST_MESSAGE_TYPE (m) == GST_MESSAGE_ERROR);
+    if (g_getenv ("SEGFCN_DEBUG_MSGS") && st) {
+      gchar *t = gst_structure_to_string (st);
+      g_printerr ("%s: %s\n", GST_MESSAGE_TYPE_NAME (m), t);
+      g_free (t);
+    }
+    if (st && gst_structure_has_name (st, "segment-fcn-epoch")) {
+      epochs++;
+      epochs_with_val += gst_structure_has_field (st, "validation-loss");
+    } else if (st && gst_structure_has_name (st, "segment-fcn-validation")) {
+      runs++;
+      gst_structure_get_uint64 (st, "patches", &val_patches);
+    }
+    gst_message_unref (m);
+  }
+  /* the abandoned run's epoch without validation; the final one with it */
+  fail_unless_equals_int (epochs, 2);
+  fail_unless_equals_int (epochs_with_val, 1);
+  fail_unless_equals_int (runs, 1);
+  fail_unless_equals_uint64 (val_patches, 2);
+  for (guint i = 0; i < 4; i++)
+    gst_harness_teardown (h[i]);
+  gst_element_set_bus (seg, NULL);
+  gst_object_unref (bus);
+  gst_object_unref (seg);
+}
+
+GST_END_TEST;
+
 static Suite *
 segment_fcn_suite (void)
 {
@@ -745,6 +897,7 @@ segment_fcn_suite (void)
   tcase_add_test (tc, test_checkpoint_checks);
   tcase_add_test (tc, test_memory_guard);
   tcase_add_test (tc, test_classes_while_stopping);
+  tcase_add_test (tc, test_flush_resets_training);
   return s;
 }
 
