@@ -174,39 +174,51 @@ vgg_encoder (wsinn_net * net, int x, const wsinn_spec * spec, int base,
   return 5;
 }
 
+/* BatchNorm2d, or torchvision's FrozenBatchNorm2d. */
+static int
+bn_layer (wsinn_net * net, int x, const char *prefix, int frozen)
+{
+  return frozen ? wsinn_batchnorm_frozen (net, x, prefix, BN_EPS) :
+      wsinn_batchnorm (net, x, prefix, BN_EPS);
+}
+
 /* BasicBlock at prefix P. */
 static int
 basic_block (wsinn_net * net, int x, const char *p, int cin, int cout,
-    int stride, int dilation)
+    int stride, int dilation, int frozen)
 {
   char b[256];
   int idt = x;
   if (stride != 1 || cin != cout) {
     idt = wsinn_conv (net, x, name (b, sizeof b, "%s.downsample.0", p), cout,
         1, stride, 0, 1, 0);
-    idt = wsinn_batchnorm (net, idt, name (b, sizeof b, "%s.downsample.1", p),
-        BN_EPS);
+    idt = bn_layer (net, idt, name (b, sizeof b, "%s.downsample.1", p),
+        frozen);
   }
   int y = wsinn_conv (net, x, name (b, sizeof b, "%s.conv1", p), cout, 3,
       stride, dilation, dilation, 0);
-  y = wsinn_batchnorm (net, y, name (b, sizeof b, "%s.bn1", p), BN_EPS);
+  y = bn_layer (net, y, name (b, sizeof b, "%s.bn1", p), frozen);
   y = wsinn_activation (net, y, WSINN_ACT_RELU);
   y = wsinn_conv (net, y, name (b, sizeof b, "%s.conv2", p), cout, 3, 1,
       dilation, dilation, 0);
-  y = wsinn_batchnorm (net, y, name (b, sizeof b, "%s.bn2", p), BN_EPS);
+  y = bn_layer (net, y, name (b, sizeof b, "%s.bn2", p), frozen);
   y = wsinn_add (net, y, idt);
   return wsinn_activation (net, y, WSINN_ACT_RELU);
 }
 
+/* ResNet-18/34 under @prefix ("encoder", or "backbone.body" with frozen
+ * BatchNorm for Mask R-CNN: torchvision's names below the prefix). */
 static int
 resnet_encoder (wsinn_net * net, int x, const char *which, int base,
-    int output_stride, int *feats, int *channels)
+    int output_stride, int *feats, int *channels, const char *prefix,
+    int frozen)
 {
   static const int b18[4] = { 2, 2, 2, 2 }, b34[4] = { 3, 4, 6, 3 };
   const int *blocks = !strcmp (which, "resnet34") ? b34 : b18;
   char b[256];
-  x = wsinn_conv (net, x, "encoder.conv1", base, 7, 2, 3, 1, 0);
-  x = wsinn_batchnorm (net, x, "encoder.bn1", BN_EPS);
+  x = wsinn_conv (net, x, name (b, sizeof b, "%s.conv1", prefix), base, 7, 2,
+      3, 1, 0);
+  x = bn_layer (net, x, name (b, sizeof b, "%s.bn1", prefix), frozen);
   x = wsinn_activation (net, x, WSINN_ACT_RELU);
   x = wsinn_pooling (net, x, WSINN_POOL_MAX, 3, 2, 1);
   int cin = base, stride_now = 4, dilation = 1;
@@ -222,8 +234,8 @@ resnet_encoder (wsinn_net * net, int x, const char *which, int base,
       }
     }
     for (int j = 0; j < blocks[i]; j++) {
-      x = basic_block (net, x, name (b, sizeof b, "encoder.layer%d.%d", i + 1,
-              j), cin, w, j == 0 ? stride : 1, dilation);
+      x = basic_block (net, x, name (b, sizeof b, "%s.layer%d.%d", prefix,
+              i + 1, j), cin, w, j == 0 ? stride : 1, dilation, frozen);
       cin = w;
     }
     feats[i] = x;
@@ -241,7 +253,7 @@ encoder (wsinn_net * net, int x, const wsinn_spec * spec, const char *enc,
         32, output_stride, feats, channels);
   if (!strcmp (enc, "resnet18") || !strcmp (enc, "resnet34"))
     return resnet_encoder (net, x, enc, spec->base_width ? spec->base_width :
-        64, output_stride, feats, channels);
+        64, output_stride, feats, channels, "encoder", 0);
   snprintf (err, errlen, "unknown encoder '%s' (known: vgg, resnet18, "
       "resnet34)", enc);
   return -1;
@@ -372,4 +384,164 @@ wsinn_net_new_from_spec (const wsinn_spec * spec, char *err, size_t errlen)
     return NULL;
   }
   return net;
+}
+
+/* ---------------------------------------------------------- Mask R-CNN */
+
+void
+wsinn_maskrcnn_spec_init (wsinn_maskrcnn_spec * spec)
+{
+  memset (spec, 0, sizeof *spec);
+  strcpy (spec->backbone, "resnet18");
+  spec->base_width = 64;
+  spec->fpn_channels = 256;
+  spec->n_anchors = 3;
+  spec->n_classes = 2;
+  spec->representation = 1024;
+  spec->box_pool = 7;
+  spec->mask_layers = 4;
+  spec->mask_width = 256;
+  spec->mask_dilation = 1;
+}
+
+static int
+mrcnn_check (const wsinn_maskrcnn_spec * s, char *err, size_t errlen)
+{
+  if (strcmp (s->backbone, "resnet18") && strcmp (s->backbone, "resnet34")) {
+    snprintf (err, errlen, "unknown Mask R-CNN backbone '%s' (known: "
+        "resnet18, resnet34)", s->backbone);
+    return -1;
+  }
+  if (s->base_width < 1 || s->fpn_channels < 1 || s->n_anchors < 1
+      || s->n_classes < 2 || s->representation < 1 || s->box_pool < 1
+      || s->mask_layers < 0 || s->mask_layers > 16 || s->mask_width < 1
+      || s->mask_dilation < 1) {
+    snprintf (err, errlen, "bad Mask R-CNN hyperparameters (n_classes %d "
+        "includes the background and must be >= 2)", s->n_classes);
+    return -1;
+  }
+  return 0;
+}
+
+static wsinn_net *
+mrcnn_finish (wsinn_net * net, char *err, size_t errlen)
+{
+  if (wsinn_net_error (net)) {
+    snprintf (err, errlen, "%s", wsinn_net_error (net));
+    wsinn_net_free (net);
+    return NULL;
+  }
+  return net;
+}
+
+wsinn_net *
+wsinn_maskrcnn_features (const wsinn_maskrcnn_spec * spec, char *err,
+    size_t errlen)
+{
+  if (mrcnn_check (spec, err, errlen) < 0)
+    return NULL;
+  wsinn_net *net = wsinn_net_new ();
+  if (!net) {
+    snprintf (err, errlen, "out of memory");
+    return NULL;
+  }
+  int c[4], ch[4], fpn[WSINN_FPN_LEVELS];
+  int f = spec->fpn_channels;
+  char b[256];
+  int x = wsinn_input (net, 3);
+  resnet_encoder (net, x, spec->backbone, spec->base_width, 32, c, ch,
+      "backbone.body", 1);
+  /* FPN (torchvision FeaturePyramidNetwork, LastLevelMaxPool) */
+  int inner = wsinn_conv (net, c[3], "backbone.fpn.inner_blocks.3.0", f, 1,
+      1, 0, 1, 1);
+  fpn[3] = wsinn_conv (net, inner, "backbone.fpn.layer_blocks.3.0", f, 3, 1,
+      1, 1, 1);
+  for (int l = 2; l >= 0; l--) {
+    int lat = wsinn_conv (net, c[l], name (b, sizeof b,
+            "backbone.fpn.inner_blocks.%d.0", l), f, 1, 1, 0, 1, 1);
+    int td = wsinn_resize_nearest_like (net, inner, lat);
+    inner = wsinn_add (net, lat, td);
+    fpn[l] = wsinn_conv (net, inner, name (b, sizeof b,
+            "backbone.fpn.layer_blocks.%d.0", l), f, 3, 1, 1, 1, 1);
+  }
+  fpn[4] = wsinn_pooling (net, fpn[3], WSINN_POOL_MAX, 1, 2, 0);
+  /* RPN head, shared by the levels */
+  int conv = -1, cls = -1, reg = -1, obj[WSINN_FPN_LEVELS],
+      del[WSINN_FPN_LEVELS];
+  for (int l = 0; l < WSINN_FPN_LEVELS; l++) {
+    int t;
+    if (l == 0) {
+      t = conv = wsinn_conv (net, fpn[l], "rpn.head.conv.0.0", f, 3, 1, 1, 1,
+          1);
+      t = wsinn_activation (net, t, WSINN_ACT_RELU);
+      obj[l] = cls = wsinn_conv (net, t, "rpn.head.cls_logits",
+          spec->n_anchors, 1, 1, 0, 1, 1);
+      del[l] = reg = wsinn_conv (net, t, "rpn.head.bbox_pred",
+          4 * spec->n_anchors, 1, 1, 0, 1, 1);
+    } else {
+      t = wsinn_conv_shared (net, fpn[l], conv);
+      t = wsinn_activation (net, t, WSINN_ACT_RELU);
+      obj[l] = wsinn_conv_shared (net, t, cls);
+      del[l] = wsinn_conv_shared (net, t, reg);
+    }
+  }
+  for (int l = 0; l < WSINN_FPN_LEVELS; l++)
+    wsinn_add_output (net, fpn[l]);
+  for (int l = 0; l < WSINN_FPN_LEVELS; l++)
+    wsinn_add_output (net, obj[l]);
+  for (int l = 0; l < WSINN_FPN_LEVELS; l++)
+    wsinn_add_output (net, del[l]);
+  return mrcnn_finish (net, err, errlen);
+}
+
+wsinn_net *
+wsinn_maskrcnn_box_head (const wsinn_maskrcnn_spec * spec, char *err,
+    size_t errlen)
+{
+  if (mrcnn_check (spec, err, errlen) < 0)
+    return NULL;
+  wsinn_net *net = wsinn_net_new ();
+  if (!net) {
+    snprintf (err, errlen, "out of memory");
+    return NULL;
+  }
+  int r = spec->representation;
+  int x = wsinn_input (net, spec->fpn_channels);
+  x = wsinn_linear (net, x, "roi_heads.box_head.fc6", r, spec->box_pool, 1);
+  x = wsinn_activation (net, x, WSINN_ACT_RELU);
+  x = wsinn_linear (net, x, "roi_heads.box_head.fc7", r, 1, 1);
+  x = wsinn_activation (net, x, WSINN_ACT_RELU);
+  wsinn_add_output (net, wsinn_linear (net, x,
+          "roi_heads.box_predictor.cls_score", spec->n_classes, 1, 1));
+  wsinn_add_output (net, wsinn_linear (net, x,
+          "roi_heads.box_predictor.bbox_pred", 4 * spec->n_classes, 1, 1));
+  return mrcnn_finish (net, err, errlen);
+}
+
+wsinn_net *
+wsinn_maskrcnn_mask_head (const wsinn_maskrcnn_spec * spec, char *err,
+    size_t errlen)
+{
+  if (mrcnn_check (spec, err, errlen) < 0)
+    return NULL;
+  wsinn_net *net = wsinn_net_new ();
+  if (!net) {
+    snprintf (err, errlen, "out of memory");
+    return NULL;
+  }
+  char b[256];
+  int d = spec->mask_dilation;
+  int x = wsinn_input (net, spec->fpn_channels);
+  for (int i = 0; i < spec->mask_layers; i++) {
+    x = wsinn_conv (net, x, name (b, sizeof b, "roi_heads.mask_head.%d.0", i),
+        spec->mask_width, 3, 1, d, d, 1);
+    x = wsinn_activation (net, x, WSINN_ACT_RELU);
+  }
+  x = wsinn_deconv (net, x, "roi_heads.mask_predictor.conv5_mask",
+      spec->mask_width, 2, 2, 0, 0, 1);
+  x = wsinn_activation (net, x, WSINN_ACT_RELU);
+  x = wsinn_conv (net, x, "roi_heads.mask_predictor.mask_fcn_logits",
+      spec->n_classes, 1, 1, 0, 1, 1);
+  wsinn_add_output (net, x);
+  return mrcnn_finish (net, err, errlen);
 }

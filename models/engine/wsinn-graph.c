@@ -225,6 +225,49 @@ wsinn_conv (wsinn_net * net, int src, const char *prefix, int cout, int k,
 }
 
 int
+wsinn_conv_shared (wsinn_net * net, int src, int like)
+{
+  if (net->error[0])
+    return -1;
+  if (like < 0 || like >= net->n_nodes || net->nodes[like].op != OP_CONV
+      || src < 0 || src >= net->n_nodes
+      || net->nodes[src].c != net->nodes[net->nodes[like].in[0]].c) {
+    net_fail (net, "shared conv: node %d is not a conv with %d input "
+        "channels", like, src >= 0 && src < net->n_nodes ?
+        net->nodes[src].c : -1);
+    return -1;
+  }
+  wsinn_node o = net->nodes[like];
+  int id = new_node (net, OP_CONV, 1, &src, o.c);
+  if (id < 0)
+    return -1;
+  wsinn_node *n = &net->nodes[id];
+  n->k = o.k;
+  n->stride = o.stride;
+  n->pad = o.pad;
+  n->dilation = o.dilation;
+  n->has_bias = o.has_bias;
+  n->p[0] = o.p[0];
+  n->p[1] = o.p[1];
+  n->shared = 1;
+  return id;
+}
+
+int
+wsinn_linear (wsinn_net * net, int src, const char *prefix, int cout, int k,
+    int bias)
+{
+  int id = conv_like (net, OP_CONV, src, prefix, cout, k, 1, 0, 1, 0, bias);
+  if (id < 0)
+    return -1;
+  wsinn_param *w = &net->params[net->nodes[id].p[0]];
+  w->ndims = 2;
+  w->shape[1] = w->shape[1] * w->shape[2] * w->shape[3];
+  w->shape[2] = w->shape[3] = 0;
+  return id;
+}
+
+int
 wsinn_deconv (wsinn_net * net, int src, const char *prefix, int cout, int k,
     int stride, int pad, int output_pad, int bias)
 {
@@ -257,6 +300,20 @@ wsinn_batchnorm (wsinn_net * net, int src, const char *prefix, float eps)
       net->params[net->nodes[id].p[3]].data[i] = 1.0f;
     }
   return net->error[0] ? -1 : id;
+}
+
+int
+wsinn_batchnorm_frozen (wsinn_net * net, int src, const char *prefix,
+    float eps)
+{
+  int id = wsinn_batchnorm (net, src, prefix, eps);
+  if (id < 0)
+    return -1;
+  wsinn_node *n = &net->nodes[id];
+  n->frozen = 1;
+  for (int k = 0; k < 4; k++)
+    net->params[n->p[k]].trainable = 0;
+  return id;
 }
 
 int
@@ -310,6 +367,15 @@ wsinn_resize_like (wsinn_net * net, int src, int like)
 }
 
 int
+wsinn_resize_nearest_like (wsinn_net * net, int src, int like)
+{
+  int id = wsinn_resize_like (net, src, like);
+  if (id >= 0)
+    net->nodes[id].nearest = 1;
+  return id;
+}
+
+int
 wsinn_concat (wsinn_net * net, int n, const int *srcs)
 {
   int c = 0;
@@ -353,8 +419,40 @@ wsinn_set_output (wsinn_net * net, int node)
     return -1;
   }
   net->output = node;
+  net->outputs[0] = node;
+  net->n_outputs = 1;
   drop_plans (net);
   return node;
+}
+
+int
+wsinn_add_output (wsinn_net * net, int node)
+{
+  if (net->error[0])
+    return -1;
+  if (node < 0 || node >= net->n_nodes) {
+    net_fail (net, "output %d is not a node", node);
+    return -1;
+  }
+  for (int k = 0; k < net->n_outputs; k++)
+    if (net->outputs[k] == node) {
+      net_fail (net, "node %d is already output %d", node, k);
+      return -1;
+    }
+  if (net->n_outputs >= WSINN_MAX_OUTPUTS) {
+    net_fail (net, "more than %d outputs", WSINN_MAX_OUTPUTS);
+    return -1;
+  }
+  net->outputs[net->n_outputs] = node;
+  net->output = net->outputs[0];
+  drop_plans (net);
+  return net->n_outputs++;
+}
+
+int
+wsinn_net_n_outputs (const wsinn_net * net)
+{
+  return net->n_outputs;
 }
 
 /* -------------------------------------------------------------- params */
@@ -444,10 +542,10 @@ wsinn_net_init_params (wsinn_net * net, uint64_t seed)
   uint64_t s = seed;
   for (int i = 0; i < net->n_nodes; i++) {
     wsinn_node *n = &net->nodes[i];
-    if (n->op == OP_CONV || n->op == OP_DECONV) {
+    if ((n->op == OP_CONV || n->op == OP_DECONV) && !n->shared) {
       wsinn_param *w = &net->params[n->p[0]];
-      int64_t fan_in = (n->op == OP_CONV ? w->shape[1] : w->shape[0])
-          * w->shape[2] * w->shape[3];
+      int64_t fan_in = (n->op == OP_CONV ? (int64_t) net->nodes[n->in[0]].c :
+          w->shape[0]) * n->k * n->k;
       float bound = sqrtf (6.0f / (float) fan_in);
       for (size_t j = 0; j < w->size; j++)
         w->data[j] = bound * (2.0f * (float) (splitmix (&s) >> 40)

@@ -86,9 +86,12 @@ struct _wsinn_plan
   step_list prep, fwd, bwd;
   step_list din;                /* steps that only produce the input gradient */
   wconv_list wprep, wgrad;      /* batched weight / gradient layout changes */
-  step in_step, out_step, dout_step, din_step;
+  step in_step, din_step;
+  step out_step[WSINN_MAX_OUTPUTS], dout_step[WSINN_MAX_OUTPUTS];
+  int n_out;
   int has_din;
-  dnnl_memory_t user_in, user_out, user_dout, user_din;
+  dnnl_memory_t user_in, user_din;
+  dnnl_memory_t user_out[WSINN_MAX_OUTPUTS], user_dout[WSINN_MAX_OUTPUTS];
   unsigned version_seen;
   int prepared, forwarded;
   /* owned objects */
@@ -116,6 +119,12 @@ struct _wsinn_plan
   int *last_use;
   void **slots;
   int n_slots;
+  struct shared_grad
+  {
+    float *buf;
+    int param;
+  } *sgrad;                     /* gradients of shared convs, summed last */
+  int n_sgrad, cap_sgrad;
   double *bn_tmp;               /* BatchNorm kernels: partial sums */
   size_t bn_tmp_n;
   int in_node;
@@ -167,6 +176,9 @@ wsinn_plan_free (wsinn_plan * p)
   free (p->scratch_mems);
   free (p->scratch);
   free (p->bn_tmp);
+  for (int i = 0; i < p->n_sgrad; i++)
+    free (p->sgrad[i].buf);
+  free (p->sgrad);
   free (p->acts);
   free (p->last_use);
   for (int i = 0; i < p->n_slots; i++)
@@ -416,7 +428,8 @@ compute_last_use (wsinn_net * net, wsinn_plan * p)
         p->last_use[o] = j;
     }
   }
-  p->last_use[owner_of (p, net->output)] = net->n_nodes;
+  for (int k = 0; k < net->n_outputs; k++)
+    p->last_use[owner_of (p, net->outputs[k])] = net->n_nodes;
   return 1;
 }
 
@@ -1247,7 +1260,8 @@ plan_bn (wsinn_net * net, wsinn_plan * p, int i)
   dnnl_memory_desc_t vec, blocked;
   md_vec (&vec, n->c);
   md_tag (&blocked, s->n, s->c, s->h, s->w, dnnl_nChw8c);
-  if (p->training && md_equal (md, &blocked)
+  int global = !p->training || n->frozen;
+  if (p->training && !n->frozen && md_equal (md, &blocked)
       && !getenv ("WSINN_NO_BN_KERNEL")) {
     s->bn_kernel = 1;
     s->in_mem[0] = input_as (p, n->in[0], md, i);
@@ -1266,13 +1280,14 @@ plan_bn (wsinn_net * net, wsinn_plan * p, int i)
   }
   dnnl_batch_normalization_desc_t d;
   unsigned flags = dnnl_use_scale | dnnl_use_shift;
-  if (!p->training)
+  if (global)
     flags |= dnnl_use_global_stats;
   if (s->bn_relu)
     flags |= dnnl_fuse_norm_relu;
   if (!ok (p, dnnl_batch_normalization_forward_desc_init (&d,
               p->training ? dnnl_forward_training : dnnl_forward_inference,
-              md, n->eps, flags), i, "batch norm descriptor"))
+              md, n->eps, flags), i,
+          "batch norm descriptor"))
     return 0;
   dnnl_primitive_desc_t pd = make_pd (p, &d, NULL, NULL, i, "batch norm");
   dnnl_primitive_t prim = pd ? make_prim (p, pd, i) : NULL;
@@ -1286,7 +1301,7 @@ plan_bn (wsinn_net * net, wsinn_plan * p, int i)
     return 0;
   dnnl_memory_t scale = user_mem (p, &vec, net->params[n->p[0]].data);
   dnnl_memory_t shift = user_mem (p, &vec, net->params[n->p[1]].data);
-  if (p->training) {
+  if (!global) {
     s->mean = alloc_mem (p, &vec);
     s->var = alloc_mem (p, &vec);
   } else {
@@ -1306,7 +1321,7 @@ plan_bn (wsinn_net * net, wsinn_plan * p, int i)
       return 0;
     arg (st, DNNL_ARG_WORKSPACE, s->ws);
   }
-  if (p->training)
+  if (!global)
     add_step (&p->fwd, STEP_HOST, i, NULL, NULL)->host = host_bn_running;
   return 1;
 }
@@ -1408,7 +1423,8 @@ plan_resize (wsinn_net * net, wsinn_plan * p, int i)
   dnnl_resampling_desc_t d;
   if (!ok (p, dnnl_resampling_forward_desc_init (&d, p->training ?
               dnnl_forward_training : dnnl_forward_inference,
-              dnnl_resampling_linear, NULL, md, &dst), i,
+              n->nearest ? dnnl_resampling_nearest : dnnl_resampling_linear,
+              NULL, md, &dst), i,
           "resampling descriptor"))
     return 0;
   dnnl_primitive_desc_t pd = make_pd (p, &d, NULL, NULL, i, "resampling");
@@ -1628,6 +1644,33 @@ bwd_data_pd (wsinn_plan * p, int deconv, const dnnl_memory_desc_t * dsrc,
   return pd;
 }
 
+/* A private gradient buffer of a shared conv's parameter @param. */
+static float *
+shared_grad (wsinn_net * net, wsinn_plan * p, int param)
+{
+  float *b = calloc (net->params[param].size, sizeof (float));
+  if (!b) {
+    plan_fail (p, "out of memory for gradients");
+    return NULL;
+  }
+  GROW (p->sgrad, p->n_sgrad, p->cap_sgrad);
+  p->sgrad[p->n_sgrad].buf = b;
+  p->sgrad[p->n_sgrad++].param = param;
+  return b;
+}
+
+static void
+host_shared_sum (wsinn_net * net, wsinn_plan * p, int node)
+{
+  (void) node;
+  for (int i = 0; i < p->n_sgrad; i++) {
+    wsinn_param *w = &net->params[p->sgrad[i].param];
+    const float *b = p->sgrad[i].buf;
+    for (size_t j = 0; j < w->size; j++)
+      w->grad[j] += b[j];
+  }
+}
+
 static int
 bwd_conv (wsinn_net * net, wsinn_plan * p, int i, char *written)
 {
@@ -1670,7 +1713,12 @@ bwd_conv (wsinn_net * net, wsinn_plan * p, int i, char *written)
   dnnl_primitive_t prim = pd ? make_prim (p, pd, i) : NULL;
   if (!prim)
     return 0;
-  dnnl_memory_t gplain = user_mem (p, &wplain, net->params[n->p[0]].grad);
+  float *gw = net->params[n->p[0]].grad;
+  float *gb = n->has_bias ? net->params[n->p[1]].grad : NULL;
+  if (n->shared && (!(gw = shared_grad (net, p, n->p[0]))
+          || (n->has_bias && !(gb = shared_grad (net, p, n->p[1])))))
+    return 0;
+  dnnl_memory_t gplain = user_mem (p, &wplain, gw);
   const dnnl_memory_desc_t *dwmd = query_md (pd, dnnl_query_diff_weights_md,
       0);
   dnnl_memory_t dw = md_equal (dwmd, &wplain) ? gplain : alloc_mem (p, dwmd);
@@ -1679,8 +1727,7 @@ bwd_conv (wsinn_net * net, wsinn_plan * p, int i, char *written)
   arg (st, DNNL_ARG_DIFF_DST, s->diff);
   arg (st, DNNL_ARG_DIFF_WEIGHTS, dw);
   if (n->has_bias)
-    arg (st, DNNL_ARG_DIFF_BIAS, user_mem (p, &bias,
-            net->params[n->p[1]].grad));
+    arg (st, DNNL_ARG_DIFF_BIAS, user_mem (p, &bias, gb));
   if (dw != gplain && !weight_reorder (p, &p->wgrad, &p->bwd, dw, gplain, i))
     return 0;
 
@@ -1779,13 +1826,17 @@ bwd_simple (wsinn_net * net, wsinn_plan * p, int i, char *written)
           &s->md, str, k, dil, pl, pl);
       break;
     case OP_RESIZE:
-      stt = dnnl_resampling_backward_desc_init (&d.r, dnnl_resampling_linear,
-          NULL, &in->md, &s->md);
+      stt = dnnl_resampling_backward_desc_init (&d.r, n->nearest ?
+          dnnl_resampling_nearest : dnnl_resampling_linear, NULL, &in->md,
+          &s->md);
       break;
     case OP_BN:
+      /* frozen: oneDNN has no backward_data with a scale; full backward,
+       * the scale/shift gradients go to a scratch memory */
       stt = dnnl_batch_normalization_backward_desc_init (&d.bn, dnnl_backward,
           &s->md, mem_md (s->in_mem[0]), n->eps,
           dnnl_use_scale | dnnl_use_shift
+          | (n->frozen ? dnnl_use_global_stats : 0)
           | (s->bn_relu ? dnnl_fuse_norm_relu : 0));
       break;
     case OP_SOFTMAX:
@@ -1809,7 +1860,7 @@ bwd_simple (wsinn_net * net, wsinn_plan * p, int i, char *written)
   int convert = !md_equal (dsrc, &in->md);
   if (convert)
     out = alloc_mem (p, dsrc);
-  if (n->op == OP_BN)            /* also computes parameter gradients */
+  if (n->op == OP_BN && !n->frozen)     /* also parameter gradients */
     c.list = &p->bwd;
   step_list *list = c.list;
   step *st = add_step (list, STEP_LAYER, i, prim, pd);
@@ -1831,6 +1882,12 @@ bwd_simple (wsinn_net * net, wsinn_plan * p, int i, char *written)
       arg (st, DNNL_ARG_VARIANCE, s->var);
       arg (st, DNNL_ARG_SCALE, user_mem (p, &vec, net->params[n->p[0]].data));
       arg (st, DNNL_ARG_SHIFT, user_mem (p, &vec, net->params[n->p[1]].data));
+      if (n->frozen) {
+        dnnl_memory_t junk = alloc_mem (p, &vec);
+        arg (st, DNNL_ARG_DIFF_SCALE, junk);
+        arg (st, DNNL_ARG_DIFF_SHIFT, junk);
+        break;
+      }
       arg (st, DNNL_ARG_DIFF_SCALE, user_mem (p, &vec,
               net->params[n->p[0]].grad));
       arg (st, DNNL_ARG_DIFF_SHIFT, user_mem (p, &vec,
@@ -1924,6 +1981,14 @@ infer_shapes (wsinn_net * net, wsinn_plan * p)
       case OP_RESIZE:
         h = p->ns[n->in[1]].h;
         w = p->ns[n->in[1]].w;
+        if (n->nearest && (h % a->h || w % a->w)) {
+          plan_fail (p, "layer %d (nearest resize): %lldx%lld to %lldx%lld "
+              "is not an integer scale for a %dx%d input; the input size "
+              "must be a multiple of the network's size multiple", i,
+              (long long) a->w, (long long) a->h, (long long) w,
+              (long long) h, p->w, p->h);
+          return 0;
+        }
         break;
       case OP_CONCAT:
       case OP_ADD:
@@ -1961,7 +2026,9 @@ infer_shapes (wsinn_net * net, wsinn_plan * p)
 static int
 sole_consumer (wsinn_net * net, int i)
 {
-  int found = -1, count = net->output == i;
+  int found = -1, count = 0;
+  for (int k = 0; k < net->n_outputs; k++)
+    count += net->outputs[k] == i;
   for (int j = i + 1; j < net->n_nodes; j++) {
     wsinn_node *n = &net->nodes[j];
     int n_data = n->op == OP_RESIZE ? 1 : n->n_in;
@@ -1983,7 +2050,7 @@ plan_fusions (wsinn_net * net, wsinn_plan * p)
       continue;
     int last = i;
     if (p->training) {          /* every output is kept: only BN + ReLU */
-      int j = n->op == OP_BN ? sole_consumer (net, i) : -1;
+      int j = n->op == OP_BN && !n->frozen ? sole_consumer (net, i) : -1;
       if (j >= 0 && net->nodes[j].op == OP_ACT
           && net->nodes[j].act == WSINN_ACT_RELU) {
         p->ns[i].bn_relu = 1;
@@ -2043,11 +2110,14 @@ attach_scratchpad (wsinn_plan * p)
 {
   dnnl_memory_t *mems = NULL;
   int n = 0, cap = 0, good = 1;
-  step *single[] = { &p->in_step, &p->out_step, &p->dout_step, &p->din_step };
+  step *single[] = { &p->in_step, &p->din_step };
   step_list *lists[] = { &p->prep, &p->fwd, &p->bwd, &p->din };
   for (int k = 0; k < 4 && good; k++)
-    good = scratchpad_list (p, lists[k]->v, lists[k]->n, &mems, &n, &cap)
-        && scratchpad_list (p, single[k], 1, &mems, &n, &cap);
+    good = scratchpad_list (p, lists[k]->v, lists[k]->n, &mems, &n, &cap);
+  for (int k = 0; k < 2 && good; k++)
+    good = scratchpad_list (p, single[k], 1, &mems, &n, &cap);
+  good = good && scratchpad_list (p, p->out_step, p->n_out, &mems, &n, &cap)
+      && scratchpad_list (p, p->dout_step, p->n_out, &mems, &n, &cap);
   if (good && p->scratchpad_size) {
     p->scratchpad = aligned_alloc (64, (p->scratchpad_size + 63) / 64 * 64);
     if (!p->scratchpad) {
@@ -2096,13 +2166,18 @@ plan_build (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
     if (net->nodes[i].op == OP_INPUT)
       in_node = i;
   p->in_node = in_node;
-  nstate *si = &p->ns[in_node], *so = &p->ns[net->output];
+  nstate *si = &p->ns[in_node];
   dnnl_memory_desc_t umd;
   md_tag (&umd, si->n, si->c, si->h, si->w, dnnl_nhwc);
   p->user_in = user_mem (p, &umd, NULL);
-  md_tag (&umd, so->n, so->c, so->h, so->w, dnnl_nhwc);
-  p->user_out = user_mem (p, &umd, NULL);
-  p->in_step.kind = p->out_step.kind = STEP_IO;
+  p->in_step.kind = STEP_IO;
+  p->n_out = net->n_outputs;
+  for (int k = 0; k < p->n_out; k++) {
+    nstate *so = &p->ns[net->outputs[k]];
+    md_tag (&umd, so->n, so->c, so->h, so->w, dnnl_nhwc);
+    p->user_out[k] = user_mem (p, &umd, NULL);
+    p->out_step[k].kind = STEP_IO;
+  }
 
   for (int i = 0; i < net->n_nodes; i++) {
     wsinn_node *nd = &net->nodes[i];
@@ -2156,8 +2231,10 @@ plan_build (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
       p->ns[i].md = p->ns[p->ns[i].alias].md;
       p->ns[i].mem = p->ns[p->ns[i].alias].mem;
     }
-  if (!make_reorder (p, &p->out_step, so->mem, p->user_out, net->output))
-    goto fail;
+  for (int k = 0; k < p->n_out; k++)
+    if (!make_reorder (p, &p->out_step[k], p->ns[net->outputs[k]].mem,
+            p->user_out[k], net->outputs[k]))
+      goto fail;
   if (p->wprep.n)
     add_step (&p->prep, STEP_WEIGHTS, 0, NULL, NULL)->host =
         host_wconv_prep;
@@ -2172,19 +2249,24 @@ plan_build (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
 
   if (p->training) {
     char *written = calloc ((size_t) net->n_nodes, 1);
-    if (!written || !grad_mem (p, net->output)) {
-      free (written);
+    if (!written) {
+      plan_fail (p, "out of memory");
       goto fail;
     }
-    md_tag (&umd, so->n, so->c, so->h, so->w, dnnl_nhwc);
-    p->user_dout = user_mem (p, &umd, NULL);
-    p->dout_step.kind = STEP_IO;
-    if (!make_reorder (p, &p->dout_step, p->user_dout, so->diff,
-            net->output)) {
-      free (written);
-      goto fail;
+    for (int k = 0; k < p->n_out; k++) {
+      int o = net->outputs[k];
+      nstate *so = &p->ns[o];
+      md_tag (&umd, so->n, so->c, so->h, so->w, dnnl_nhwc);
+      p->user_dout[k] = user_mem (p, &umd, NULL);
+      p->dout_step[k].kind = STEP_IO;
+      if (!grad_mem (p, o)
+          || !make_reorder (p, &p->dout_step[k], p->user_dout[k], so->diff,
+              o)) {
+        free (written);
+        goto fail;
+      }
+      written[o] = 1;
     }
-    written[net->output] = 1;
     for (int i = net->n_nodes - 1; i >= 0; i--) {
       wsinn_node *nd = &net->nodes[i];
       int good = 1;
@@ -2217,6 +2299,8 @@ plan_build (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
     if (p->wgrad.n)
       add_step (&p->bwd, STEP_WEIGHTS, 0, NULL, NULL)->host =
           host_wconv_grad;
+    if (p->n_sgrad)
+      add_step (&p->bwd, STEP_HOST, 0, NULL, NULL)->host = host_shared_sum;
     p->has_din = written[in_node];
     free (written);
     if (p->has_din) {
@@ -2315,8 +2399,8 @@ check_net (wsinn_net * net, char *err, size_t errlen)
 }
 
 int
-wsinn_net_output_shape (wsinn_net * net, int n, int h, int w, int *out_c,
-    int *out_h, int *out_w, char *err, size_t errlen)
+wsinn_net_output_shape_at (wsinn_net * net, int index, int n, int h, int w,
+    int *out_c, int *out_h, int *out_w, char *err, size_t errlen)
 {
   if (check_net (net, err, errlen) < 0)
     return -1;
@@ -2336,7 +2420,13 @@ wsinn_net_output_shape (wsinn_net * net, int n, int h, int w, int *out_c,
     free (tmp.ns);
     return -1;
   }
-  nstate *o = &tmp.ns[net->output];
+  if (index < 0 || index >= net->n_outputs) {
+    snprintf (err, errlen, "no output %d (the net has %d)", index,
+        net->n_outputs);
+    free (tmp.ns);
+    return -1;
+  }
+  nstate *o = &tmp.ns[net->outputs[index]];
   *out_c = (int) o->c;
   *out_h = (int) o->h;
   *out_w = (int) o->w;
@@ -2373,13 +2463,21 @@ wsinn_net_flops (wsinn_net * net, int n, int h, int w)
 }
 
 int
-wsinn_net_forward (wsinn_net * net, const float *input, int n, int h, int w,
-    float *output, char *err, size_t errlen)
+wsinn_net_output_shape (wsinn_net * net, int n, int h, int w, int *out_c,
+    int *out_h, int *out_w, char *err, size_t errlen)
+{
+  return wsinn_net_output_shape_at (net, 0, n, h, w, out_c, out_h, out_w,
+      err, errlen);
+}
+
+int
+wsinn_net_forward_outputs (wsinn_net * net, const float *input, int n,
+    int h, int w, float *const *outputs, char *err, size_t errlen)
 {
   int oc, oh, ow;
   if (wsinn_net_output_shape (net, n, h, w, &oc, &oh, &ow, err, errlen) < 0)
     return -1;
-  if (!input || !output) {
+  if (!input || !outputs) {
     snprintf (err, errlen, "no input or output buffer");
     return -1;
   }
@@ -2393,11 +2491,16 @@ wsinn_net_forward (wsinn_net * net, const float *input, int n, int h, int w,
     p->version_seen = net->param_version;
   }
   dnnl_memory_set_data_handle (p->user_in, (void *) input);
-  dnnl_memory_set_data_handle (p->user_out, output);
   if (run_steps (net, p, &p->in_step, 1, err, errlen) < 0
-      || run_steps (net, p, p->fwd.v, p->fwd.n, err, errlen) < 0
-      || run_steps (net, p, &p->out_step, 1, err, errlen) < 0)
+      || run_steps (net, p, p->fwd.v, p->fwd.n, err, errlen) < 0)
     return -1;
+  for (int k = 0; k < p->n_out; k++) {
+    if (!outputs[k])
+      continue;
+    dnnl_memory_set_data_handle (p->user_out[k], outputs[k]);
+    if (run_steps (net, p, &p->out_step[k], 1, err, errlen) < 0)
+      return -1;
+  }
   dnnl_stream_wait (net->stream);
   p->forwarded = 1;
   if (p->training)              /* running statistics changed: refold BN */
@@ -2406,8 +2509,21 @@ wsinn_net_forward (wsinn_net * net, const float *input, int n, int h, int w,
 }
 
 int
-wsinn_net_backward (wsinn_net * net, const float *diff_output,
-    float *diff_input, char *err, size_t errlen)
+wsinn_net_forward (wsinn_net * net, const float *input, int n, int h, int w,
+    float *output, char *err, size_t errlen)
+{
+  float *outs[WSINN_MAX_OUTPUTS] = { output };
+  if (!output) {
+    snprintf (err, errlen, "no input or output buffer");
+    return -1;
+  }
+  return wsinn_net_forward_outputs (net, input, n, h, w, outs, err, errlen);
+}
+
+int
+wsinn_net_backward_outputs (wsinn_net * net,
+    const float *const *diff_outputs, float *diff_input, char *err,
+    size_t errlen)
 {
   wsinn_plan *p = net->plans[0];
   if (!p || !p->training || !p->forwarded) {
@@ -2416,9 +2532,20 @@ wsinn_net_backward (wsinn_net * net, const float *diff_output,
   }
   for (size_t i = 0; i < net->n_params; i++)
     memset (net->params[i].grad, 0, net->params[i].size * sizeof (float));
-  dnnl_memory_set_data_handle (p->user_dout, (void *) diff_output);
-  if (run_steps (net, p, &p->dout_step, 1, err, errlen) < 0
-      || run_steps (net, p, p->bwd.v, p->bwd.n, err, errlen) < 0)
+  for (int k = 0; k < p->n_out; k++) {
+    const float *d = diff_outputs ? diff_outputs[k] : NULL;
+    if (d) {
+      dnnl_memory_set_data_handle (p->user_dout[k], (void *) d);
+      if (run_steps (net, p, &p->dout_step[k], 1, err, errlen) < 0)
+        return -1;
+    } else {
+      nstate *so = &p->ns[net->outputs[k]];
+      void *h = NULL;
+      dnnl_memory_get_data_handle (so->diff, &h);
+      memset (h, 0, dnnl_memory_desc_get_size (&so->md));
+    }
+  }
+  if (run_steps (net, p, p->bwd.v, p->bwd.n, err, errlen) < 0)
     return -1;
   if (diff_input) {
     if (p->has_din) {
@@ -2433,6 +2560,14 @@ wsinn_net_backward (wsinn_net * net, const float *diff_output,
   }
   dnnl_stream_wait (net->stream);
   return 0;
+}
+
+int
+wsinn_net_backward (wsinn_net * net, const float *diff_output,
+    float *diff_input, char *err, size_t errlen)
+{
+  const float *d[WSINN_MAX_OUTPUTS] = { diff_output };
+  return wsinn_net_backward_outputs (net, d, diff_input, err, errlen);
 }
 
 void
@@ -2494,7 +2629,8 @@ wsinn_net_memory_estimate (wsinn_net * net, int n, int h, int w,
     for (int k = 0; k < net->nodes[j].n_in; k++)
       if (last[net->nodes[j].in[k]] < j)
         last[net->nodes[j].in[k]] = j;
-  last[net->output] = net->n_nodes;
+  for (int k = 0; k < net->n_outputs; k++)
+    last[net->outputs[k]] = net->n_nodes;
   if (training) {
     /* every activation kept for backward, a gradient of each, and
      * parameter gradients plus two optimiser states */

@@ -35,6 +35,9 @@ typedef struct
   int k, stride, pad, dilation, output_pad, has_bias;
   int act;                      /* wsinn_act, or pool kind */
   float eps;
+  int frozen;                   /* BN: running statistics also in training */
+  int nearest;                  /* resize: nearest neighbour */
+  int shared;                   /* conv: parameters of another conv */
   int p[4];                     /* parameter indexes (-1 none): conv w, b;
                                  * bn weight, bias, running_mean, running_var */
   int n_consumers;
@@ -50,7 +53,9 @@ struct _wsinn_net
   int n_nodes, cap_nodes;
   wsinn_param *params;
   size_t n_params, cap_params;
-  int output;
+  int output;                   /* outputs[0] */
+  int outputs[WSINN_MAX_OUTPUTS];
+  int n_outputs;
   int training;
   float bn_momentum;
   char error[256];

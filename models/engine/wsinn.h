@@ -72,12 +72,25 @@ int wsinn_input (wsinn_net * net, int channels);
 /* Conv2d: weight [cout, cin, k, k], optional bias [cout]. */
 int wsinn_conv (wsinn_net * net, int src, const char *prefix, int cout, int k,
     int stride, int pad, int dilation, int bias);
+/* A conv with the parameters (and geometry) of the conv node @like, e.g.
+ * one head run on every FPN level; weight gradients of all users summed. */
+int wsinn_conv_shared (wsinn_net * net, int src, int like);
+/* nn.Linear on a k x k input flattened as PyTorch's flatten(NCHW): a k x k
+ * valid convolution whose weight keeps the Linear shape [cout, cin*k*k]
+ * (same memory order as the conv's [cout, cin, k, k]), so a state_dict
+ * maps 1:1; output 1 x 1 x cout. k = 1: Linear on 1x1 maps. */
+int wsinn_linear (wsinn_net * net, int src, const char *prefix, int cout,
+    int k, int bias);
 /* ConvTranspose2d: weight [cin, cout, k, k] (PyTorch layout), optional bias;
  * output size (in - 1) * stride - 2 * pad + k + output_pad. */
 int wsinn_deconv (wsinn_net * net, int src, const char *prefix, int cout,
     int k, int stride, int pad, int output_pad, int bias);
 /* BatchNorm2d (eps, momentum as PyTorch's defaults 1e-5 and 0.1). */
 int wsinn_batchnorm (wsinn_net * net, int src, const char *prefix, float eps);
+/* torchvision FrozenBatchNorm2d: the same four tensors, none trainable; the
+ * running statistics are used in training too (gradient to the input only). */
+int wsinn_batchnorm_frozen (wsinn_net * net, int src, const char *prefix,
+    float eps);
 int wsinn_activation (wsinn_net * net, int src, wsinn_act act);
 int wsinn_pooling (wsinn_net * net, int src, wsinn_pool kind, int k,
     int stride, int pad);
@@ -85,10 +98,21 @@ int wsinn_global_avgpool (wsinn_net * net, int src);
 /* Bilinear resize (align_corners=False) of @src to the spatial size of
  * @like (only its shape is used). */
 int wsinn_resize_like (wsinn_net * net, int src, int like);
+/* Nearest-neighbour resize of @src to the size of @like (F.interpolate
+ * mode="nearest", e.g. FPN top-down). The size ratio must be an integer
+ * (checked when a plan is built), where oneDNN's and PyTorch's index rules
+ * agree. */
+int wsinn_resize_nearest_like (wsinn_net * net, int src, int like);
 int wsinn_concat (wsinn_net * net, int n, const int *srcs);
 int wsinn_add (wsinn_net * net, int a, int b);
 int wsinn_softmax (wsinn_net * net, int src);   /* over channels */
+/* Makes @node the only output (index 0). */
 int wsinn_set_output (wsinn_net * net, int node);
+/* Appends @node as one more output and returns its index (0 for the
+ * first); distinct nodes, at most WSINN_MAX_OUTPUTS. */
+#define WSINN_MAX_OUTPUTS 16
+int wsinn_add_output (wsinn_net * net, int node);
+int wsinn_net_n_outputs (const wsinn_net * net);
 int wsinn_net_channels (const wsinn_net * net, int node);
 
 /* ------------------------------------------------------- architectures */
@@ -124,6 +148,44 @@ int wsinn_spec_size_multiple (const wsinn_spec * spec);
 wsinn_net *wsinn_net_new_from_spec (const wsinn_spec * spec, char *err,
     size_t errlen);
 
+/* ---------------------------------------------------------- Mask R-CNN */
+
+/* torchvision 0.14 maskrcnn_resnet50_fpn sub-networks on a ResNet-18/34
+ * backbone, with torchvision's state_dict names (docs/engine.md). */
+typedef struct
+{
+  char backbone[32];            /* resnet18 | resnet34 */
+  int base_width;               /* 64 */
+  int fpn_channels;             /* 256 */
+  int n_anchors;                /* per location and level: 3 */
+  int n_classes;                /* with the background: >= 2 */
+  int representation;           /* box head fc6/fc7 width: 1024 */
+  int box_pool;                 /* box RoI side: 7 */
+  int mask_layers;              /* mask head convs: 4 */
+  int mask_width;               /* 256 */
+  int mask_dilation;            /* 1 */
+} wsinn_maskrcnn_spec;
+
+#define WSINN_FPN_LEVELS 5
+void wsinn_maskrcnn_spec_init (wsinn_maskrcnn_spec * spec);   /* defaults */
+/* backbone.body.* (FrozenBatchNorm) + backbone.fpn.* + rpn.head.* on an
+ * RGB input (side a multiple of 32). 15 outputs: 0..4 FPN levels '0', '1',
+ * '2', '3', 'pool' (strides 4..64, fpn_channels); 5 + l objectness of
+ * level l (n_anchors); 10 + l box deltas (4 n_anchors): NHWC, so the
+ * values are in torchvision's flattened (y, x, anchor[, coordinate]) order. */
+wsinn_net *wsinn_maskrcnn_features (const wsinn_maskrcnn_spec * spec,
+    char *err, size_t errlen);
+/* roi_heads.box_head (fc6, fc7 as wsinn_linear) + box_predictor on RoI
+ * features: input n_rois x box_pool x box_pool x fpn_channels (NHWC, i.e.
+ * RoIAlign's [k, c, p, p] transposed); outputs 0 class logits (n_classes),
+ * 1 box regression (4 n_classes), each n_rois x 1 x 1 x C. */
+wsinn_net *wsinn_maskrcnn_box_head (const wsinn_maskrcnn_spec * spec,
+    char *err, size_t errlen);
+/* roi_heads.mask_head + mask_predictor: input n_rois x 14 x 14 x
+ * fpn_channels; output n_rois x 28 x 28 x n_classes mask logits. */
+wsinn_net *wsinn_maskrcnn_mask_head (const wsinn_maskrcnn_spec * spec,
+    char *err, size_t errlen);
+
 /* ------------------------------------------------------------- running */
 
 /* 0 = inference (BatchNorm folded into convolutions, fused post-ops),
@@ -138,6 +200,18 @@ int wsinn_net_output_shape (wsinn_net * net, int n, int h, int w,
  * (NHWC). Returns 0, or -1 with a message. */
 int wsinn_net_forward (wsinn_net * net, const float *input, int n, int h,
     int w, float *output, char *err, size_t errlen);
+/* Several outputs: shape of output @index; forward writing output k into
+ * outputs[k] (NHWC; NULL = not copied out); backward from one gradient per
+ * output (diff_outputs[k] NULL, or diff_outputs NULL: zero). With one
+ * output these equal wsinn_net_output_shape / _forward / _backward, which
+ * on a net with several outputs use output 0 (the others' gradient 0). */
+int wsinn_net_output_shape_at (wsinn_net * net, int index, int n, int h,
+    int w, int *out_c, int *out_h, int *out_w, char *err, size_t errlen);
+int wsinn_net_forward_outputs (wsinn_net * net, const float *input, int n,
+    int h, int w, float *const *outputs, char *err, size_t errlen);
+int wsinn_net_backward_outputs (wsinn_net * net,
+    const float *const *diff_outputs, float *diff_input, char *err,
+    size_t errlen);
 /* After a training-mode forward: @diff_output has the output's shape
  * (NHWC). Writes every trainable param->grad (overwritten, not summed)
  * and, if @diff_input is not NULL, the input gradient (NHWC). */
