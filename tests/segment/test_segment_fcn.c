@@ -284,11 +284,16 @@ static void
 expect_caps_error (const gchar * props, const gchar * caps,
     const gchar * needle)
 {
-  GstHarness *h = new_harness (props, caps);
+  gchar *desc = g_strdup_printf ("segment-fcn name=seg model=%s %s",
+      model_path, props);
+  GstHarness *h = gst_harness_new_parse (desc);
   GstBus *bus = gst_bus_new ();
   gchar *msg;
 
+  /* the bus first: setting the caps sends them at once */
   gst_element_set_bus (h->element, bus);
+  gst_harness_set_src_caps_str (h, caps);
+  g_free (desc);
   gst_harness_push (h, make_patch (0));
   msg = wait_errors (bus);
   fail_unless (msg && strstr (msg, needle) != NULL, "%s", msg);
