@@ -8,7 +8,8 @@ box head, mask head) load it by name. Checked: forward of every output in
 inference and training mode, and backward (input and every parameter
 gradient) against autograd: the heads, and the features net through frozen
 BatchNorm, nearest upsampling, the shared RPN head and some outputs without
-gradient. Usage: test_parity.py path/to/mrcnn_ctypes.so
+gradient. Usage: test_parity.py path/to/mrcnn_ctypes.so [inference]
+(inference: the whole inference forward, tests/maskrcnn/test_inference.py)
 """
 import ctypes as C
 import os
@@ -151,9 +152,10 @@ def compare_grads(net, module, prefix, what):
         check(f"{what} grad {name}", g[name], ref.reshape(-1).numpy(), GRAD_TOL)
 
 
-def main():
-    torch.manual_seed(0)
-    n_classes = 3
+def make_model(n_classes=3, seed=0):
+    """torchvision's MaskRCNN on resnet18 + FPN with random weights and
+    FrozenBatchNorm statistics, saved as a model file: (model, path)."""
+    torch.manual_seed(seed)
     backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5)
     model = MaskRCNN(backbone, num_classes=n_classes).eval()
     with torch.no_grad():
@@ -173,6 +175,13 @@ def main():
     safetensors_io.save(path, {k: v.numpy().astype(np.float32)
                                for k, v in model.state_dict().items()},
                         {"format": "gst-wsiseg-model", "arch": "maskrcnn"})
+    return model, path
+
+
+def main():
+    n_classes = 3
+    model, path = make_model(n_classes)
+    tmp = os.path.dirname(path)
     spec = Spec()
     lib.wsinn_maskrcnn_spec_init(C.byref(spec))
     spec.n_classes = n_classes
@@ -285,4 +294,7 @@ def main():
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[2] == "inference":
+        import test_inference
+        sys.exit(test_inference.main())
     sys.exit(main())
