@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Main job on the bundled sample slide: installs what is missing, builds, runs.
-# With a shipped nuclei model (models/nuclei.safetensors): nuclei segmentation,
+# With a shipped nuclei model (models/weights/nuclei.safetensors): nuclei segmentation,
 # written as a mask, an overlay picture and QuPath GeoJSON. Always: tissue
 # detection and the slide reconstructed from its patches.
 # Usage: pipelines/demo.sh [slide] [output-dir]
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 SLIDE=${1:-$ROOT/data/cmu-1-small-region.svs}
 OUT=${2:-$ROOT/out/demo}
-MODEL=${WSISEG_DEMO_MODEL:-$ROOT/models/nuclei.safetensors}
+MODEL=${WSISEG_DEMO_MODEL:-$ROOT/models/weights/nuclei.safetensors}
 
 pipelines/install-deps.sh
 [ -f build/build.ninja ] || meson setup build -Dtests=false >/dev/null

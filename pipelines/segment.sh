@@ -3,7 +3,7 @@
 # mask PNG, overlay picture and QuPath GeoJSON (one polygon per object when the
 # model has a "boundary" class). Needs a build (pipelines/demo.sh makes one).
 # Usage: pipelines/segment.sh SLIDE MODEL [OUTPUT-DIR]
-#   e.g. pipelines/segment.sh data/cmu-1-small-region.svs models/glands.safetensors out/glands
+#   e.g. pipelines/segment.sh data/cmu-1-small-region.svs models/weights/glands.safetensors out/glands
 # RGB patches go straight to segment-fcn, which applies the preprocessing the
 # model file declares.
 # Env: MIN_AREA (smallest exported object, model pixels; default 8), BATCH (8).

@@ -138,10 +138,10 @@ def main():
         sys.exit(__doc__)
     name = sys.argv[1]
     build = os.path.abspath(sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "build"))
-    work = os.path.join(ROOT, "models", "training", name)
+    work = os.path.join(ROOT, "models", "weights", "training-runs", name)
     ckpt = os.path.join(work, "checkpoint.safetensors")
-    out = os.path.join(ROOT, "models", f"{name}.safetensors")
-    card = os.path.join(ROOT, "models", f"{name}.md")
+    out = os.path.join(ROOT, "models", "weights", f"{name}.safetensors")
+    card = os.path.join(ROOT, "models", "weights", f"{name}.md")
     subprocess.run([sys.executable, os.path.join(HERE, "ship_model.py"), ckpt, out,
                     f"models/{name}.md"], check=True)
     ev = json.loads(subprocess.run([sys.executable, os.path.join(HERE, "evaluate.py"), name, out, build],
@@ -193,7 +193,7 @@ base width {meta.get('base_width')}, BatchNorm; {len(json.loads(meta.get('class_
 
 ## Training (this project's own train mode)
 `pipelines/train/train.sh {name}` — the exact pipeline, resumed across sessions from
-`models/training/{name}/checkpoint.safetensors`:
+`models/weights/training-runs/{name}/checkpoint.safetensors`:
 
     slidesrc location='train/images/*.png' shuffle=true loop=5 seed=S tile-width=512 tile-height=512 !
       patchify patch-size={patch} overlap=... augment-flip=true augment-rotate=true seed=S ! tee name=t

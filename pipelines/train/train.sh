@@ -5,7 +5,7 @@
 # Usage: pipelines/train/train.sh nuclei|nuclei30|glands [max-steps]
 # (nuclei30: all 30 MoNuSeg instance maps, split by organ; prepare_data.py)
 # Needs ../shared/data (prepared into out/train-NAME by prepare_data.py).
-# A model file at models/training/NAME/init-from.safetensors seeds a fresh
+# A model file at models/weights/training-runs/NAME/init-from.safetensors seeds a fresh
 # run's weights (transfer learning: init-from). WSISEG_TRAIN_LR overrides the
 # learning rate (e.g. a lower one for the last part of a resumed training).
 set -euo pipefail
@@ -14,7 +14,7 @@ ROOT=$(pwd)
 NAME=$1
 MAX_STEPS=${2:-6000}
 DATA=$ROOT/out/train-$NAME
-WORK=${WSISEG_TRAIN_DIR:-$ROOT/models/training/$NAME}
+WORK=${WSISEG_TRAIN_DIR:-$ROOT/models/weights/training-runs/$NAME}
 PLUGIN=${WSISEG_PLUGIN_DIR:-$ROOT/build/gst}
 export GST_PLUGIN_PATH=$PLUGIN OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$WORK"

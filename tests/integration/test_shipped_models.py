@@ -1,4 +1,4 @@
-"""The shipped models (models/*.safetensors): each loads, has a model card
+"""The shipped models (models/weights/*.safetensors): each loads, has a model card
 that names its licence, data and metrics, points at that card, and segments
 the bundled sample slide at its own resolution the way pipelines/demo.sh
 does; the nuclei it finds are plausible (not an empty or a full mask) and
@@ -15,7 +15,7 @@ import wsitest
 
 c = wsitest.Checks()
 tmp = wsitest.tmpdir()
-models = os.path.join(wsitest.SOURCE_ROOT, "models")
+models = os.path.join(wsitest.SOURCE_ROOT, "models", "weights")
 info_tool = sys.argv[1]
 slide = os.path.join(wsitest.SOURCE_ROOT, "data", "cmu-1-small-region.svs")
 shipped = sorted(f[:-12] for f in os.listdir(models) if f.endswith(".safetensors"))
