@@ -11,6 +11,7 @@ struct _wsimrcnn
 {
   wsimrcnn_config cfg;
   wsinn_net *nets[3];
+  WsidetRng rng;
 };
 
 void
@@ -34,6 +35,18 @@ wsimrcnn_config_init (wsimrcnn_config * cfg)
   cfg->det.min_size = 1e-2f;
   cfg->box_sampling = cfg->mask_sampling = 2;
   cfg->mask_pool = 14;
+  cfg->rpn_train = cfg->rpn;
+  cfg->rpn_train.pre_nms_top_n = cfg->rpn_train.post_nms_top_n = 2000;
+  cfg->rpn_fg_iou = 0.7f;
+  cfg->rpn_bg_iou = 0.3f;
+  cfg->rpn_batch = 256;
+  cfg->rpn_pos_fraction = 0.5;
+  cfg->box_fg_iou = cfg->box_bg_iou = 0.5f;
+  cfg->box_batch = 512;
+  cfg->box_pos_fraction = 0.25;
+  cfg->box_loss = WSIDET_BOX_LOSS_SMOOTH_L1;
+  cfg->beta = 1.0f / 9.0f;
+  cfg->seed = 0;
 }
 
 void
@@ -59,6 +72,7 @@ wsimrcnn_new (const wsimrcnn_config * cfg, char *err, size_t errlen)
     return NULL;
   }
   m->cfg = *cfg;
+  wsidet_rng_seed (&m->rng, cfg->seed);
   if (!(m->nets[0] = wsinn_maskrcnn_features (&cfg->spec, err, errlen))
       || !(m->nets[1] = wsinn_maskrcnn_box_head (&cfg->spec, err, errlen))
       || !(m->nets[2] = wsinn_maskrcnn_mask_head (&cfg->spec, err, errlen))) {
@@ -72,6 +86,17 @@ wsinn_net *
 wsimrcnn_net (wsimrcnn * m, int which)
 {
   return which >= 0 && which < 3 ? m->nets[which] : NULL;
+}
+
+/* [k, p, p, c] -> [k, c, p, p] */
+static void
+to_nchw (const float *src, int k, int c, int p, float *dst)
+{
+  for (int r = 0; r < k; r++)
+    for (int ch = 0; ch < c; ch++)
+      for (int i = 0; i < p * p; i++)
+        dst[((size_t) r * c + ch) * p * p + i] =
+            src[((size_t) r * p * p + i) * c + ch];
 }
 
 /* [k, c, p, p] -> [k, p, p, c] */
@@ -102,6 +127,8 @@ wsimrcnn_detect (wsimrcnn * m, const float *image, int h, int w,
       *cls = NULL, *reg = NULL, *mlog = NULL;
   int rc = -1, n_anchor = 0, nd = 0;
 
+  for (int i = 0; i < 3; i++)
+    wsinn_net_set_training (m->nets[i], 0);
   for (int k = 0; k < NOUT; k++) {
     if (wsinn_net_output_shape_at (m->nets[0], k, 1, h, w, &oc[k], &oh[k],
             &ow[k], err, errlen) < 0)
@@ -241,5 +268,270 @@ out:
   free (cls);
   free (reg);
   free (mlog);
+  return rc;
+}
+
+/* ------------------------------------------------------------- training */
+
+#define FREE_ALL(...) do { void *v_[] = { __VA_ARGS__ }; \
+    for (size_t i_ = 0; i_ < sizeof v_ / sizeof v_[0]; i_++) free (v_[i_]); \
+  } while (0)
+
+int
+wsimrcnn_train_step (wsimrcnn * m, const float *image, int h, int w,
+    const float *gt_boxes, const int32_t * gt_labels, const float *gt_masks,
+    int n_gt, wsimrcnn_losses * losses, char *err, size_t errlen)
+{
+  const wsimrcnn_config *cfg = &m->cfg;
+  const int L = WSINN_FPN_LEVELS, A = cfg->spec.n_anchors;
+  const int C = cfg->spec.fpn_channels, nc = cfg->spec.n_classes;
+  const int bp = cfg->spec.box_pool, mp = cfg->mask_pool, ms = 2 * mp;
+  float *outs[NOUT] = { 0 }, *douts[NOUT] = { 0 };
+  int oh[NOUT], ow[NOUT], oc[NOUT], level_sizes[WSINN_FPN_LEVELS];
+  float *obj = NULL, *del = NULL, *anchors = NULL, *lab = NULL, *tgt = NULL,
+      *gobj = NULL, *gdel = NULL, *prop = NULL, *pscore = NULL,
+      *srois = NULL, *stgt = NULL, *rois = NULL, *pooled = NULL, *pin = NULL,
+      *cls = NULL, *reg = NULL, *gcls = NULL, *greg = NULL, *gin = NULL,
+      *mlog = NULL, *mtgt = NULL, *glog = NULL, *mboxes = NULL;
+  int32_t *pos_idx = NULL, *neg_idx = NULL, *slab = NULL, *smatch = NULL,
+      *mlab = NULL, *mmatch = NULL;
+  int rc = -1, n_anchor = 0;
+  memset (losses, 0, sizeof *losses);
+  if (n_gt < 0 || (n_gt && (!gt_boxes || !gt_labels || !gt_masks))) {
+    snprintf (err, errlen, "Mask R-CNN: bad ground truth");
+    return -1;
+  }
+  for (int i = 0; i < 3; i++)
+    wsinn_net_set_training (m->nets[i], 1);
+
+  /* features, training forward */
+  for (int k = 0; k < NOUT; k++) {
+    if (wsinn_net_output_shape_at (m->nets[0], k, 1, h, w, &oc[k], &oh[k],
+            &ow[k], err, errlen) < 0)
+      goto out;
+    size_t sz = (size_t) oc[k] * oh[k] * ow[k];
+    outs[k] = malloc (sz * sizeof (float));
+    douts[k] = calloc (sz, sizeof (float));
+    if (!outs[k] || !douts[k])
+      goto oom;
+  }
+  if (wsinn_net_forward_outputs (m->nets[0], image, 1, h, w, outs, err,
+          errlen) < 0)
+    goto out;
+
+  /* RPN: anchors, targets, sampling, loss */
+  for (int l = 0; l < L; l++)
+    n_anchor += level_sizes[l] = oh[l] * ow[l] * A;
+  obj = malloc ((size_t) n_anchor * sizeof (float));
+  del = malloc ((size_t) n_anchor * 4 * sizeof (float));
+  anchors = malloc ((size_t) n_anchor * 4 * sizeof (float));
+  lab = malloc ((size_t) n_anchor * sizeof (float));
+  tgt = malloc ((size_t) n_anchor * 4 * sizeof (float));
+  gobj = calloc ((size_t) n_anchor, sizeof (float));
+  gdel = calloc ((size_t) n_anchor * 4, sizeof (float));
+  pos_idx = malloc ((size_t) n_anchor * sizeof (int32_t));
+  neg_idx = malloc ((size_t) n_anchor * sizeof (int32_t));
+  int32_t *ilab = malloc ((size_t) n_anchor * sizeof (int32_t));
+  if (!obj || !del || !anchors || !lab || !tgt || !gobj || !gdel || !pos_idx
+      || !neg_idx || !ilab) {
+    free (ilab);
+    goto oom;
+  }
+  for (int l = 0, off = 0; l < L; l++) {
+    float cell[3 * 4];
+    wsidet_cell_anchors (&cfg->anchor_sizes[l], 1, cfg->ratios, A, cell);
+    wsidet_grid_anchors (cell, A, oh[l], ow[l],
+        wsidet_anchor_stride (h, oh[l]), wsidet_anchor_stride (w, ow[l]),
+        anchors + (size_t) off * 4);
+    memcpy (obj + off, outs[L + l], (size_t) level_sizes[l] * sizeof (float));
+    memcpy (del + (size_t) off * 4, outs[2 * L + l],
+        (size_t) level_sizes[l] * 4 * sizeof (float));
+    off += level_sizes[l];
+  }
+  int npos = 0, nneg = 0;
+  if (wsidet_rpn_targets (anchors, n_anchor, gt_boxes, n_gt, cfg->rpn_fg_iou,
+          cfg->rpn_bg_iou, lab, tgt) < 0) {
+    free (ilab);
+    snprintf (err, errlen, "Mask R-CNN: RPN targets failed");
+    goto out;
+  }
+  for (int i = 0; i < n_anchor; i++)
+    ilab[i] = (int32_t) lab[i];
+  wsidet_sample_pos_neg (ilab, n_anchor, cfg->rpn_batch,
+      cfg->rpn_pos_fraction, &m->rng, NULL, NULL, pos_idx, &npos, neg_idx,
+      &nneg);
+  free (ilab);
+  wsidet_rpn_loss (obj, del, lab, tgt, pos_idx, npos, neg_idx, nneg,
+      cfg->box_loss, cfg->beta, &losses->rpn_objectness, &losses->rpn_box,
+      gobj, gdel);
+  for (int l = 0, off = 0; l < L; l++) {
+    memcpy (douts[L + l], gobj + off, (size_t) level_sizes[l]
+        * sizeof (float));
+    memcpy (douts[2 * L + l], gdel + (size_t) off * 4,
+        (size_t) level_sizes[l] * 4 * sizeof (float));
+    off += level_sizes[l];
+  }
+
+  /* proposals (constants) and the box head's samples */
+  int np_max = cfg->rpn_train.post_nms_top_n;
+  prop = malloc ((size_t) np_max * 4 * sizeof (float));
+  pscore = malloc ((size_t) np_max * sizeof (float));
+  if (!prop || !pscore)
+    goto oom;
+  int np = wsidet_rpn_proposals (&cfg->rpn_train, obj, del, anchors,
+      level_sizes, L, h, w, prop, pscore);
+  if (np < 0) {
+    snprintf (err, errlen, "Mask R-CNN: RPN proposals failed");
+    goto out;
+  }
+  int smax = np + n_gt < cfg->box_batch ? np + n_gt : cfg->box_batch;
+  WsidetBoxCoder bc;
+  wsidet_box_coder_init (&bc, 10, 10, 5, 5);
+  srois = malloc (((size_t) smax + 1) * 4 * sizeof (float));
+  stgt = malloc (((size_t) smax + 1) * 4 * sizeof (float));
+  slab = malloc (((size_t) smax + 1) * sizeof (int32_t));
+  smatch = malloc (((size_t) smax + 1) * sizeof (int32_t));
+  if (!srois || !stgt || !slab || !smatch)
+    goto oom;
+  int ns = wsidet_roi_targets (prop, np, gt_boxes, gt_labels, n_gt,
+      cfg->box_fg_iou, cfg->box_bg_iou, cfg->box_batch, cfg->box_pos_fraction,
+      &bc, &m->rng, srois, slab, smatch, stgt);
+  if (ns < 0) {
+    snprintf (err, errlen, "Mask R-CNN: RoI targets failed");
+    goto out;
+  }
+
+  WsidetFeatureLevel lv[4];
+  for (int l = 0; l < 4; l++) {
+    memset (&lv[l], 0, sizeof lv[l]);
+    lv[l].data = outs[l];
+    lv[l].grad = douts[l];
+    lv[l].h = oh[l];
+    lv[l].w = ow[l];
+    lv[l].scale = wsidet_infer_scale (oh[l], h);
+    lv[l].nhwc = 1;
+  }
+  WsidetLevelMapper mapper;
+  wsidet_level_mapper_init (&mapper, lv[0].scale, lv[3].scale);
+  size_t per = (size_t) C * (bp > mp ? bp * bp : mp * mp);
+  int kmax = ns > 0 ? ns : 1;
+  rois = malloc ((size_t) kmax * 5 * sizeof (float));
+  pooled = malloc ((size_t) kmax * per * sizeof (float));
+  pin = malloc ((size_t) kmax * per * sizeof (float));
+  gin = malloc ((size_t) kmax * per * sizeof (float));
+  if (!rois || !pooled || !pin || !gin)
+    goto oom;
+
+  /* box head */
+  if (ns > 0) {
+    cls = malloc ((size_t) ns * nc * sizeof (float));
+    reg = malloc ((size_t) ns * nc * 4 * sizeof (float));
+    gcls = calloc ((size_t) ns * nc, sizeof (float));
+    greg = calloc ((size_t) ns * nc * 4, sizeof (float));
+    if (!cls || !reg || !gcls || !greg)
+      goto oom;
+    for (int i = 0; i < ns; i++) {
+      rois[i * 5] = 0;
+      memcpy (rois + i * 5 + 1, srois + i * 4, 4 * sizeof (float));
+    }
+    if (wsidet_multiscale_roi_align_forward (lv, 4, 1, C, &mapper, bp, bp,
+            cfg->box_sampling, rois, ns, pooled, NULL) < 0)
+      goto roi_fail;
+    to_nhwc (pooled, ns, C, bp, pin);
+    float *hout[2] = { cls, reg };
+    if (wsinn_net_forward_outputs (m->nets[1], pin, ns, bp, bp, hout, err,
+            errlen) < 0)
+      goto out;
+    wsidet_fastrcnn_loss (cls, reg, slab, stgt, ns, nc, cfg->box_loss,
+        cfg->beta, &losses->classifier, &losses->box_reg, gcls, greg);
+    const float *hd[2] = { gcls, greg };
+    if (wsinn_net_backward_outputs (m->nets[1], hd, gin, err, errlen) < 0)
+      goto out;
+    to_nchw (gin, ns, C, bp, pooled);
+    if (wsidet_multiscale_roi_align_backward (lv, 4, 1, C, &mapper, bp, bp,
+            cfg->box_sampling, rois, ns, pooled) < 0)
+      goto roi_fail;
+  } else {
+    for (size_t i = 0; i < wsinn_net_n_params (m->nets[1]); i++) {
+      wsinn_param *p = wsinn_net_param (m->nets[1], i);
+      memset (p->grad, 0, p->size * sizeof (float));
+    }
+  }
+
+  /* mask head on the positive samples */
+  int nm = 0;
+  for (int i = 0; i < ns; i++)
+    nm += slab[i] > 0;
+  if (nm > 0) {
+    mboxes = malloc ((size_t) nm * 4 * sizeof (float));
+    mlab = malloc ((size_t) nm * sizeof (int32_t));
+    mmatch = malloc ((size_t) nm * sizeof (int32_t));
+    mlog = malloc ((size_t) nm * ms * ms * nc * sizeof (float));
+    glog = calloc ((size_t) nm * ms * ms * nc, sizeof (float));
+    mtgt = malloc ((size_t) nm * ms * ms * sizeof (float));
+    float *lg = malloc ((size_t) nm * nc * ms * ms * sizeof (float));
+    float *gl = calloc ((size_t) nm * nc * ms * ms, sizeof (float));
+    if (!mboxes || !mlab || !mmatch || !mlog || !glog || !mtgt || !lg || !gl) {
+      FREE_ALL (lg, gl);
+      goto oom;
+    }
+    for (int i = 0, j = 0; i < ns; i++)
+      if (slab[i] > 0) {
+        memcpy (mboxes + j * 4, srois + i * 4, 4 * sizeof (float));
+        mlab[j] = slab[i];
+        mmatch[j] = smatch[i];
+        rois[j * 5] = 0;
+        memcpy (rois + j * 5 + 1, srois + i * 4, 4 * sizeof (float));
+        j++;
+      }
+    if (wsidet_multiscale_roi_align_forward (lv, 4, 1, C, &mapper, mp, mp,
+            cfg->mask_sampling, rois, nm, pooled, NULL) < 0) {
+      FREE_ALL (lg, gl);
+      goto roi_fail;
+    }
+    to_nhwc (pooled, nm, C, mp, pin);
+    if (wsinn_net_forward (m->nets[2], pin, nm, mp, mp, mlog, err,
+            errlen) < 0) {
+      FREE_ALL (lg, gl);
+      goto out;
+    }
+    wsidet_project_masks (gt_masks, n_gt, h, w, mboxes, mmatch, nm, ms, mtgt);
+    to_nchw (mlog, nm, nc, ms, lg);     /* [k, ms, ms, nc] -> [k, nc, ms, ms] */
+    losses->mask = wsidet_maskrcnn_loss (lg, mlab, mtgt, nm, nc, ms, gl);
+    to_nhwc (gl, nm, nc, ms, glog);
+    FREE_ALL (lg, gl);
+    if (wsinn_net_backward (m->nets[2], glog, gin, err, errlen) < 0)
+      goto out;
+    to_nchw (gin, nm, C, mp, pooled);
+    if (wsidet_multiscale_roi_align_backward (lv, 4, 1, C, &mapper, mp, mp,
+            cfg->mask_sampling, rois, nm, pooled) < 0)
+      goto roi_fail;
+  } else {
+    for (size_t i = 0; i < wsinn_net_n_params (m->nets[2]); i++) {
+      wsinn_param *p = wsinn_net_param (m->nets[2], i);
+      memset (p->grad, 0, p->size * sizeof (float));
+    }
+  }
+
+  /* features backward: RPN gradients and the RoIAlign gradients of the
+   * FPN levels ('pool' has only its RPN head's) */
+  free (douts[L - 1]);
+  douts[L - 1] = NULL;
+  if (wsinn_net_backward_outputs (m->nets[0], (const float *const *) douts,
+          NULL, err, errlen) < 0)
+    goto out;
+  rc = 0;
+  goto out;
+roi_fail:
+  snprintf (err, errlen, "Mask R-CNN: RoIAlign failed");
+  goto out;
+oom:
+  snprintf (err, errlen, "out of memory");
+out:
+  for (int k = 0; k < NOUT; k++)
+    FREE_ALL (outs[k], douts[k]);
+  FREE_ALL (obj, del, anchors, lab, tgt, gobj, gdel, prop, pscore, srois,
+      stgt, rois, pooled, pin, cls, reg, gcls, greg, gin, mlog, mtgt, glog,
+      mboxes, pos_idx, neg_idx, slab, smatch, mlab, mmatch);
   return rc;
 }

@@ -20,7 +20,23 @@ typedef struct
   WsidetDetParams det;          /* score 0.05, NMS 0.5, 100 detections */
   int box_sampling, mask_sampling;      /* RoIAlign sampling ratio: 2 */
   int mask_pool;                /* 14 (mask logits 2x that) */
+  /* training (torchvision's defaults) */
+  WsidetRpnParams rpn_train;    /* 2000 / 2000, NMS 0.7 */
+  float rpn_fg_iou, rpn_bg_iou; /* 0.7, 0.3 */
+  int rpn_batch;                /* sampled anchors per image: 256 */
+  double rpn_pos_fraction;      /* 0.5 */
+  float box_fg_iou, box_bg_iou; /* 0.5, 0.5 */
+  int box_batch;                /* sampled RoIs per image: 512 */
+  double box_pos_fraction;      /* 0.25 */
+  int box_loss;                 /* WSIDET_BOX_LOSS_SMOOTH_L1 (beta 1/9) */
+  float beta;
+  uint64_t seed;                /* sampler */
 } wsimrcnn_config;
+
+typedef struct
+{
+  double rpn_objectness, rpn_box, classifier, box_reg, mask;
+} wsimrcnn_losses;
 
 typedef struct _wsimrcnn wsimrcnn;
 
@@ -39,6 +55,17 @@ wsinn_net *wsimrcnn_net (wsimrcnn * m, int which);
 int wsimrcnn_detect (wsimrcnn * m, const float *image, int h, int w,
     float *boxes, float *scores, int32_t * labels, float *masks,
     float *image_masks, char *err, size_t errlen);
+
+/* One training forward + backward on one image (torchvision's
+ * MaskRCNN.train() losses): gt_boxes [n_gt, 4], gt_labels [n_gt] (1 ..
+ * n_classes - 1), gt_masks [n_gt, h, w] (0 / 1). Writes the five losses and
+ * every param->grad of the three nets: the gradient of their sum, through
+ * RoIAlign backward into the FPN (proposals are constants, as torchvision
+ * detaches them). The caller updates the parameters (then
+ * wsinn_net_params_changed). n_gt may be 0 (background only). 0 / -1. */
+int wsimrcnn_train_step (wsimrcnn * m, const float *image, int h, int w,
+    const float *gt_boxes, const int32_t * gt_labels, const float *gt_masks,
+    int n_gt, wsimrcnn_losses * losses, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

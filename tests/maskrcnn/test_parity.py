@@ -297,4 +297,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[2] == "inference":
         import test_inference
         sys.exit(test_inference.main())
+    if len(sys.argv) > 2 and sys.argv[2] == "train":
+        import test_train
+        sys.exit(test_train.main())
     sys.exit(main())
