@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Ships a trained model: strips the optimiser state from its checkpoint into
-models/NAME.safetensors (ship_model.py), measures it on the held-back data with
+models/weights/NAME.safetensors (ship_model.py), measures it on the held-back data with
 the project's own pipeline (evaluate.py), counts the training wall time from
 train.log, and writes the model card models/NAME.md.
 
@@ -143,7 +143,7 @@ def main():
     out = os.path.join(ROOT, "models", "weights", f"{name}.safetensors")
     card = os.path.join(ROOT, "models", "weights", f"{name}.md")
     subprocess.run([sys.executable, os.path.join(HERE, "ship_model.py"), ckpt, out,
-                    f"models/{name}.md"], check=True)
+                    f"models/weights/{name}.md"], check=True)
     ev = json.loads(subprocess.run([sys.executable, os.path.join(HERE, "evaluate.py"), name, out, build],
                                    check=True, capture_output=True, text=True).stdout)
     meta = meta_of(out)

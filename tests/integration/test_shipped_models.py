@@ -20,7 +20,7 @@ info_tool = sys.argv[1]
 slide = os.path.join(wsitest.SOURCE_ROOT, "data", "cmu-1-small-region.svs")
 shipped = sorted(f[:-12] for f in os.listdir(models) if f.endswith(".safetensors"))
 if not shipped:
-    wsitest.skip("no shipped model in models/")
+    wsitest.skip("no shipped model in models/weights/")
 
 
 def info(path):
@@ -28,7 +28,7 @@ def info(path):
     return dict(line.split("=", 1) for line in p.stdout.splitlines()) if p.returncode == 0 else None
 
 
-sys.path.insert(0, os.path.join(models, "reference"))
+sys.path.insert(0, os.path.join(wsitest.SOURCE_ROOT, "models", "reference"))
 import safetensors_io  # noqa: E402
 
 for name in shipped:
@@ -39,7 +39,7 @@ for name in shipped:
     _, meta, _ = safetensors_io.load(path)
     card = os.path.join(models, name + ".md")
     text = open(card).read() if os.path.exists(card) else ""
-    c.check(meta.get("model_card") == f"models/{name}.md" and text, f"{name}: model card present and referenced")
+    c.check(meta.get("model_card") == f"models/weights/{name}.md" and text, f"{name}: model card present and referenced")
     c.check(all(w in text for w in ("## Data", "## Licence", "## Evaluation", "pixel Dice", "object F1")),
             f"{name}: card gives data, licence and metrics")
     c.check(f"{float(facts['mpp']):g} um/px" in text, f"{name}: card states the model's mpp", facts["mpp"])
