@@ -113,40 +113,52 @@ to_nhwc (const float *src, int k, int c, int p, float *dst)
 #define NOUT (3 * WSINN_FPN_LEVELS)
 
 int
-wsimrcnn_detect (wsimrcnn * m, const float *image, int h, int w,
-    float *boxes, float *scores, int32_t * labels, float *masks,
-    float *image_masks, char *err, size_t errlen)
+wsimrcnn_detect_batch (wsimrcnn * m, const float *images, int n, int h,
+    int w, float *boxes, float *scores, int32_t * labels, float *masks,
+    float *image_masks, int *counts, char *err, size_t errlen)
 {
   const wsimrcnn_config *cfg = &m->cfg;
   const int L = WSINN_FPN_LEVELS, A = cfg->spec.n_anchors;
   const int C = cfg->spec.fpn_channels, nc = cfg->spec.n_classes;
+  const int D = cfg->det.detections_per_img, bp = cfg->spec.box_pool;
+  const int mp = cfg->mask_pool, ms = 2 * mp;
   float *outs[NOUT] = { 0 };
   int oh[NOUT], ow[NOUT], oc[NOUT], level_sizes[WSINN_FPN_LEVELS];
   float *obj = NULL, *del = NULL, *anchors = NULL, *prop = NULL,
       *pscore = NULL, *rois = NULL, *pooled = NULL, *pin = NULL,
       *cls = NULL, *reg = NULL, *mlog = NULL;
-  int rc = -1, n_anchor = 0, nd = 0;
+  int *nprop = NULL;
+  int rc = -1, n_anchor = 0;
 
+  if (n < 1 || !images || !boxes || !scores || !labels || !masks || !counts) {
+    snprintf (err, errlen, "Mask R-CNN: bad arguments");
+    return -1;
+  }
+  memset (counts, 0, (size_t) n * sizeof *counts);
   for (int i = 0; i < 3; i++)
     wsinn_net_set_training (m->nets[i], 0);
   for (int k = 0; k < NOUT; k++) {
-    if (wsinn_net_output_shape_at (m->nets[0], k, 1, h, w, &oc[k], &oh[k],
+    if (wsinn_net_output_shape_at (m->nets[0], k, n, h, w, &oc[k], &oh[k],
             &ow[k], err, errlen) < 0)
       goto out;
-    outs[k] = malloc ((size_t) oc[k] * oh[k] * ow[k] * sizeof (float));
+    outs[k] = malloc ((size_t) n * oc[k] * oh[k] * ow[k] * sizeof (float));
     if (!outs[k])
       goto oom;
   }
-  if (wsinn_net_forward_outputs (m->nets[0], image, 1, h, w, outs, err,
+  if (wsinn_net_forward_outputs (m->nets[0], images, n, h, w, outs, err,
           errlen) < 0)
     goto out;
-  /* anchors and head outputs of all levels, (y, x, anchor) order */
+  /* anchors (the same for every image) and head outputs, (y, x, anchor) */
   for (int l = 0; l < L; l++)
     n_anchor += level_sizes[l] = oh[l] * ow[l] * A;
+  int P = cfg->rpn.post_nms_top_n;
   obj = malloc ((size_t) n_anchor * sizeof (float));
   del = malloc ((size_t) n_anchor * 4 * sizeof (float));
   anchors = malloc ((size_t) n_anchor * 4 * sizeof (float));
-  if (!obj || !del || !anchors)
+  prop = malloc ((size_t) n * P * 4 * sizeof (float));
+  pscore = malloc ((size_t) P * sizeof (float));
+  nprop = calloc ((size_t) n, sizeof *nprop);
+  if (!obj || !del || !anchors || !prop || !pscore || !nprop)
     goto oom;
   for (int l = 0, off = 0; l < L; l++) {
     float cell[3 * 4];
@@ -154,27 +166,30 @@ wsimrcnn_detect (wsimrcnn * m, const float *image, int h, int w,
     wsidet_grid_anchors (cell, A, oh[l], ow[l],
         wsidet_anchor_stride (h, oh[l]), wsidet_anchor_stride (w, ow[l]),
         anchors + (size_t) off * 4);
-    memcpy (obj + off, outs[L + l], (size_t) level_sizes[l] * sizeof (float));
-    memcpy (del + (size_t) off * 4, outs[2 * L + l],
-        (size_t) level_sizes[l] * 4 * sizeof (float));
     off += level_sizes[l];
   }
-  int np_max = cfg->rpn.post_nms_top_n;
-  prop = malloc ((size_t) np_max * 4 * sizeof (float));
-  pscore = malloc ((size_t) np_max * sizeof (float));
-  if (!prop || !pscore)
-    goto oom;
-  int np = wsidet_rpn_proposals (&cfg->rpn, obj, del, anchors, level_sizes,
-      L, h, w, prop, pscore);
-  if (np < 0) {
-    snprintf (err, errlen, "Mask R-CNN: RPN proposals failed");
-    goto out;
+  int total = 0;
+  for (int b = 0; b < n; b++) {
+    for (int l = 0, off = 0; l < L; l++) {
+      size_t ls = (size_t) level_sizes[l];
+      memcpy (obj + off, outs[L + l] + b * ls, ls * sizeof (float));
+      memcpy (del + (size_t) off * 4, outs[2 * L + l] + b * ls * 4,
+          ls * 4 * sizeof (float));
+      off += level_sizes[l];
+    }
+    nprop[b] = wsidet_rpn_proposals (&cfg->rpn, obj, del, anchors,
+        level_sizes, L, h, w, prop + (size_t) b * P * 4, pscore);
+    if (nprop[b] < 0) {
+      snprintf (err, errlen, "Mask R-CNN: RPN proposals failed");
+      goto out;
+    }
+    total += nprop[b];
   }
-  if (np == 0) {
+  if (total == 0) {
     rc = 0;
     goto out;
   }
-  /* box head on the proposals (levels '0'..'3') */
+  /* box head on the proposals of all images (levels '0'..'3') */
   WsidetFeatureLevel lv[4];
   for (int l = 0; l < 4; l++) {
     memset (&lv[l], 0, sizeof lv[l]);
@@ -186,71 +201,84 @@ wsimrcnn_detect (wsimrcnn * m, const float *image, int h, int w,
   }
   WsidetLevelMapper mapper;
   wsidet_level_mapper_init (&mapper, lv[0].scale, lv[3].scale);
-  int bp = cfg->spec.box_pool, mp = cfg->mask_pool;
-  int kmax = np > cfg->det.detections_per_img ? np :
-      cfg->det.detections_per_img;
+  int kmax = total > n * D ? total : n * D;
   size_t per = (size_t) C * (bp > mp ? bp * bp : mp * mp);
   rois = malloc ((size_t) kmax * 5 * sizeof (float));
   pooled = malloc ((size_t) kmax * per * sizeof (float));
   pin = malloc ((size_t) kmax * per * sizeof (float));
-  cls = malloc ((size_t) np * nc * sizeof (float));
-  reg = malloc ((size_t) np * nc * 4 * sizeof (float));
+  cls = malloc ((size_t) total * nc * sizeof (float));
+  reg = malloc ((size_t) total * nc * 4 * sizeof (float));
   if (!rois || !pooled || !pin || !cls || !reg)
     goto oom;
-  for (int i = 0; i < np; i++) {
-    rois[i * 5] = 0;
-    memcpy (rois + i * 5 + 1, prop + i * 4, 4 * sizeof (float));
-  }
-  if (wsidet_multiscale_roi_align_forward (lv, 4, 1, C, &mapper, bp, bp,
-          cfg->box_sampling, rois, np, pooled, NULL) < 0) {
+  for (int b = 0, r = 0; b < n; b++)
+    for (int i = 0; i < nprop[b]; i++, r++) {
+      rois[r * 5] = (float) b;
+      memcpy (rois + r * 5 + 1, prop + ((size_t) b * P + i) * 4,
+          4 * sizeof (float));
+    }
+  if (wsidet_multiscale_roi_align_forward (lv, 4, n, C, &mapper, bp, bp,
+          cfg->box_sampling, rois, total, pooled, NULL) < 0) {
     snprintf (err, errlen, "Mask R-CNN: RoIAlign failed");
     goto out;
   }
-  to_nhwc (pooled, np, C, bp, pin);
+  to_nhwc (pooled, total, C, bp, pin);
   float *hout[2] = { cls, reg };
-  if (wsinn_net_forward_outputs (m->nets[1], pin, np, bp, bp, hout, err,
+  if (wsinn_net_forward_outputs (m->nets[1], pin, total, bp, bp, hout, err,
           errlen) < 0)
     goto out;
   WsidetBoxCoder bc;
   wsidet_box_coder_init (&bc, 10, 10, 5, 5);
-  nd = wsidet_postprocess_detections (&cfg->det, &bc, cls, reg, prop, np, nc,
-      h, w, boxes, scores, labels);
-  if (nd < 0) {
-    snprintf (err, errlen, "Mask R-CNN: post-processing failed");
-    goto out;
+  int nd = 0;
+  for (int b = 0, r = 0; b < n; b++) {
+    counts[b] = nprop[b] ? wsidet_postprocess_detections (&cfg->det, &bc,
+        cls + (size_t) r * nc, reg + (size_t) r * nc * 4,
+        prop + (size_t) b * P * 4, nprop[b], nc, h, w,
+        boxes + (size_t) b * D * 4, scores + (size_t) b * D,
+        labels + (size_t) b * D) : 0;
+    if (counts[b] < 0) {
+      snprintf (err, errlen, "Mask R-CNN: post-processing failed");
+      goto out;
+    }
+    for (int i = 0; i < counts[b]; i++, nd++) {
+      rois[nd * 5] = (float) b;
+      memcpy (rois + nd * 5 + 1, boxes + ((size_t) b * D + i) * 4,
+          4 * sizeof (float));
+    }
+    r += nprop[b];
   }
   if (nd == 0) {
     rc = 0;
     goto out;
   }
-  /* mask head on the detections */
-  for (int i = 0; i < nd; i++) {
-    rois[i * 5] = 0;
-    memcpy (rois + i * 5 + 1, boxes + i * 4, 4 * sizeof (float));
-  }
-  if (wsidet_multiscale_roi_align_forward (lv, 4, 1, C, &mapper, mp, mp,
+  /* mask head on the detections of all images */
+  if (wsidet_multiscale_roi_align_forward (lv, 4, n, C, &mapper, mp, mp,
           cfg->mask_sampling, rois, nd, pooled, NULL) < 0) {
     snprintf (err, errlen, "Mask R-CNN: RoIAlign failed");
     goto out;
   }
   to_nhwc (pooled, nd, C, mp, pin);
-  int ms = 2 * mp;
   mlog = malloc ((size_t) nd * ms * ms * nc * sizeof (float));
   if (!mlog)
     goto oom;
   if (wsinn_net_forward (m->nets[2], pin, nd, mp, mp, mlog, err, errlen) < 0)
     goto out;
-  for (int i = 0; i < nd; i++)
-    for (int j = 0; j < ms * ms; j++) {
-      float x = mlog[((size_t) i * ms * ms + j) * nc + labels[i]];
-      masks[(size_t) i * ms * ms + j] = 1.0f / (1.0f + expf (-x));
+  for (int b = 0, r = 0; b < n; b++)
+    for (int i = 0; i < counts[b]; i++, r++) {
+      int lab = labels[(size_t) b * D + i];
+      float *dst = masks + ((size_t) b * D + i) * ms * ms;
+      for (int j = 0; j < ms * ms; j++) {
+        float x = mlog[((size_t) r * ms * ms + j) * nc + lab];
+        dst[j] = 1.0f / (1.0f + expf (-x));
+      }
     }
-  if (image_masks && wsidet_paste_masks (masks, boxes, nd, ms, 1, h, w,
-          image_masks) < 0) {
-    snprintf (err, errlen, "Mask R-CNN: mask pasting failed");
-    goto out;
-  }
-  rc = nd;
+  for (int b = 0; image_masks && b < n; b++)
+    if (counts[b] && wsidet_paste_masks (masks + (size_t) b * D * ms * ms,
+            boxes + (size_t) b * D * 4, counts[b], ms, 1, h, w,
+            image_masks + (size_t) b * D * h * w) < 0) {
+      snprintf (err, errlen, "Mask R-CNN: mask pasting failed");
+      goto out;
+    }
+  rc = 0;
   goto out;
 oom:
   snprintf (err, errlen, "out of memory");
@@ -262,6 +290,7 @@ out:
   free (anchors);
   free (prop);
   free (pscore);
+  free (nprop);
   free (rois);
   free (pooled);
   free (pin);
@@ -269,6 +298,18 @@ out:
   free (reg);
   free (mlog);
   return rc;
+}
+
+int
+wsimrcnn_detect (wsimrcnn * m, const float *image, int h, int w,
+    float *boxes, float *scores, int32_t * labels, float *masks,
+    float *image_masks, char *err, size_t errlen)
+{
+  int count = 0;
+  if (wsimrcnn_detect_batch (m, image, 1, h, w, boxes, scores, labels, masks,
+          image_masks, &count, err, errlen) < 0)
+    return -1;
+  return count;
 }
 
 /* ------------------------------------------------------------- training */

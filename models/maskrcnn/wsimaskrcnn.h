@@ -56,6 +56,15 @@ int wsimrcnn_detect (wsimrcnn * m, const float *image, int h, int w,
     float *boxes, float *scores, int32_t * labels, float *masks,
     float *image_masks, char *err, size_t errlen);
 
+/* The same for n images (NHWC, n x h x w x 3) in one batch (features net
+ * once, RoI heads once over the RoIs of all images): image b's results at
+ * boxes + b * D * 4, scores / labels + b * D, masks + b * D * (2 mask_pool)^2,
+ * image_masks + b * D * h * w (D = det.detections_per_img); counts[b] its
+ * number of detections. 0 / -1 + @err. */
+int wsimrcnn_detect_batch (wsimrcnn * m, const float *images, int n, int h,
+    int w, float *boxes, float *scores, int32_t * labels, float *masks,
+    float *image_masks, int *counts, char *err, size_t errlen);
+
 /* One training forward + backward on one image (torchvision's
  * MaskRCNN.train() losses): gt_boxes [n_gt, 4], gt_labels [n_gt] (1 ..
  * n_classes - 1), gt_masks [n_gt, h, w] (0 / 1). Writes the five losses and

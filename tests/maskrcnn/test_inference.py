@@ -21,6 +21,8 @@ lib.wsimrcnn_net.restype = C.c_void_p
 lib.wsimrcnn_net.argtypes = [C.c_void_p, C.c_int]
 lib.wsimrcnn_free.argtypes = [C.c_void_p]
 lib.wsimrcnn_config_init.argtypes = [C.c_void_p]
+lib.wsimrcnn_detect_batch.argtypes = [C.c_void_p, C.c_void_p] + [C.c_int] * 3 + \
+    [C.c_void_p] * 6 + [C.c_char_p, C.c_size_t]
 lib.wsimrcnn_detect.argtypes = [C.c_void_p, C.c_void_p, C.c_int, C.c_int] + [C.c_void_p] * 5 + \
     [C.c_char_p, C.c_size_t]
 
@@ -36,9 +38,15 @@ class DetParams(C.Structure):
 
 
 class Config(C.Structure):
+    """wsimrcnn_config: every field (wsimrcnn_config_init writes them all)."""
     _fields_ = [("spec", tp.Spec), ("anchor_sizes", C.c_float * 5), ("ratios", C.c_float * 3),
                 ("rpn", RpnParams), ("det", DetParams), ("box_sampling", C.c_int),
-                ("mask_sampling", C.c_int), ("mask_pool", C.c_int)]
+                ("mask_sampling", C.c_int), ("mask_pool", C.c_int),
+                ("rpn_train", RpnParams), ("rpn_fg_iou", C.c_float), ("rpn_bg_iou", C.c_float),
+                ("rpn_batch", C.c_int), ("rpn_pos_fraction", C.c_double),
+                ("box_fg_iou", C.c_float), ("box_bg_iou", C.c_float), ("box_batch", C.c_int),
+                ("box_pos_fraction", C.c_double), ("box_loss", C.c_int), ("beta", C.c_float),
+                ("seed", C.c_uint64)]
 
 
 def run(model, path, x, n_classes):
@@ -126,6 +134,37 @@ def main():
                  mprob[:, 0].numpy(), 1e-4)
         tp.check(f"{h}x{w} pasted masks on the engine's boxes", pasted,
                  mpaste[:, 0].numpy(), 1e-4)
+    # a batch of 3 images in one call: each equal to torchvision on its own
+    h, w, n = 96, 128, 3
+    xs = torch.randn(n, 3, h, w)
+    cfg = Config()
+    lib.wsimrcnn_config_init(C.byref(cfg))
+    cfg.spec.n_classes = n_classes
+    m = lib.wsimrcnn_new(C.byref(cfg), tp.ERR, 512)
+    for i in range(3):
+        assert lib.mr_load(lib.wsimrcnn_net(m, i), path.encode(), tp.ERR, 512) == 0
+    D = cfg.det.detections_per_img
+    boxes = np.zeros((n, D, 4), np.float32)
+    scores = np.zeros((n, D), np.float32)
+    labels = np.zeros((n, D), np.int32)
+    masks = np.zeros((n, D, 28, 28), np.float32)
+    counts = np.zeros(n, np.int32)
+    imgs = np.ascontiguousarray(xs.permute(0, 2, 3, 1).numpy())
+    assert lib.wsimrcnn_detect_batch(m, imgs.ctypes.data, n, h, w, boxes.ctypes.data,
+                                     scores.ctypes.data, labels.ctypes.data, masks.ctypes.data,
+                                     None, counts.ctypes.data, tp.ERR, 512) == 0, \
+        tp.ERR.value.decode()
+    lib.wsimrcnn_free(m)
+    for b in range(n):
+        ref, raw = reference(model, xs[b:b + 1])
+        k = counts[b]
+        print(f"batch image {b}: {k} detections (torchvision {ref['boxes'].shape[0]})")
+        if k != ref["boxes"].shape[0] or not (labels[b, :k] == ref["labels"].numpy()).all():
+            tp.failures.append(f"batch image {b}: detections / labels differ")
+            continue
+        tp.check(f"batch image {b} boxes", boxes[b, :k], ref["boxes"].numpy(), 1e-4)
+        tp.check(f"batch image {b} scores", scores[b, :k], ref["scores"].numpy(), 1e-4)
+        tp.check(f"batch image {b} masks", masks[b, :k], raw[:, 0].numpy(), 1e-2)
     os.remove(path)
     os.rmdir(os.path.dirname(path))
     if tp.failures:

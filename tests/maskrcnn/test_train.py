@@ -18,13 +18,7 @@ import test_inference as ti
 lib = tp.lib
 
 
-class Config(C.Structure):
-    _fields_ = ti.Config._fields_ + [
-        ("rpn_train", ti.RpnParams), ("rpn_fg_iou", C.c_float), ("rpn_bg_iou", C.c_float),
-        ("rpn_batch", C.c_int), ("rpn_pos_fraction", C.c_double),
-        ("box_fg_iou", C.c_float), ("box_bg_iou", C.c_float), ("box_batch", C.c_int),
-        ("box_pos_fraction", C.c_double), ("box_loss", C.c_int), ("beta", C.c_float),
-        ("seed", C.c_uint64)]
+Config = ti.Config
 
 
 class Losses(C.Structure):
