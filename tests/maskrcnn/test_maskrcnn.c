@@ -246,6 +246,38 @@ test_maskrcnn (void)
   CHECK (wsimrcnn_detect (m, img, 60, 96, boxes, scores, labels, masks, NULL,
           err, sizeof err) < 0, "60x96 accepted");
 
+  /* a batch of the image twice: both equal to the single-image result */
+  {
+    float *img2 = malloc (sizeof (float) * 2 * h * w * 3);
+    float *b2 = malloc (sizeof (float) * 2 * k * 4), *s2 =
+        malloc (sizeof (float) * 2 * k), *m2 =
+        malloc (sizeof (float) * 2 * k * 784);
+    int32_t *l2 = malloc (sizeof (int32_t) * 2 * k);
+    int counts[2];
+    memcpy (img2, img, sizeof (float) * h * w * 3);
+    memcpy (img2 + h * w * 3, img, sizeof (float) * h * w * 3);
+    CHECK (!wsimrcnn_detect_batch (m, img2, 2, h, w, b2, s2, l2, m2, NULL,
+            counts, err, sizeof err), "batch: %s", err);
+    for (int b = 0; b < 2; b++) {
+      CHECK (counts[b] == nd, "batch image %d: %d detections, alone %d", b,
+          counts[b], nd);
+      float dmax = 0;
+      for (int i = 0; i < nd && counts[b] == nd; i++) {
+        CHECK (l2[b * k + i] == labels[i], "batch label %d", i);
+        dmax = fmaxf (dmax, fabsf (s2[b * k + i] - scores[i]));
+        for (int j = 0; j < 4; j++)
+          dmax = fmaxf (dmax, fabsf (b2[(b * k + i) * 4 + j] - boxes[i * 4
+                      + j]) / 100);
+      }
+      CHECK (dmax < 1e-4f, "batch image %d differs by %g", b, dmax);
+    }
+    free (img2);
+    free (b2);
+    free (s2);
+    free (m2);
+    free (l2);
+  }
+
   float gt[8] = { 4, 6, 40, 30, 50, 10, 90, 60 };
   int32_t gl[2] = { 1, 2 };
   float *gm = calloc ((size_t) 2 * h * w, sizeof (float));
