@@ -8,6 +8,7 @@
 
 #include "gstwsiprops.h"
 #include "gstwsiseg.h"
+#include "gstwsitensor.h"
 #include "gstwsitilemeta.h"
 #include "wsicolor.h"
 #include "wsipng.h"
@@ -228,8 +229,7 @@ static GParamSpec *props[N_PROPS];
 static const gdouble imagenet_mean[3] = { 0.485, 0.456, 0.406 };
 static const gdouble imagenet_std[3] = { 0.229, 0.224, 0.225 };
 
-#define TENSOR_CAPS "other/tensors, format=(string)static, " \
-  "num_tensors=(int)1, types=(string)float32, framerate=(fraction)[0/1, MAX]"
+#define TENSOR_CAPS GST_WSI_TENSOR_CAPS ", framerate=(fraction)[0/1, MAX]"
 #define VIDEO_CAPS "video/x-raw, format=(string)RGB, " \
   "width=(int)[1, 32768], height=(int)[1, 32768], " \
   "framerate=(fraction)[0/1, MAX]"
@@ -873,57 +873,34 @@ gst_colornorm_propose_allocation (GstBaseTransform * trans,
 
 /* --- caps ---------------------------------------------------------------- */
 
-/* Parses "3:W:H[:1...]"; FALSE if not that shape. */
+/* Dimensions of an RGB tensor (gstwsitensor.h's rule) within colornorm's
+ * size limit. */
 static gboolean
 parse_dimensions (const gchar * dims, gint * width, gint * height)
 {
-  gchar **tok;
-  guint n, i;
-  gboolean ok;
-  gint64 v[3];
+  gint c = 0, w = 0, h = 0;
 
-  if (!dims)
+  if (!gst_wsi_tensor_parse_dims (dims, &c, &w, &h) || c != 3 || w > MAX_SIZE
+      || h > MAX_SIZE)
     return FALSE;
-  tok = g_strsplit (dims, ":", -1);
-  n = g_strv_length (tok);
-  ok = n >= 3 && n <= 16;
-  for (i = 0; ok && i < n; i++) {
-    gchar *end;
-    gint64 x = g_ascii_strtoll (g_strstrip (tok[i]), &end, 10);
-    if (end == tok[i] || *end)
-      ok = FALSE;
-    else if (i < 3)
-      v[i] = x;
-    else if (x != 1)
-      ok = FALSE;
-  }
-  g_strfreev (tok);
-  if (!ok || v[0] != 3 || v[1] < 1 || v[1] > MAX_SIZE || v[2] < 1
-      || v[2] > MAX_SIZE)
-    return FALSE;
-  *width = (gint) v[1];
-  *height = (gint) v[2];
+  *width = w;
+  *height = h;
   return TRUE;
 }
 
 static GstStructure *
 tensor_from_video (const GstStructure * s)
 {
-  GstStructure *t = gst_structure_new ("other/tensors",
-      "format", G_TYPE_STRING, "static",
-      "num_tensors", G_TYPE_INT, 1,
-      "types", G_TYPE_STRING, "float32", NULL);
   const GValue *fr = gst_structure_get_value (s, "framerate");
-  gint w, h;
+  gint w = 0, h = 0;
+  GstStructure *t;
 
+  if (!gst_structure_get_int (s, "width", &w)
+      || !gst_structure_get_int (s, "height", &h))
+    w = h = 0;
+  t = gst_wsi_tensor_structure_new (3, w, h);
   if (fr)
     gst_structure_set_value (t, "framerate", fr);
-  if (gst_structure_get_int (s, "width", &w)
-      && gst_structure_get_int (s, "height", &h)) {
-    gchar *dims = g_strdup_printf ("3:%d:%d:1", w, h);
-    gst_structure_set (t, "dimensions", G_TYPE_STRING, dims, NULL);
-    g_free (dims);
-  }
   return t;
 }
 

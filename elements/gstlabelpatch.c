@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "gstwsiseg.h"
+#include "gstwsiaugment.h"
 #include "gstwsiprops.h"
 #include "gstwsitilemeta.h"
 #include "wsiannot.h"
@@ -27,7 +28,6 @@
 GST_DEBUG_CATEGORY_STATIC (gst_label_patch_debug);
 #define GST_CAT_DEFAULT gst_label_patch_debug
 
-#define WSI_AUGMENT_META_NAME "WsiAugmentMeta"
 
 /* Limits on untrusted annotation files. A mask of 2^28 pixels takes at
  * most 1 GiB while it is turned into labels (docs/labelpatch.md). */
@@ -962,7 +962,7 @@ gst_label_patch_transform_frame (GstVideoFilter * filter,
   GstWsiTileMeta *meta = gst_buffer_get_wsi_tile_meta (in->buffer);
   GstWsiTileMeta *out_meta;
   GstCustomMeta *aug = gst_buffer_get_custom_meta (in->buffer,
-      WSI_AUGMENT_META_NAME);
+      GST_WSI_AUGMENT_META_NAME);
   gint fw = GST_VIDEO_FRAME_WIDTH (out), fh = GST_VIDEO_FRAME_HEIGHT (out);
   guint8 *dst = GST_VIDEO_FRAME_PLANE_DATA (out, 0);
   gsize dst_stride = GST_VIDEO_FRAME_PLANE_STRIDE (out, 0);

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "gstwsiseg.h"
+#include "gstwsiaggregator.h"
 #include "gstwsiprops.h"
 #include "gstwsitilemeta.h"
 #include "wsimetrics.h"
@@ -552,30 +553,6 @@ post_report (GstSegEval * self, gboolean final)
 
 /* ---- evaluation of one pair ---- */
 
-/* Columns [*k0, *k1) of a patch that count: the centre crop (overlap/2
- * trimmed per side, kept on the grid's outer edges), inside the valid area
- * and the region. Same rule as stitchsink's crop. */
-static void
-crop_span (gint size, gint overlap, gint pad, gint valid, gint64 pos,
-    gint64 extent, gboolean first, gboolean last, gint * k0, gint * k1)
-{
-  gint64 a = overlap / 2, b = size - (overlap - overlap / 2);
-
-  if (first)
-    a = 0;
-  if (last)
-    b = size;
-  a = MAX (a, pad);
-  b = MIN (b, (gint64) pad + valid);
-  a = MAX (a, -pos);
-  if (extent > 0)
-    b = MIN (b, extent - pos);
-  a = CLAMP (a, 0, size);
-  b = CLAMP (b, a, size);
-  *k0 = a;
-  *k1 = b;
-}
-
 static void
 paint_canvas (GstSegEval * self, const GstWsiTileMeta * m,
     const GstVideoFrame * pf, const GstVideoFrame * af, gint x0, gint x1,
@@ -668,9 +645,9 @@ evaluate_pair (GstSegEval * self, GstBuffer * pbuf, GstBuffer * abuf,
   gst_wsi_tile_meta_region_level_size (&am, &rw, &rh);
   px = llround ((am.x - am.region_x) / am.downsample);
   py = llround ((am.y - am.region_y) / am.downsample);
-  crop_span (am.width, am.overlap, am.pad_left, am.valid_width, px, rw,
+  wsi_metrics_crop_span (am.width, am.overlap, am.pad_left, am.valid_width, px, rw,
       am.col == 0, am.grid_cols > 0 && am.col == am.grid_cols - 1, &x0, &x1);
-  crop_span (am.height, am.overlap, am.pad_top, am.valid_height, py, rh,
+  wsi_metrics_crop_span (am.height, am.overlap, am.pad_top, am.valid_height, py, rh,
       am.row == 0, am.grid_rows > 0 && am.row == am.grid_rows - 1, &y0, &y1);
 
   if (!gst_video_frame_map (&pf, &self->info[SIDE_PRED], pbuf, GST_MAP_READ))
@@ -897,46 +874,11 @@ gst_seg_eval_sink_event (GstAggregator * agg, GstAggregatorPad * pad,
       pad, event);
 }
 
-/* TRUE when the upstream of every sink pad can seek in @format. */
-static gboolean
-upstream_seekable (GstSegEval * self, GstFormat format)
-{
-  gint side;
-
-  for (side = 0; side < 2; side++) {
-    GstQuery *q = gst_query_new_seeking (format);
-    gboolean seekable = FALSE;
-
-    if (gst_pad_peer_query (GST_PAD (self->pads[side]), q))
-      gst_query_parse_seeking (q, NULL, &seekable, NULL, NULL);
-    gst_query_unref (q);
-    if (!seekable)
-      return FALSE;
-  }
-  return TRUE;
-}
-
-/* GstAggregator 1.22 pauses its source task for a flushing seek and waits
- * for FLUSH_STOP on every sink pad; a source that cannot seek never sends
- * one, and the pipeline would hang. Such a seek is refused here. */
 static gboolean
 gst_seg_eval_src_event (GstAggregator * agg, GstEvent * event)
 {
-  GstSegEval *self = GST_SEG_EVAL (agg);
-
-  if (GST_EVENT_TYPE (event) == GST_EVENT_SEEK) {
-    GstFormat format;
-    GstSeekFlags flags;
-
-    gst_event_parse_seek (event, NULL, &format, &flags, NULL, NULL, NULL,
-        NULL);
-    if ((flags & GST_SEEK_FLAG_FLUSH) && !upstream_seekable (self, format)) {
-      GST_INFO_OBJECT (self, "refusing a flushing seek: the upstream of a "
-          "sink pad cannot seek");
-      gst_event_unref (event);
-      return FALSE;
-    }
-  }
+  if (gst_wsi_aggregator_refuse_seek (agg, event))
+    return FALSE;
   return GST_AGGREGATOR_CLASS (gst_seg_eval_parent_class)->src_event (agg,
       event);
 }

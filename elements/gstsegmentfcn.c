@@ -13,7 +13,6 @@
 #include <fcntl.h>
 #include <math.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,11 +21,15 @@
 #include <gst/base/gstaggregator.h>
 #include <gst/video/video.h>
 
+#include "gstwsiaggregator.h"
+#include "gstwsiclasses.h"
 #include "gstwsiprops.h"
+#include "gstwsitensor.h"
 #include "gstwsiseg.h"
 #include "gstwsitilemeta.h"
 #include "safetensors.h"
 #include "wsimetrics.h"
+#include "wsiargmax.h"
 #include "wsimodel.h"
 #include "wsinn.h"
 #include "wsitrain.h"
@@ -184,6 +187,7 @@ struct _GstSegmentFcn
 
   gint running;                 /* between start and stop (gstwsiprops) */
   gchar *classes;               /* the loaded model's class list, object lock */
+  GstEvent *classes_event;      /* the same in-band, until stored on src */
   gint64 last_step_msg_us, last_stats_msg_us;
   gboolean need_gap;            /* training: a GAP event prerolls downstream */
   gint lock_fd;                 /* flock on CHECKPOINT.lock, -1 none */
@@ -274,13 +278,10 @@ enum
 #define STATS_EVERY 64
 #define DEFAULT_MAX_MEMORY (G_GUINT64_CONSTANT (4) << 30)
 
-#define TENSOR_CAPS_IN "other/tensors, format=(string)static, " \
-    "num_tensors=(int)1, types=(string)float32"
-#define TENSOR_CAPS_OUT TENSOR_CAPS_IN
 
 static GstStaticPadTemplate sink_template =
 GST_STATIC_PAD_TEMPLATE ("sink", GST_PAD_SINK, GST_PAD_ALWAYS,
-    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE ("RGB") "; " TENSOR_CAPS_IN));
+    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE ("RGB") "; " GST_WSI_TENSOR_CAPS));
 
 static GstStaticPadTemplate annotation_template =
 GST_STATIC_PAD_TEMPLATE ("annotation", GST_PAD_SINK, GST_PAD_REQUEST,
@@ -288,7 +289,7 @@ GST_STATIC_PAD_TEMPLATE ("annotation", GST_PAD_SINK, GST_PAD_REQUEST,
 
 static GstStaticPadTemplate validation_template =
 GST_STATIC_PAD_TEMPLATE ("validation", GST_PAD_SINK, GST_PAD_REQUEST,
-    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE ("RGB") "; " TENSOR_CAPS_IN));
+    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE ("RGB") "; " GST_WSI_TENSOR_CAPS));
 
 static GstStaticPadTemplate validation_annotation_template =
 GST_STATIC_PAD_TEMPLATE ("validation_annotation", GST_PAD_SINK,
@@ -296,7 +297,7 @@ GST_STATIC_PAD_TEMPLATE ("validation_annotation", GST_PAD_SINK,
 
 static GstStaticPadTemplate src_template =
 GST_STATIC_PAD_TEMPLATE ("src", GST_PAD_SRC, GST_PAD_ALWAYS,
-    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE ("GRAY8") "; " TENSOR_CAPS_OUT));
+    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE ("GRAY8") "; " GST_WSI_TENSOR_CAPS));
 
 G_DEFINE_TYPE (GstSegmentFcn, gst_segment_fcn, GST_TYPE_AGGREGATOR);
 GST_ELEMENT_REGISTER_DEFINE (segment_fcn, "segment-fcn", GST_RANK_NONE,
@@ -319,28 +320,6 @@ have_model (GstSegmentFcn * self)
   return self->model != NULL || self->trainer != NULL;
 }
 
-/* Parses "3:W:H:1" (innermost first). */
-static gboolean
-parse_rgb_tensor_dims (const gchar * dims, gint * w, gint * h)
-{
-  gchar **parts = g_strsplit (dims, ":", -1);
-  guint n = g_strv_length (parts);
-  gint64 v[4] = { 1, 1, 1, 1 };
-  gboolean ok = n >= 3 && n <= 4;
-
-  for (guint i = 0; ok && i < n; i++) {
-    gchar *end = NULL;
-    v[i] = g_ascii_strtoll (parts[i], &end, 10);
-    ok = end && *end == '\0' && v[i] > 0 && v[i] <= 65536;
-  }
-  g_strfreev (parts);
-  if (!ok || v[0] != 3 || v[3] != 1)
-    return FALSE;
-  *w = (gint) v[1];
-  *h = (gint) v[2];
-  return TRUE;
-}
-
 /* Patch size and kind of image-pad caps: one float32 tensor 3:W:H:1, or
  * RGB video (then @vinfo is filled). */
 static gboolean
@@ -348,15 +327,12 @@ parse_patch_caps (GstCaps * caps, gint * width, gint * height,
     gboolean * is_tensor, GstVideoInfo * vinfo)
 {
   GstStructure *s = gst_caps_get_structure (caps, 0);
-  const gchar *dims;
-  gint n = 0;
+  gint channels = 0;
 
   *is_tensor = gst_structure_has_name (s, "other/tensors");
-  if (*is_tensor) {
-    dims = gst_structure_get_string (s, "dimensions");
-    return gst_structure_get_int (s, "num_tensors", &n) && n == 1 && dims
-        && parse_rgb_tensor_dims (dims, width, height);
-  }
+  if (*is_tensor)
+    return gst_wsi_tensor_structure_parse (s, &channels, width, height)
+        && channels == 3;
   if (!gst_video_info_from_caps (vinfo, caps))
     return FALSE;
   *width = GST_VIDEO_INFO_WIDTH (vinfo);
@@ -461,8 +437,20 @@ report_unreadable (GstSegmentFcn * self, const gchar * what,
   return FALSE;
 }
 
+/* Stores the pending classes event on the source pad (once it is active):
+ * it goes downstream before the next buffer, GAP or EOS. */
+static void
+send_classes (GstSegmentFcn * self)
+{
+  if (self->classes_event && gst_pad_store_sticky_event
+      (GST_AGGREGATOR_SRC_PAD (self), self->classes_event) == GST_FLOW_OK)
+    gst_clear_event (&self->classes_event);
+}
+
 /* The class list of the classes property, kept under the object lock so
- * that readers never touch model state that stop() frees. */
+ * that readers never touch model state that stop() frees; and the same
+ * in-band (a sticky wsi-classes event on the source pad, sent before the
+ * next buffer or GAP after the caps). */
 static void
 update_classes (GstSegmentFcn * self)
 {
@@ -479,6 +467,12 @@ update_classes (GstSegmentFcn * self)
   self->classes = g_string_free (s, FALSE);
   GST_OBJECT_UNLOCK (self);
   g_free (old);
+  gst_clear_event (&self->classes_event);
+  if (info->n_classes > 0)
+    self->classes_event = gst_wsi_classes_event_new_rgb ((guint)
+        info->n_classes, (const gchar * const *) info->class_names,
+        (const guint8 (*)[3]) info->class_colors);
+  send_classes (self);
 }
 
 static gboolean
@@ -668,15 +662,9 @@ make_src_caps (GstSegmentFcn * self, const GstCaps * in_caps)
 
   gst_structure_get_fraction (s, "framerate", &fn, &fd);
   if (self->output == SEGMENT_OUTPUT_PROBABILITIES) {
-    gchar *dims = g_strdup_printf ("%d:%d:%d:1", info->n_classes,
-        self->width, self->height);
-    caps = gst_caps_new_simple ("other/tensors",
-        "format", G_TYPE_STRING, "static",
-        "num_tensors", G_TYPE_INT, 1,
-        "types", G_TYPE_STRING, "float32",
-        "dimensions", G_TYPE_STRING, dims,
-        "framerate", GST_TYPE_FRACTION, fn, fd, NULL);
-    g_free (dims);
+    caps = gst_caps_new_full (gst_wsi_tensor_structure_new (info->n_classes,
+            self->width, self->height), NULL);
+    gst_caps_set_simple (caps, "framerate", GST_TYPE_FRACTION, fn, fd, NULL);
   } else {
     caps = gst_caps_new_simple ("video/x-raw",
         "format", G_TYPE_STRING, "GRAY8",
@@ -765,6 +753,7 @@ set_input_caps (GstSegmentFcn * self, GstCaps * caps)
   gst_caps_replace (&self->src_caps, src_caps);
   gst_aggregator_set_src_caps (GST_AGGREGATOR (self), src_caps);
   gst_caps_unref (src_caps);
+  send_classes (self);
   return TRUE;
 }
 
@@ -918,11 +907,7 @@ make_output (GstSegmentFcn * self, GstBuffer * in, const gfloat * probs)
       } else if (nc == 1) {
         map.data[i] = p[0] >= 0.5f;
       } else {
-        gint best = 0;
-        for (gint c = 1; c < nc; c++)
-          if (p[c] > p[best])
-            best = c;
-        map.data[i] = (guint8) best;
+        map.data[i] = (guint8) wsi_argmax (p, nc);
       }
     }
     gst_buffer_unmap (out, &map);
@@ -1610,6 +1595,7 @@ push_gap (GstSegmentFcn * self)
   gst_clear_event (&ev);
   if (!gst_pad_has_current_caps (src))
     gst_pad_push_event (src, gst_event_new_caps (self->src_caps));
+  send_classes (self);
   GST_OBJECT_LOCK (self);
   seg = GST_AGGREGATOR_PAD (src)->segment;
   GST_OBJECT_UNLOCK (self);
@@ -1804,11 +1790,10 @@ static gboolean
 prepare_checkpoint (GstSegmentFcn * self)
 {
   const gchar *path = self->checkpoint;
-  gchar *dir, *base, *lock_path = NULL, *prefix;
+  gchar *dir, *base;
+  gchar err[512] = "";
   gboolean ok = FALSE;
-  GDir *d;
-  const gchar *name;
-  gint fd = -1;
+  gint fd, n_stale = 0;
 
   if (self->mode == SEGMENT_MODE_INFER || !path || !*path)
     return TRUE;
@@ -1833,68 +1818,23 @@ prepare_checkpoint (GstSegmentFcn * self)
             g_strerror (e)), (NULL));
     goto done;
   }
-  lock_path = g_strdup_printf ("%s.lock", path);
-  for (gint attempt = 0; attempt < 8 && fd < 0; attempt++) {
-    struct stat a, b;
-    fd = g_open (lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      gint e = errno;
-      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_WRITE,
-          ("Cannot create the checkpoint lock \"%s\": %s.", lock_path,
-              g_strerror (e)), (NULL));
-      goto done;
-    }
-    if (flock (fd, LOCK_EX | LOCK_NB) != 0) {
-      gchar holder[64] = "";
-      gssize n = pread (fd, holder, sizeof holder - 1, 0);
-      holder[MAX (n, 0)] = '\0';
-      g_strstrip (holder);
-      close (fd);
-      GST_ELEMENT_ERROR (self, RESOURCE, BUSY,
-          ("The checkpoint \"%s\" is being written by another training run "
-              "(pid %s, lock %s).", path, *holder ? holder : "unknown",
-              lock_path),
-          ("Give each training run its own checkpoint file."));
-      goto done;
-    }
-    /* the previous holder may have removed the file meanwhile */
-    if (fstat (fd, &a) != 0 || g_stat (lock_path, &b) != 0
-        || a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
-      close (fd);
-      fd = -1;
-    }
-  }
-  if (fd < 0) {
-    GST_ELEMENT_ERROR (self, RESOURCE, BUSY,
-        ("Could not lock the checkpoint \"%s\".", path), (NULL));
+  fd = wsi_checkpoint_lock (path, &n_stale, err, sizeof err);
+  if (fd == WSI_CHECKPOINT_LOCK_OPEN) {
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_WRITE, ("%s", err), (NULL));
     goto done;
   }
-  {
-    gchar pid[32];
-    gint len = g_snprintf (pid, sizeof pid, "%d\n", (gint) getpid ());
-    if (ftruncate (fd, 0) != 0 || pwrite (fd, pid, len, 0) != len)
-      GST_DEBUG_OBJECT (self, "could not record the pid in %s", lock_path);
+  if (fd < 0) {
+    GST_ELEMENT_ERROR (self, RESOURCE, BUSY, ("%s", err),
+        ("Give each training run its own checkpoint file."));
+    goto done;
   }
   self->lock_fd = fd;
-  /* stale temporary files of this checkpoint */
-  prefix = g_strdup_printf (".%s.", base);
-  if ((d = g_dir_open (dir, 0, NULL))) {
-    while ((name = g_dir_read_name (d))) {
-      if (g_str_has_prefix (name, prefix)
-          && strlen (name) == strlen (prefix) + 6) {
-        gchar *stale = g_build_filename (dir, name, NULL);
-        if (g_unlink (stale) == 0)
-          GST_INFO_OBJECT (self, "removed %s, left by a killed run", stale);
-        g_free (stale);
-      }
-    }
-    g_dir_close (d);
-  }
-  g_free (prefix);
+  if (n_stale > 0)
+    GST_INFO_OBJECT (self, "removed %d temporary files of %s left by a "
+        "killed run", n_stale, path);
   ok = TRUE;
 
 done:
-  g_free (lock_path);
   g_free (dir);
   g_free (base);
   return ok;
@@ -1903,62 +1843,15 @@ done:
 static void
 release_checkpoint (GstSegmentFcn * self)
 {
-  gchar *lock_path;
-
-  if (self->lock_fd < 0)
-    return;
-  /* removed while still held: a waiting run then locks a new file */
-  lock_path = g_strdup_printf ("%s.lock", self->checkpoint);
-  g_unlink (lock_path);
-  g_free (lock_path);
-  close (self->lock_fd);
+  wsi_checkpoint_unlock (self->checkpoint, self->lock_fd);
   self->lock_fd = -1;
 }
 
-/* TRUE if the peer of at least one sink pad can seek in @format. */
-static gboolean
-upstream_seekable (GstSegmentFcn * self, GstFormat format)
-{
-  GList *pads = NULL;
-  gboolean any = FALSE;
-
-  GST_OBJECT_LOCK (self);
-  for (GList * l = GST_ELEMENT (self)->sinkpads; l; l = l->next)
-    pads = g_list_prepend (pads, gst_object_ref (l->data));
-  GST_OBJECT_UNLOCK (self);
-  for (GList * l = pads; l && !any; l = l->next) {
-    GstQuery *q = gst_query_new_seeking (format);
-    gboolean seekable = FALSE;
-    if (gst_pad_peer_query (l->data, q))
-      gst_query_parse_seeking (q, NULL, &seekable, NULL, NULL);
-    any = seekable;
-    gst_query_unref (q);
-  }
-  g_list_free_full (pads, gst_object_unref);
-  return any;
-}
-
-/* GstAggregator 1.22 stops its streaming task for a flushing seek and
- * restarts it only when a FLUSH_STOP comes back from upstream: if no
- * upstream element can seek (slidesrc ! patchify), the element would stall
- * for good. Such a seek is refused instead. */
 static gboolean
 gst_segment_fcn_src_event (GstAggregator * agg, GstEvent * event)
 {
-  GstSegmentFcn *self = GST_SEGMENT_FCN (agg);
-
-  if (GST_EVENT_TYPE (event) == GST_EVENT_SEEK) {
-    GstFormat format;
-    GstSeekFlags flags;
-
-    gst_event_parse_seek (event, NULL, &format, &flags, NULL, NULL, NULL,
-        NULL);
-    if ((flags & GST_SEEK_FLAG_FLUSH) && !upstream_seekable (self, format)) {
-      GST_INFO_OBJECT (self, "flushing seek refused: upstream cannot seek");
-      gst_event_unref (event);
-      return FALSE;
-    }
-  }
+  if (gst_wsi_aggregator_refuse_seek (agg, event))
+    return FALSE;
   return GST_AGGREGATOR_CLASS (gst_segment_fcn_parent_class)->src_event (agg,
       event);
 }
@@ -2016,6 +1909,7 @@ gst_segment_fcn_stop (GstAggregator * agg)
   classes = g_steal_pointer (&self->classes);
   GST_OBJECT_UNLOCK (self);
   g_free (classes);
+  gst_clear_event (&self->classes_event);
   g_clear_pointer (&self->model, wsi_model_free);
   g_clear_pointer (&self->trainer, wsi_trainer_free);
   wsi_model_info_clear (&self->train_info);
@@ -2275,6 +2169,7 @@ gst_segment_fcn_finalize (GObject * object)
   g_free (self->freeze);
   g_free (self->class_weights);
   g_free (self->classes);
+  gst_clear_event (&self->classes_event);
   g_free (self->val_pred_labels);
   wsi_confusion_clear (&self->val_cm);
   g_free (self->label_batch);

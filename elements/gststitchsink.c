@@ -11,10 +11,13 @@
 #include "config.h"
 #endif
 
+#include "gstwsiclasses.h"
 #include "gstwsiprops.h"
 #include "gstwsiseg.h"
+#include "gstwsitensor.h"
 #include "gstwsitilemeta.h"
 #include "stitchblend.h"
+#include "wsimetrics.h"
 #include "stitchgeojson.h"
 #include "stitchio.h"
 #include "stitchoverlay.h"
@@ -46,8 +49,6 @@ GST_DEBUG_CATEGORY_STATIC (stitchsink_debug);
  * region was complete (fields slide, region-x/y/width/height). */
 #define REGION_INCOMPLETE_EVENT "wsi-region-incomplete"
 
-#define TENSOR_CAPS "other/tensors, format=(string)static, " \
-    "num_tensors=(int)1, types=(string)float32"
 
 /* Same values as StitchBlendMode. */
 typedef enum
@@ -188,8 +189,9 @@ struct _GstStitchSink
   StitchBlendMode blend_mode;
   gfloat *weight_x, *weight_y;  /* per patch column / row */
 
-  /* style parsed at start */
+  /* style: the properties at start, else the producer's wsi-classes event */
   StitchOverlayStyle style;
+  gboolean user_names, user_colors;
 
   /* current image */
   gboolean active;
@@ -243,7 +245,7 @@ static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
     GST_PAD_SINK,
     GST_PAD_ALWAYS,
     GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE ("{ GRAY8, GRAY16_LE, RGB }") "; "
-        TENSOR_CAPS));
+        GST_WSI_TENSOR_CAPS));
 
 /* ---- location patterns ---- */
 
@@ -980,29 +982,6 @@ validate_meta (GstStitchSink * self, const GstWsiTileMeta * m)
   return TRUE;
 }
 
-/* Columns [*k0, *k1) of a tile of @size pixels at @pos that crop mode keeps,
- * in tile coordinates. @first / @last: the tile is on the grid's edge, where
- * the outer margin has no neighbour and is kept. @extent: region size, 0 if
- * unknown. */
-static void
-crop_span (gint size, gint overlap, gint pad, gint valid, gint64 pos,
-    gint64 extent, gboolean first, gboolean last, gint64 * k0, gint64 * k1)
-{
-  gint64 a = overlap / 2, b = size - (overlap - overlap / 2);
-
-  if (first)
-    a = 0;
-  if (last)
-    b = size;
-  a = MAX (a, pad);
-  b = MIN (b, (gint64) pad + MIN (valid, size - pad));
-  a = MAX (a, -pos);
-  if (extent > 0)
-    b = MIN (b, extent - pos);
-  *k0 = a;
-  *k1 = MAX (a, b);
-}
-
 /* Adds tile columns [x0, x1) x rows [y0, y1) of a probability tensor at
  * (px, py) into the band. */
 static gboolean
@@ -1071,7 +1050,8 @@ render_tile (GstStitchSink * self, GstBuffer * buffer)
   GstVideoFrame frame;
   GError *err = NULL;
   gint64 px, py, x0, x1, y0, y1, y;
-  gboolean wrote_rows, first_col, last_col, first_row, last_row;
+  gboolean wrote_rows, first_col, last_col, first_row, last_row, blend;
+  gint k0, k1;
   guint interval;
 
   if (!meta) {
@@ -1170,18 +1150,19 @@ render_tile (GstStitchSink * self, GstBuffer * buffer)
   first_row = m.row == 0;
   last_col = m.grid_cols > 0 && m.col == m.grid_cols - 1;
   last_row = m.grid_rows > 0 && m.row == m.grid_rows - 1;
-  if (self->blend_mode == STITCH_BLEND_CROP) {
-    crop_span (m.width, m.overlap, m.pad_left, m.valid_width, px, self->width,
-        first_col, last_col, &x0, &x1);
-    crop_span (m.height, m.overlap, m.pad_top, m.valid_height, py,
-        self->height, first_row, last_row, &y0, &y1);
-  } else {
-    /* blending keeps every valid pixel inside the region */
-    crop_span (m.width, 0, m.pad_left, m.valid_width, px, self->width,
-        TRUE, TRUE, &x0, &x1);
-    crop_span (m.height, 0, m.pad_top, m.valid_height, py, self->height,
-        TRUE, TRUE, &y0, &y1);
-  }
+  /* the centre crop segeval and training validation count too; blending
+   * keeps every valid pixel inside the region */
+  blend = self->blend_mode != STITCH_BLEND_CROP;
+  wsi_metrics_crop_span (m.width, blend ? 0 : m.overlap, m.pad_left,
+      m.valid_width, px, self->width, blend || first_col, blend || last_col,
+      &k0, &k1);
+  x0 = k0;
+  x1 = k1;
+  wsi_metrics_crop_span (m.height, blend ? 0 : m.overlap, m.pad_top,
+      m.valid_height, py, self->height, blend || first_row, blend || last_row,
+      &k0, &k1);
+  y0 = k0;
+  y1 = k1;
 
   if (py + y0 < self->band_top && y1 > y0) {
     if (!self->order_warned)
@@ -1262,119 +1243,38 @@ done:
 
 /* ---- base sink ---- */
 
-/* Parses "C:W:H:1" (innermost first; a missing trailing 1 is accepted). */
-static gboolean
-parse_tensor_dims (const gchar * dims, gint * classes, gint * w, gint * h)
-{
-  gchar **parts;
-  guint n, i;
-  gint64 v[4] = { 1, 1, 1, 1 };
-  gboolean ok;
-
-  if (!dims)
-    return FALSE;
-  parts = g_strsplit (dims, ":", -1);
-  n = g_strv_length (parts);
-  ok = n >= 3 && n <= 4;
-  for (i = 0; ok && i < n; i++) {
-    gchar *end = NULL;
-    v[i] = g_ascii_strtoll (parts[i], &end, 10);
-    ok = end && end != parts[i] && *end == '\0' && v[i] > 0 && v[i] <= 65536;
-  }
-  g_strfreev (parts);
-  if (!ok || v[0] > MAX_CLASSES || v[3] != 1)
-    return FALSE;
-  *classes = (gint) v[0];
-  *w = (gint) v[1];
-  *h = (gint) v[2];
-  return TRUE;
-}
-
-/* The "classes" property ("name:#rrggbb,...") of the nearest upstream
- * element that has one (segment-fcn), following single-input elements. */
-static gchar *
-upstream_classes (GstStitchSink * self)
-{
-  GstPad *pad = gst_object_ref (GST_BASE_SINK_PAD (self));
-  gchar *classes = NULL;
-  gint hops;
-
-  for (hops = 0; hops < 16 && pad && !classes; hops++) {
-    GstPad *peer = gst_pad_get_peer (pad);
-    GstElement *up;
-    GParamSpec *pspec;
-
-    gst_object_unref (pad);
-    pad = NULL;
-    if (!peer)
-      break;
-    up = gst_pad_get_parent_element (peer);
-    gst_object_unref (peer);
-    if (!up)
-      break;
-    pspec = g_object_class_find_property (G_OBJECT_GET_CLASS (up), "classes");
-    if (pspec && pspec->value_type == G_TYPE_STRING
-        && (pspec->flags & G_PARAM_READABLE)) {
-      g_object_get (up, "classes", &classes, NULL);
-    } else {
-      GST_OBJECT_LOCK (up);
-      if (up->numsinkpads == 1)
-        pad = gst_object_ref (up->sinkpads->data);
-      GST_OBJECT_UNLOCK (up);
-    }
-    gst_object_unref (up);
-  }
-  if (pad)
-    gst_object_unref (pad);
-  if (classes && !*classes)
-    g_clear_pointer (&classes, g_free);
-  return classes;
-}
-
-/* Class names and colours from upstream when the properties leave them
- * unset (names and colours are taken independently). */
+/* Class names and colours sent in-band by the producer (a wsi-classes
+ * event, gstwsiclasses.h) where the properties leave them unset (names and
+ * colours are taken independently). */
 static void
-style_from_upstream (GstStitchSink * self)
+style_from_event (GstStitchSink * self, GstEvent * event)
 {
-  gchar *classes, **items;
+  gchar **names;
+  guint32 *colors;
   guint i, n;
-  gboolean want_names = self->style.n_names == 0;
-  gboolean want_colors = self->style.n_colors == 0;
 
-  if (!want_names && !want_colors)
+  if (!gst_wsi_classes_event_parse (event, &names, &colors, &n)) {
+    GST_WARNING_OBJECT (self, "malformed %" GST_PTR_FORMAT, event);
     return;
-  classes = upstream_classes (self);
-  if (!classes)
-    return;
-  items = g_strsplit (classes, ",", -1);
-  n = g_strv_length (items);
-  if (want_names) {
-    self->style.names = g_new0 (gchar *, n + 1);
+  }
+  if (!self->user_names) {
+    g_strfreev (self->style.names);
+    self->style.names = names;
     self->style.n_names = n;
+    for (i = 0; i < n; i++)
+      g_strstrip (names[i]);
+    names = NULL;
   }
-  if (want_colors) {
-    self->style.colors = g_new0 (guint32, n);
+  if (!self->user_colors && colors) {
+    g_free (self->style.colors);
+    self->style.colors = colors;
     self->style.n_colors = n;
+    colors = NULL;
   }
-  for (i = 0; i < n; i++) {
-    gchar *colon = strrchr (items[i], ':');
-    guint32 color = stitch_overlay_class_color (NULL, i);
-    if (colon) {
-      gchar *end = NULL;
-      const gchar *hex = colon[1] == '#' ? colon + 2 : colon + 1;
-      guint64 c = g_ascii_strtoull (hex, &end, 16);
-      if (end && end != hex && *end == '\0' && c <= 0xffffff)
-        color = (guint32) c;
-      *colon = '\0';
-    }
-    if (want_names)
-      self->style.names[i] = g_strdup (g_strstrip (items[i]));
-    if (want_colors)
-      self->style.colors[i] = color;
-  }
-  GST_INFO_OBJECT (self, "class names/colours from upstream: %s", classes);
-  g_strfreev (items);
-  g_free (classes);
+  GST_INFO_OBJECT (self, "class names/colours in-band: %" GST_PTR_FORMAT,
+      gst_event_get_structure (event));
+  g_strfreev (names);
+  g_free (colors);
 }
 
 static gboolean
@@ -1400,12 +1300,7 @@ gst_stitch_sink_set_caps (GstBaseSink * sink, GstCaps * caps)
   GST_OBJECT_UNLOCK (self);
 
   if (gst_structure_has_name (s, "other/tensors")) {
-    const gchar *types = gst_structure_get_string (s, "types");
-    gint n = 0;
-    if (!gst_structure_get_int (s, "num_tensors", &n) || n != 1
-        || g_strcmp0 (types, "float32") != 0
-        || !parse_tensor_dims (gst_structure_get_string (s, "dimensions"),
-            &nc, &w, &h)) {
+    if (!gst_wsi_tensor_structure_parse (s, &nc, &w, &h) || nc > MAX_CLASSES) {
       GST_ELEMENT_ERROR (self, STREAM, FORMAT,
           ("stitchsink takes one float32 probability tensor with dimensions "
               "C:W:H:1 (C classes interleaved per pixel, 1 <= C <= %d), as "
@@ -1504,8 +1399,6 @@ gst_stitch_sink_set_caps (GstBaseSink * sink, GstCaps * caps)
   self->weight_y = g_new (gfloat, h);
   stitch_blend_weights (self->blend_mode, w, sigma, self->weight_x);
   stitch_blend_weights (self->blend_mode, h, sigma, self->weight_y);
-  if (self->channels == 1)
-    style_from_upstream (self);
   self->negotiated = TRUE;
   return TRUE;
 }
@@ -1590,6 +1483,8 @@ gst_stitch_sink_start (GstBaseSink * sink)
     for (i = 0; i < self->style.n_names; i++)
       g_strstrip (self->style.names[i]);
   }
+  self->user_names = self->style.n_names > 0;
+  self->user_colors = self->style.n_colors > 0;
   g_free (location);
   g_free (overlay_location);
   g_free (prob_location);
@@ -1676,6 +1571,10 @@ gst_stitch_sink_event (GstBaseSink * sink, GstEvent * event)
                 self->grid_cols + col + 1, grid_expected (self)));
       break;
     }
+    case GST_EVENT_CUSTOM_DOWNSTREAM_STICKY:
+      if (gst_event_has_name (event, GST_WSI_CLASSES_EVENT))
+        style_from_event (self, event);
+      break;
     case GST_EVENT_FLUSH_STOP:
       if (self->active)
         GST_INFO_OBJECT (self, "flush: discarding %s", self->out_location);

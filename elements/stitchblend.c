@@ -1,5 +1,6 @@
 /* stitchsink probability blending (see stitchblend.h, docs/stitchsink.md). */
 #include "stitchblend.h"
+#include "wsiargmax.h"
 
 #include <math.h>
 
@@ -61,7 +62,6 @@ stitch_blend_resolve_row (const gfloat * acc, gint64 width, gint n_classes,
 {
   const gsize stride = STITCH_BLEND_STRIDE (n_classes);
   gint64 x;
-  gint c;
 
   for (x = 0; x < width; x++, acc += stride) {
     gfloat w = acc[n_classes];
@@ -77,11 +77,7 @@ stitch_blend_resolve_row (const gfloat * acc, gint64 width, gint n_classes,
       if (prob)
         prob[x] = to_byte (prob_class == 0 ? 1.0f - acc[0] / w : acc[0] / w);
     } else {
-      gint best = 0;
-      for (c = 1; c < n_classes; c++)
-        if (acc[c] > acc[best])
-          best = c;
-      labels[x] = (guint8) best;
+      labels[x] = (guint8) wsi_argmax (acc, n_classes);
       if (prob)
         prob[x] = to_byte (acc[prob_class] / w);
     }

@@ -1,6 +1,7 @@
 /* Losses on NHWC logits and their gradients (docs/training.md, "Losses").
  * Sums are accumulated in double; per-pixel math in float/double. */
 #include "wsitrain.h"
+#include "wsiargmax.h"
 
 #include <glib.h>
 #include <math.h>
@@ -75,16 +76,6 @@ softmax_pixel (const float *z, int c, double *p)
   for (int k = 0; k < c; k++)
     p[k] /= s;
   return m + log (s);
-}
-
-static int
-argmax (const float *z, int c)
-{
-  int best = 0;
-  for (int k = 1; k < c; k++)
-    if (z[k] > z[best])
-      best = k;
-  return best;
 }
 
 /* Weighted mean NLL: sum_i w_yi * (lse_i - z_i,yi) / sum_i w_yi.
@@ -281,7 +272,7 @@ wsi_loss_compute (const WsiLossConfig * cfg, const float *logits,
     if (is_ignored (cfg, labels[i]))
       continue;
     r.n_valid++;
-    pred = channels == 1 ? zi[0] > 0 : argmax (zi, channels);
+    pred = channels == 1 ? zi[0] > 0 : wsi_argmax (zi, channels);
     r.n_correct += pred == labels[i];
   }
 

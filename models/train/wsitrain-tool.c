@@ -300,6 +300,15 @@ cmd_train (int argc, char **argv)
         r.n_shape_mismatch, r.n_skipped_prefix, r.n_unused);
   }
   int status = 0;
+  /* the checkpoint lock segment-fcn takes: one run per output file */
+  int lock_fd = wsi_checkpoint_lock (argv[8], NULL, err, sizeof err);
+  if (lock_fd < 0) {
+    fprintf (stderr, "%s\n", err);
+    wsi_trainer_free (t);
+    g_free (input);
+    g_free (labels);
+    return 4;
+  }
   for (int s = 0; s < o.steps; s++) {
     int b = (int) ((wsi_trainer_get_step (t)) % n_batches);
     WsiStepResult r;
@@ -318,6 +327,7 @@ cmd_train (int argc, char **argv)
     fprintf (stderr, "%s\n", err);
     status = 1;
   }
+  wsi_checkpoint_unlock (argv[8], lock_fd);
   wsi_trainer_free (t);
   g_free (input);
   g_free (labels);

@@ -175,6 +175,19 @@ int wsi_trainer_evaluate (WsiTrainer * t, const float *input, int n, int h,
  * train_* keys; written atomically. Loadable by wsi_model_load. */
 int wsi_trainer_save (WsiTrainer * t, const char *path, char *err,
     size_t errlen);
+/* One training run at a time per checkpoint path: an flock on PATH.lock,
+ * which holds the holder's pid (segment-fcn and wsitrain-tool both take
+ * it). Once held, temporary files of killed saves beside the checkpoint
+ * (.NAME.XXXXXX) are removed, counted in *@n_stale. Returns the lock's fd
+ * (>= 0), or WSI_CHECKPOINT_LOCK_OPEN (the lock file cannot be created) or
+ * WSI_CHECKPOINT_LOCK_BUSY (another run holds it) with @err set. */
+#define WSI_CHECKPOINT_LOCK_OPEN (-1)
+#define WSI_CHECKPOINT_LOCK_BUSY (-2)
+int wsi_checkpoint_lock (const char *path, int *n_stale, char *err,
+    size_t errlen);
+/* Releases a lock from wsi_checkpoint_lock (fd < 0: nothing). */
+void wsi_checkpoint_unlock (const char *path, int fd);
+
 /* Model file without optimiser state or train_* keys (for deployment). */
 int wsi_trainer_export (WsiTrainer * t, const char *path, char *err,
     size_t errlen);

@@ -2,7 +2,13 @@
  * checkpoints with optimiser state, resume, init-from. docs/training.md. */
 #include "wsitrain-private.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -898,4 +904,95 @@ wsi_trainer_set_config (WsiTrainer * t, const WsiTrainConfig * cfg,
     t->ps[i].freeze_match = wsi_train_config_freezes (cfg,
         t->ps[i].param->name);
   return 0;
+}
+
+/* ---- checkpoint lock ---- */
+
+int
+wsi_checkpoint_lock (const char *path, int *n_stale, char *err,
+    size_t errlen)
+{
+  gchar *lock_path = g_strdup_printf ("%s.lock", path);
+  gchar *dir, *base, *prefix;
+  GDir *d;
+  const gchar *name;
+  int fd = -1, ret = WSI_CHECKPOINT_LOCK_BUSY;
+
+  if (n_stale)
+    *n_stale = 0;
+  for (int attempt = 0; attempt < 8 && fd < 0; attempt++) {
+    struct stat a, b;
+    fd = g_open (lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      g_snprintf (err, errlen, "Cannot create the checkpoint lock \"%s\": "
+          "%s.", lock_path, g_strerror (errno));
+      g_free (lock_path);
+      return WSI_CHECKPOINT_LOCK_OPEN;
+    }
+    if (flock (fd, LOCK_EX | LOCK_NB) != 0) {
+      gchar holder[64] = "";
+      gssize n = pread (fd, holder, sizeof holder - 1, 0);
+      holder[MAX (n, 0)] = '\0';
+      g_strstrip (holder);
+      close (fd);
+      g_snprintf (err, errlen, "The checkpoint \"%s\" is being written by "
+          "another training run (pid %s, lock %s).", path,
+          *holder ? holder : "unknown", lock_path);
+      g_free (lock_path);
+      return WSI_CHECKPOINT_LOCK_BUSY;
+    }
+    /* the previous holder may have removed the file meanwhile */
+    if (fstat (fd, &a) != 0 || g_stat (lock_path, &b) != 0
+        || a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
+      close (fd);
+      fd = -1;
+    }
+  }
+  if (fd < 0) {
+    g_snprintf (err, errlen, "Could not lock the checkpoint \"%s\".", path);
+    g_free (lock_path);
+    return ret;
+  }
+  {
+    gchar pid[32];
+    gint len = g_snprintf (pid, sizeof pid, "%d\n", (gint) getpid ());
+    if (ftruncate (fd, 0) != 0 || pwrite (fd, pid, len, 0) != len) {
+      /* the pid is informative only */
+    }
+  }
+  /* temporary files of runs killed while saving (.NAME.XXXXXX) */
+  dir = g_path_get_dirname (path);
+  base = g_path_get_basename (path);
+  prefix = g_strdup_printf (".%s.", base);
+  if ((d = g_dir_open (dir, 0, NULL))) {
+    while ((name = g_dir_read_name (d))) {
+      if (g_str_has_prefix (name, prefix)
+          && strlen (name) == strlen (prefix) + 6) {
+        gchar *stale = g_build_filename (dir, name, NULL);
+        if (g_unlink (stale) == 0 && n_stale)
+          (*n_stale)++;
+        g_free (stale);
+      }
+    }
+    g_dir_close (d);
+  }
+  g_free (prefix);
+  g_free (base);
+  g_free (dir);
+  g_free (lock_path);
+  return fd;
+}
+
+void
+wsi_checkpoint_unlock (const char *path, int fd)
+{
+  gchar *lock_path;
+
+  if (fd < 0)
+    return;
+  /* removed while still held: a waiting run then locks a new file */
+  lock_path = g_strdup_printf ("%s.lock", path);
+  g_unlink (lock_path);
+  g_free (lock_path);
+  close (fd);
 }

@@ -5,8 +5,10 @@
 #include <gst/check/gstharness.h>
 #include <gst/base/gstaggregator.h>
 #include <gst/app/gstappsink.h>
+#include <gst/app/gstappsrc.h>
 #include <gst/video/video.h>
 #include <glib/gstdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "gstwsitilemeta.h"
@@ -874,6 +876,87 @@ GST_START_TEST (test_flush_resets_training)
 
 GST_END_TEST;
 
+/* Issue 10: class names travel in-band (a wsi-classes sticky event), so
+ * stitchsink names its GeoJSON objects after the model's classes even when
+ * segment-fcn sits in a bin behind ghost pads and a queue (the old upstream
+ * property walk stopped at the bin). */
+GST_START_TEST (test_classes_in_band_through_bin)
+{
+  GstElement *pipe = gst_pipeline_new (NULL);
+  GstElement *src = gst_element_factory_make ("appsrc", NULL);
+  GstElement *bin = gst_bin_new ("segbin");
+  GstElement *seg = gst_element_factory_make ("segment-fcn", NULL);
+  GstElement *q = gst_element_factory_make ("queue", NULL);
+  GstElement *sink = gst_element_factory_make ("stitchsink", NULL);
+  gchar *dir = g_dir_make_tmp ("segfcn-bin-XXXXXX", NULL);
+  gchar *png = g_build_filename (dir, "m.png", NULL);
+  gchar *gj = g_build_filename (dir, "m.geojson", NULL);
+  gchar *json = NULL;
+  GstCaps *caps = gst_caps_from_string (RGB_CAPS);
+  GstPad *pad;
+  GstBus *bus;
+  GstMessage *msg;
+
+  fail_unless (sink != NULL);
+  g_object_set (seg, "model", model_path, NULL);
+  g_object_set (src, "caps", caps, "format", GST_FORMAT_TIME, NULL);
+  g_object_set (sink, "location", png, "geojson-location", gj,
+      "geojson-min-area", (guint64) 1, NULL);
+  gst_caps_unref (caps);
+  gst_bin_add (GST_BIN (bin), seg);
+  pad = gst_element_get_static_pad (seg, "sink");
+  gst_element_add_pad (bin, gst_ghost_pad_new ("sink", pad));
+  gst_object_unref (pad);
+  pad = gst_element_get_static_pad (seg, "src");
+  gst_element_add_pad (bin, gst_ghost_pad_new ("src", pad));
+  gst_object_unref (pad);
+  gst_bin_add_many (GST_BIN (pipe), src, bin, q, sink, NULL);
+  fail_unless (gst_element_link_many (src, bin, q, sink, NULL));
+  bus = gst_element_get_bus (pipe);
+  fail_unless (gst_element_set_state (pipe, GST_STATE_PLAYING) !=
+      GST_STATE_CHANGE_FAILURE);
+  /* a 4 x 2 grid of 32 px patches: a 128 x 64 region */
+  for (guint i = 0; i < 8; i++) {
+    GstBuffer *buf = make_patch_sized (i, P);
+    GstWsiTileMeta *m = gst_buffer_get_wsi_tile_meta (buf);
+    m->downsample = 1.0;
+    m->col = i % 4;
+    m->row = i / 4;
+    m->x = m->col * P;
+    m->y = m->row * P;
+    m->grid_cols = 4;
+    m->grid_rows = 2;
+    m->region_width = m->slide_width = 4 * P;
+    m->region_height = m->slide_height = 2 * P;
+    fail_unless_equals_int (gst_app_src_push_buffer (GST_APP_SRC (src), buf),
+        GST_FLOW_OK);
+  }
+  gst_app_src_end_of_stream (GST_APP_SRC (src));
+  msg = gst_bus_timed_pop_filtered (bus, 60 * GST_SECOND,
+      GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+  fail_unless (msg && GST_MESSAGE_TYPE (msg) == GST_MESSAGE_EOS,
+      "no EOS");
+  gst_message_unref (msg);
+  gst_element_set_state (pipe, GST_STATE_NULL);
+  fail_unless (g_file_get_contents (gj, &json, NULL, NULL));
+  fail_unless (strstr (json, "\"classification\""), "no objects: %s", json);
+  fail_unless (strstr (json, "\"nucleus\"") || strstr (json, "\"edge\""),
+      "model's class names not used: %s", json);
+  fail_if (strstr (json, "\"class 1\"") || strstr (json, "\"class 2\""),
+      "default class names used: %s", json);
+  g_free (json);
+  g_unlink (png);
+  g_unlink (gj);
+  g_rmdir (dir);
+  g_free (png);
+  g_free (gj);
+  g_free (dir);
+  gst_object_unref (bus);
+  gst_object_unref (pipe);
+}
+
+GST_END_TEST;
+
 static Suite *
 segment_fcn_suite (void)
 {
@@ -903,6 +986,7 @@ segment_fcn_suite (void)
   tcase_add_test (tc, test_memory_guard);
   tcase_add_test (tc, test_classes_while_stopping);
   tcase_add_test (tc, test_flush_resets_training);
+  tcase_add_test (tc, test_classes_in_band_through_bin);
   return s;
 }
 

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int failures, checks;
 
@@ -578,6 +579,43 @@ test_schedules (void)
       "%s", err);
 }
 
+/* The checkpoint lock segment-fcn and wsitrain-tool share (issue 10):
+ * one holder per path, the holder's pid in the refusal, stale temporary
+ * files removed once held, free again after unlock. */
+static void
+test_checkpoint_lock (const char *dir)
+{
+  char *path = g_build_filename (dir, "ck.safetensors", NULL);
+  char *stale = g_build_filename (dir, ".ck.safetensors.AbC123", NULL);
+  char *other = g_build_filename (dir, ".cx.safetensors.AbC123", NULL);
+  char err[512] = "", pid[32];
+  int n_stale = -1, fd, fd2;
+
+  g_file_set_contents (stale, "x", 1, NULL);
+  g_file_set_contents (other, "x", 1, NULL);
+  fd = wsi_checkpoint_lock (path, &n_stale, err, sizeof err);
+  check (fd >= 0, "lock: first holder gets it", "%s", err);
+  check (n_stale == 1 && !g_file_test (stale, G_FILE_TEST_EXISTS)
+      && g_file_test (other, G_FILE_TEST_EXISTS),
+      "lock: its own stale temporary file removed, others kept", "%d",
+      n_stale);
+  fd2 = wsi_checkpoint_lock (path, NULL, err, sizeof err);
+  g_snprintf (pid, sizeof pid, "pid %d", (int) getpid ());
+  check (fd2 == WSI_CHECKPOINT_LOCK_BUSY && strstr (err, pid) != NULL,
+      "lock: a second holder is refused, naming the pid", "%d %s", fd2, err);
+  wsi_checkpoint_unlock (path, fd);
+  fd2 = wsi_checkpoint_lock (path, NULL, err, sizeof err);
+  check (fd2 >= 0, "lock: free again after unlock", "%s", err);
+  wsi_checkpoint_unlock (path, fd2);
+  fd = wsi_checkpoint_lock ("/nonexistent-dir/ck.safetensors", NULL, err,
+      sizeof err);
+  check (fd == WSI_CHECKPOINT_LOCK_OPEN, "lock: missing directory refused",
+      "%d %s", fd, err);
+  g_free (path);
+  g_free (stale);
+  g_free (other);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -599,6 +637,8 @@ main (int argc, char **argv)
     test_freeze ();
   if (!*only || !strcmp (only, "init"))
     test_pretrain_and_init (dir);
+  if (!*only || !strcmp (only, "lock"))
+    test_checkpoint_lock (dir);
   gchar *cmd = g_strdup_printf ("rm -rf '%s'", dir);
   if (system (cmd) != 0)
     fprintf (stderr, "could not remove %s\n", dir);
