@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gstwsitensor.h"
 #include "gstwsitilemeta.h"
 #include "wsicolor.h"
 
@@ -943,6 +944,42 @@ cmp_float (const void *a, const void *b)
   return x < y ? -1 : x > y;
 }
 
+/* The one tensor-caps rule (gst/gstwsitensor.h) that colornorm,
+ * segment-fcn and stitchsink share (issue 10). */
+GST_START_TEST (test_tensor_caps_rule)
+{
+  GstStructure *st;
+  gint c = 0, w = 0, h = 0;
+
+  fail_unless (gst_wsi_tensor_parse_dims ("3:32:16:1", &c, &w, &h));
+  fail_unless (c == 3 && w == 32 && h == 16);
+  fail_unless (gst_wsi_tensor_parse_dims ("7:20:10", &c, &w, &h));
+  fail_unless (c == 7 && w == 20 && h == 10);
+  fail_unless (gst_wsi_tensor_parse_dims (" 2 : 4 : 5 : 1 ", NULL, &w, NULL));
+  fail_unless_equals_int (w, 4);
+  fail_unless (gst_wsi_tensor_parse_dims ("1:65536:1:1", NULL, NULL, NULL));
+  fail_if (gst_wsi_tensor_parse_dims ("1:65537:1:1", NULL, NULL, NULL));
+  fail_if (gst_wsi_tensor_parse_dims ("3:32:16:2", NULL, NULL, NULL));
+  fail_if (gst_wsi_tensor_parse_dims ("3:32:16:1:1", NULL, NULL, NULL));
+  fail_if (gst_wsi_tensor_parse_dims ("0:32:16:1", NULL, NULL, NULL));
+  fail_if (gst_wsi_tensor_parse_dims ("-3:32:16", NULL, NULL, NULL));
+  fail_if (gst_wsi_tensor_parse_dims ("3:32", NULL, NULL, NULL));
+  fail_if (gst_wsi_tensor_parse_dims ("3:x:16", NULL, NULL, NULL));
+  fail_if (gst_wsi_tensor_parse_dims (NULL, NULL, NULL, NULL));
+
+  st = gst_wsi_tensor_structure_new (5, 8, 9);
+  fail_unless (gst_wsi_tensor_structure_parse (st, &c, &w, &h));
+  fail_unless (c == 5 && w == 8 && h == 9);
+  gst_structure_set (st, "types", G_TYPE_STRING, "uint8", NULL);
+  fail_if (gst_wsi_tensor_structure_parse (st, &c, &w, &h));
+  gst_structure_free (st);
+  st = gst_wsi_tensor_structure_new (3, 0, 0);
+  fail_if (gst_structure_has_field (st, "dimensions"));
+  gst_structure_free (st);
+}
+
+GST_END_TEST;
+
 GST_START_TEST (test_helpers)
 {
   static const gdouble p[] = { 0, 1, 25, 50, 99, 100 };
@@ -1009,6 +1046,7 @@ colornorm_suite (void)
   tcase_add_test (tc, test_bad_target);
   tcase_add_test (tc, test_properties_threaded);
   tcase_add_test (tc, test_helpers);
+  tcase_add_test (tc, test_tensor_caps_rule);
   tcase_add_test (tc, test_latency_held);
   tcase_add_test (tc, test_events_in_order);
   tcase_add_test (tc, test_notify_on_change);
