@@ -939,11 +939,12 @@ GST_START_TEST (test_classes_in_band_through_bin)
   gst_message_unref (msg);
   gst_element_set_state (pipe, GST_STATE_NULL);
   fail_unless (g_file_get_contents (gj, &json, NULL, NULL));
-  fail_unless (strstr (json, "\"classification\""), "no objects: %s", json);
+  fail_unless (strstr (json, "\"classification\""), "no objects: %.300s",
+      json);
   fail_unless (strstr (json, "\"nucleus\"") || strstr (json, "\"edge\""),
-      "model's class names not used: %s", json);
+      "model's class names not used: %.300s", json);
   fail_if (strstr (json, "\"class 1\"") || strstr (json, "\"class 2\""),
-      "default class names used: %s", json);
+      "default class names used: %.300s", json);
   g_free (json);
   g_unlink (png);
   g_unlink (gj);

@@ -101,16 +101,16 @@ GST_START_TEST (test_names_from_event)
   gchar *json = stitch_geojson (nuclei_event (), NULL, NULL);
 
   fail_unless (strstr (json, "\"nucleus\"") && strstr (json, "\"stroma\""),
-      "class names of the event not used: %s", json);
+      "class names of the event not used: %.300s", json);
   fail_if (strstr (json, "class 1") != NULL);
   /* colours of the event: 0x00c800 and 0x123456 */
   fail_unless (strstr (json, "200") && strstr (json, "86"),
-      "class colours of the event not used: %s", json);
+      "class colours of the event not used: %.300s", json);
   g_free (json);
 
   /* without an event: the default names */
   json = stitch_geojson (NULL, NULL, NULL);
-  fail_unless (strstr (json, "class 1") && strstr (json, "class 2"), "%s",
+  fail_unless (strstr (json, "class 1") && strstr (json, "class 2"), "%.300s",
       json);
   g_free (json);
 }
@@ -122,7 +122,7 @@ GST_START_TEST (test_properties_win)
   gchar *json = stitch_geojson (nuclei_event (), "bg,mine,other", NULL);
 
   fail_unless (strstr (json, "\"mine\"") && strstr (json, "\"other\""),
-      "%s", json);
+      "%.300s", json);
   fail_if (strstr (json, "nucleus") != NULL);
   g_free (json);
 }
