@@ -81,6 +81,7 @@ struct _wconv_list
 struct _wsinn_plan
 {
   int n, h, w, training;
+  int force_blocked;            /* activations in wsinn_activation_tag () */
   int n_nodes;
   nstate *ns;
   step_list prep, fwd, bwd;
@@ -1147,10 +1148,11 @@ plan_conv (wsinn_net * net, wsinn_plan * p, int i)
 
   dnnl_primitive_attr_t attr = s->post_relu ? relu_attr () : NULL;
   dnnl_primitive_desc_t pd = NULL;
-  /* Activations in the one blocked layout of this CPU's vector width:
-   * left to choose, oneDNN's AVX-512 brgemm convolutions write nhwc, which
-   * its deconvolutions only read by reference code (an inner reorder). */
-  {
+  /* Second try of a plan (get_plan): activations in the one blocked
+   * layout of this CPU's vector width. Left to choose, oneDNN's AVX-512
+   * brgemm convolutions write nhwc, which its deconvolutions only read by
+   * reference code (an inner reorder). */
+  if (p->force_blocked) {
     dnnl_memory_desc_t bsrc = src, bdst;
     md_tag (&bdst, s->n, s->c, s->h, s->w, wsinn_activation_tag ());
     if (in->mem)
@@ -2132,13 +2134,15 @@ attach_scratchpad (wsinn_plan * p)
 }
 
 static wsinn_plan *
-plan_build (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
+plan_build (wsinn_net * net, int n, int h, int w, int force_blocked,
+    char *err, size_t errlen)
 {
   wsinn_plan *p = calloc (1, sizeof *p);
   if (!p) {
     snprintf (err, errlen, "out of memory");
     return NULL;
   }
+  p->force_blocked = force_blocked;
   p->n = n;
   p->h = h;
   p->w = w;
@@ -2357,6 +2361,15 @@ run_steps (wsinn_net * net, wsinn_plan * p, step * v, int n, char *err,
   return 0;
 }
 
+static int
+plan_inner_reorders (const wsinn_plan * p)
+{
+  int r = 0;
+  for (int i = 0; i < p->fwd.n; i++)
+    r += p->fwd.v[i].kind == STEP_REORDER;
+  return r;
+}
+
 static wsinn_plan *
 get_plan (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
 {
@@ -2371,9 +2384,25 @@ get_plan (wsinn_net * net, int n, int h, int w, char *err, size_t errlen)
       return p;
     }
   }
-  wsinn_plan *p = plan_build (net, n, h, w, err, errlen);
+  /* Single-output nets: oneDNN's own layout choices first (fastest per
+   * layer); when they need a reorder between layers, the CPU's one blocked
+   * layout instead. Nets with several outputs (Mask R-CNN, checked against
+   * torchvision that way) always use the blocked layout. */
+  int multi = net->n_outputs > 1;
+  wsinn_plan *p = plan_build (net, n, h, w, multi, err, errlen);
   if (!p)
     return NULL;
+  if (!multi && plan_inner_reorders (p) > 0) {
+    wsinn_plan *q = plan_build (net, n, h, w, 1, err, errlen);
+    if (q && plan_inner_reorders (q) < plan_inner_reorders (p)) {
+      wsinn_plan_free (p);
+      p = q;
+    } else {
+      wsinn_plan_free (q);
+    }
+    if (q)
+      net->n_plans_built--;
+  }
   wsinn_plan_free (net->plans[1]);
   net->plans[1] = net->plans[0];
   net->plans[0] = p;
