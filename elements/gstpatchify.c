@@ -19,11 +19,11 @@
 #include "gstwsiseg.h"
 #include "gstwsitilemeta.h"
 #include "wsitissue.h"
+#include "gstwsiaugment.h"
 
 GST_DEBUG_CATEGORY_STATIC (gst_patchify_debug);
 #define GST_CAT_DEFAULT gst_patchify_debug
 
-#define WSI_AUGMENT_META_NAME "WsiAugmentMeta"
 
 /* Widest region (level pixels) the band accepts: 2^24 px is 48 MiB a row
  * of band, far above any slide level in use. */
@@ -175,27 +175,11 @@ gst_patchify_tissue_action_get_type (void)
   return type;
 }
 
-static const GstMetaInfo *
-wsi_augment_meta_get_info (void)
-{
-  static const GstMetaInfo *info = NULL;
-
-  if (g_once_init_enter ((GstMetaInfo **) & info)) {
-    static const gchar *tags[] = { NULL };
-    const GstMetaInfo *mi = gst_meta_get_info (WSI_AUGMENT_META_NAME);
-    if (!mi)
-      mi = gst_meta_register_custom (WSI_AUGMENT_META_NAME, tags, NULL, NULL,
-          NULL);
-    g_once_init_leave ((GstMetaInfo **) & info, (GstMetaInfo *) mi);
-  }
-  return info;
-}
-
 G_DEFINE_TYPE (GstPatchify, gst_patchify, GST_TYPE_ELEMENT);
 GST_ELEMENT_REGISTER_DEFINE_WITH_CODE (patchify, "patchify", GST_RANK_NONE,
     GST_TYPE_PATCHIFY,
     GST_DEBUG_CATEGORY_INIT (gst_patchify_debug, "patchify", 0,
-        "patch cutter"); wsi_augment_meta_get_info ());
+        "patch cutter"); gst_wsi_augment_meta_get_info ());
 
 /* ---- geometry helpers ---- */
 
@@ -497,7 +481,7 @@ emit_patch (GstPatchify * self, gint64 c, gint64 r, gint64 height,
       rot = g_rand_int_range (self->rand, 0, 4);
     augment_patch (map.data, ostride, tmp, p, flip_h, flip_v, rot);
     g_free (tmp);
-    cm = gst_buffer_add_custom_meta (buf, WSI_AUGMENT_META_NAME);
+    cm = gst_buffer_add_custom_meta (buf, GST_WSI_AUGMENT_META_NAME);
     if (cm)
       gst_structure_set (gst_custom_meta_get_structure (cm),
           "flip-h", G_TYPE_BOOLEAN, flip_h, "flip-v", G_TYPE_BOOLEAN, flip_v,
