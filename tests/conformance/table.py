@@ -52,6 +52,11 @@ def table(cells):
             else:
                 row.append(f"ok ({len(cell[1])})")
         rows.append(f"| {el} | " + " | ".join(row) + " |")
+    rows += ["", "What each program saw (its CONFORMANCE lines):", ""]
+    for el in elements:
+        for sit in SITUATIONS:
+            for d in (cells.get((el, sit)) or [True, []])[1]:
+                rows.append(f"- {el} / {sit}: {d.replace('|', '/')}")
     return "\n".join(rows), bad
 
 
