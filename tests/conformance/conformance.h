@@ -26,6 +26,7 @@
 #include <gst/video/gstvideofilter.h>
 #include <gst/video/gstvideosink.h>
 #include <gst/base/base.h>
+#include <glib/gstdio.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -108,6 +109,47 @@ conf_rgb_caps (gint width, gint height)
 {
   return g_strdup_printf ("video/x-raw,format=RGB,width=%d,height=%d,"
       "framerate=0/1", width, height);
+}
+
+/* First error on @bus (popping every message), or NULL; its domain and
+ * code when asked. */
+static inline gchar *
+conf_bus_error (GstBus * bus, GQuark * domain, gint * code)
+{
+  GstMessage *m;
+  gchar *text = NULL;
+
+  while ((m = gst_bus_pop (bus))) {
+    if (GST_MESSAGE_TYPE (m) == GST_MESSAGE_ERROR && !text) {
+      GError *e = NULL;
+      gst_message_parse_error (m, &e, NULL);
+      text = g_strdup (e->message);
+      if (domain)
+        *domain = e->domain;
+      if (code)
+        *code = e->code;
+      g_error_free (e);
+    }
+    gst_message_unref (m);
+  }
+  return text;
+}
+
+/* Removes @dir and the files in it (a test's scratch folder). */
+static inline void
+conf_remove_dir (const gchar * dir)
+{
+  GDir *d = g_dir_open (dir, 0, NULL);
+  const gchar *name;
+
+  while (d && (name = g_dir_read_name (d))) {
+    gchar *p = g_build_filename (dir, name, NULL);
+    g_unlink (p);
+    g_free (p);
+  }
+  if (d)
+    g_dir_close (d);
+  g_rmdir (dir);
 }
 
 /* Pushes FLUSH_START, FLUSH_STOP and a fresh segment into @h. */

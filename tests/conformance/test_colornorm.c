@@ -34,28 +34,6 @@ attach_bus (GstHarness * h)
   return bus;
 }
 
-static gchar *
-bus_error (GstBus * bus, GQuark * domain, gint * code)
-{
-  GstMessage *m;
-  gchar *text = NULL;
-
-  while ((m = gst_bus_pop (bus))) {
-    if (GST_MESSAGE_TYPE (m) == GST_MESSAGE_ERROR && !text) {
-      GError *e = NULL;
-      gst_message_parse_error (m, &e, NULL);
-      text = g_strdup (e->message);
-      if (domain)
-        *domain = e->domain;
-      if (code)
-        *code = e->code;
-      g_error_free (e);
-    }
-    gst_message_unref (m);
-  }
-  return text;
-}
-
 /* Tissue-like colours (H&E pink/purple) so that stain fits succeed. */
 static GstBuffer *
 he_patch (gint w, gint h, guint seed, gboolean meta, const gchar * slide)
@@ -209,7 +187,7 @@ check_eos_no_data (void)
   gst_harness_push_event (h, gst_event_new_eos ());
   n = pull_all (h);
   eos = conf_saw_eos (h);
-  err = bus_error (bus, NULL, NULL);
+  err = conf_bus_error (bus, NULL, NULL);
   conf_result ("eos-no-data", eos && n == 0 && !err, "EOS %s, %d buffers, "
       "%s", eos ? "forwarded" : "LOST", n, err ? err : "no error");
   g_free (err);
@@ -298,7 +276,7 @@ check_props_playing (void)
       NULL);
   g_object_set (cn, "target-location", missing, NULL);
   gst_harness_push (h, he_patch (24, 24, 2, TRUE, "s"));
-  err = bus_error (bus, &domain, &code);
+  err = conf_bus_error (bus, &domain, &code);
   conf_result ("props-playing", unchanged && warned && err
       && domain == GST_RESOURCE_ERROR && code == GST_RESOURCE_ERROR_NOT_FOUND,
       "std <0.5,0,0>: %s, %s; target-location missing while PLAYING: %s",
@@ -428,7 +406,7 @@ check_no_tile_meta (void)
     gst_harness_push (h, he_patch (40, 40, i, FALSE, NULL));
   gst_harness_push_event (h, gst_event_new_eos ());
   n = pull_all (h);
-  err = bus_error (bus, NULL, NULL);
+  err = conf_bus_error (bus, NULL, NULL);
   conf_result ("no-tile-meta", n == 5 && !err, "5 buffers without meta "
       "(macenko, fit-once): %d out, %s", n, err ? err : "no error");
   g_free (err);
@@ -455,7 +433,7 @@ check_zero_area (void)
   m->valid_height = 0;
   out = gst_harness_push_and_pull (h, in);
   g_object_get (cn, "source-fitted", &fitted, NULL);
-  err = bus_error (bus, NULL, NULL);
+  err = conf_bus_error (bus, NULL, NULL);
   gst_clear_buffer (&out);
   gst_object_unref (cn);
   gst_element_set_bus (h->element, NULL);

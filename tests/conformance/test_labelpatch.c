@@ -191,25 +191,6 @@ push_and_check (GstHarness * hn, gint w, gint h, gint64 x, gint64 y,
   return why;
 }
 
-/* First error on @bus: its text, domain and code. */
-static gchar *
-bus_error (GstBus * bus, GQuark * domain, gint * code)
-{
-  GstMessage *m = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
-  GError *e = NULL;
-  gchar *text;
-
-  if (!m)
-    return NULL;
-  gst_message_parse_error (m, &e, NULL);
-  text = g_strdup (e->message);
-  *domain = e->domain;
-  *code = e->code;
-  g_error_free (e);
-  gst_message_unref (m);
-  return text;
-}
-
 static gint
 count_warnings (GstBus * bus)
 {
@@ -307,8 +288,8 @@ check_eos_no_data (void)
   gst_harness_push_event (h2, gst_event_new_eos ());
   eos = conf_saw_eos (hn);
   eos2 = conf_saw_eos (h2);
-  e1 = bus_error (bus, &d, &code);
-  e2 = bus_error (bus2, &d, &code);
+  e1 = conf_bus_error (bus, &d, &code);
+  e2 = conf_bus_error (bus2, &d, &code);
   conf_result ("eos-no-data", eos && eos2 && !e1 && !e2 &&
       gst_harness_buffers_received (hn) == 0, "masks: %s; geojson: %s",
       e1 ? e1 : eos ? "EOS passed, no buffer, no error" : "no EOS",
@@ -390,7 +371,7 @@ check_props_playing (void)
   gst_element_set_bus (lp2, bus2);
   g_object_set (lp2, "masks", mask_path, "ignore-index", 300, NULL);
   sret = gst_element_set_state (lp2, GST_STATE_PAUSED);
-  e = bus_error (bus2, &dom, &code);
+  e = conf_bus_error (bus2, &dom, &code);
   /* after the failed start the element is not running: the fix applies */
   g_object_set (lp2, "ignore-index", -1, NULL);
   g_object_get (lp2, "ignore-index", &fixed, NULL);
@@ -485,7 +466,7 @@ check_no_tile_meta (void)
           0, 0));
   GQuark dom = 0;
   gint code = 0;
-  gchar *e = bus_error (bus, &dom, &code);
+  gchar *e = conf_bus_error (bus, &dom, &code);
 
   conf_result ("no-tile-meta", ret == GST_FLOW_ERROR && e
       && dom == GST_STREAM_ERROR && code == GST_STREAM_ERROR_FORMAT
@@ -552,18 +533,7 @@ main (int argc, char **argv)
   check_no_tile_meta ();
   check_zero_area ();
 
-  {
-    GDir *d = g_dir_open (tmp_dir, 0, NULL);
-    const gchar *name;
-    while (d && (name = g_dir_read_name (d))) {
-      gchar *p = g_build_filename (tmp_dir, name, NULL);
-      g_unlink (p);
-      g_free (p);
-    }
-    if (d)
-      g_dir_close (d);
-    g_rmdir (tmp_dir);
-  }
+  conf_remove_dir (tmp_dir);
   g_free (mask_path);
   g_free (geojson_path);
   g_free (empty_path);

@@ -686,18 +686,7 @@ main (int argc, char **argv)
   check_no_tile_meta ();
   check_zero_area ();
 
-  {
-    GDir *d = g_dir_open (tmp_dir, 0, NULL);
-    const gchar *name;
-    while (d && (name = g_dir_read_name (d))) {
-      gchar *p = g_build_filename (tmp_dir, name, NULL);
-      g_unlink (p);
-      g_free (p);
-    }
-    if (d)
-      g_dir_close (d);
-    g_rmdir (tmp_dir);
-  }
+  conf_remove_dir (tmp_dir);
   g_free (tmp_dir);
   return conf_finish ();
 }

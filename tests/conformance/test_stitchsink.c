@@ -209,29 +209,6 @@ harness_done (GstHarness * h, GstBus * bus)
   gst_object_unref (bus);
 }
 
-/* First error on @bus (popping everything), or NULL. */
-static gchar *
-bus_error (GstBus * bus, GQuark * domain, gint * code)
-{
-  GstMessage *m;
-  gchar *text = NULL;
-
-  while ((m = gst_bus_pop (bus))) {
-    if (GST_MESSAGE_TYPE (m) == GST_MESSAGE_ERROR && !text) {
-      GError *e = NULL;
-      gst_message_parse_error (m, &e, NULL);
-      text = g_strdup (e->message);
-      if (domain)
-        *domain = e->domain;
-      if (code)
-        *code = e->code;
-      g_error_free (e);
-    }
-    gst_message_unref (m);
-  }
-  return text;
-}
-
 /* Pushes the grid rows [r0, r1); FALSE on a flow error. */
 static gboolean
 push_rows (GstHarness * h, const Grid * g, gint r0, gint r1)
@@ -255,7 +232,7 @@ stitch_grid (const Grid * g, const gchar * name)
   gst_harness_set_src_caps_str (h, caps);
   push_rows (h, g, 0, rows_of (g));
   gst_harness_push_event (h, gst_event_new_eos ());
-  err = bus_error (bus, NULL, NULL);
+  err = conf_bus_error (bus, NULL, NULL);
   harness_done (h, bus);
   why = err ? g_strdup_printf ("error: %s", err) : check_png (g, path);
   g_free (err);
@@ -342,7 +319,7 @@ check_flush (void)
   g.bias = 0;
   push_rows (h, &g, 0, rows_of (&g));
   gst_harness_push_event (h, gst_event_new_eos ());
-  err = bus_error (bus, NULL, NULL);
+  err = conf_bus_error (bus, NULL, NULL);
   harness_done (h, bus);
   if (!err)
     why = check_png (&g, path);
@@ -375,11 +352,11 @@ check_eos_no_data (void)
   gst_harness_set_src_caps_str (h, "video/x-raw,format=GRAY8,width=16,"
       "height=16,framerate=0/1");
   gst_harness_push_event (h, gst_event_new_eos ());
-  err = bus_error (bus, &domain, &code);
+  err = conf_bus_error (bus, &domain, &code);
   harness_done (h, bus);
   h = stitch_harness (&bus, path);
   gst_harness_push_event (h, gst_event_new_eos ());
-  err2 = bus_error (bus, NULL, NULL);
+  err2 = conf_bus_error (bus, NULL, NULL);
   harness_done (h, bus);
   old_kept = g_file_get_contents (path, &contents, NULL, NULL)
       && !g_strcmp0 (contents, "older run");
@@ -459,7 +436,7 @@ check_props_playing (void)
   while (p.next < total)
     pump_patch (&p);
   gst_harness_push_event (h, gst_event_new_eos ());
-  err = bus_error (bus, NULL, NULL);
+  err = conf_bus_error (bus, NULL, NULL);
   harness_done (h, bus);
   if (!err)
     why = check_png (&g, path);
@@ -475,7 +452,7 @@ check_props_playing (void)
   gst_element_set_bus (e, bus);
   g_object_set (e, "location", path, "class-colors", "ff0000,zz", NULL);
   gst_element_set_state (e, GST_STATE_PAUSED);
-  err = bus_error (bus, &domain, &code);
+  err = conf_bus_error (bus, &domain, &code);
   gst_element_set_state (e, GST_STATE_NULL);
   gst_element_set_bus (e, NULL);
   gst_object_unref (bus);
@@ -484,12 +461,12 @@ check_props_playing (void)
       "geojson-boundary-class", 300, NULL);
   gst_harness_set_src_caps_str (h, caps);
   gst_harness_push (h, grid_patch (&g, 0, 0, TRUE));
-  err2 = bus_error (bus, NULL, NULL);
+  err2 = conf_bus_error (bus, NULL, NULL);
   harness_done (h, bus);
   h = stitch_harness_full (&bus, path, "background", 300, NULL);
   gst_harness_set_src_caps_str (h, caps);
   gst_harness_push (h, grid_patch (&g, 0, 0, TRUE));
-  err3 = bus_error (bus, &domain3, &code3);
+  err3 = conf_bus_error (bus, &domain3, &code3);
   harness_done (h, bus);
   conf_result ("props-playing", err && domain == GST_RESOURCE_ERROR
       && code == GST_RESOURCE_ERROR_SETTINGS && err2 && err3
@@ -541,7 +518,7 @@ check_renegotiation (void)
   g_free (caps);
   push_rows (h, &b, 4, 6);      /* rows 64..95 */
   gst_harness_push_event (h, gst_event_new_eos ());
-  err = bus_error (bus, NULL, NULL);
+  err = conf_bus_error (bus, NULL, NULL);
   harness_done (h, bus);
   if (!err)
     why = check_png (&a, path);
@@ -557,7 +534,7 @@ check_renegotiation (void)
   g_free (caps);
   push_rows (h, &gray, 0, rows_of (&gray));
   gst_harness_push_event (h, gst_event_new_eos ());
-  err2 = bus_error (bus, NULL, NULL);
+  err2 = conf_bus_error (bus, NULL, NULL);
   harness_done (h, bus);
   if (!err2) {
     why0 = check_png (&rgb, p0);
@@ -577,7 +554,7 @@ check_renegotiation (void)
   g_free (caps);
   push_rows (h, &gray, 1, 2);
   gst_harness_push_event (h, gst_event_new_eos ());
-  err3 = bus_error (bus, &domain, &code);
+  err3 = conf_bus_error (bus, &domain, &code);
   harness_done (h, bus);
 
   conf_result ("renegotiation", !err && !why && !err2 && !why0 && !why1
@@ -655,13 +632,13 @@ check_no_tile_meta (void)
   h = stitch_harness (&bus, path);
   gst_harness_set_src_caps_str (h, caps);
   ret = gst_harness_push (h, grid_patch (&g, 0, 0, FALSE));
-  err = bus_error (bus, &domain, &code);
+  err = conf_bus_error (bus, &domain, &code);
   harness_done (h, bus);
   h = stitch_harness (&bus, path);
   gst_harness_set_src_caps_str (h, caps);
   gst_harness_push (h, grid_patch (&g, 0, 0, TRUE));
   ret2 = gst_harness_push (h, grid_patch (&g, 1, 0, FALSE));
-  err2 = bus_error (bus, NULL, NULL);
+  err2 = conf_bus_error (bus, NULL, NULL);
   harness_done (h, bus);
   conf_result ("no-tile-meta", ret == GST_FLOW_ERROR && ret2 == GST_FLOW_ERROR
       && err && strstr (err, "tile metadata") && domain == GST_STREAM_ERROR
@@ -697,7 +674,7 @@ check_zero_area (void)
   m->region_width = m->region_height = 0;
   m->valid_width = m->valid_height = 0;
   gst_harness_push (h, b);
-  err = bus_error (bus, &domain, &code);
+  err = conf_bus_error (bus, &domain, &code);
   harness_done (h, bus);
 
   /* patches with no valid pixel (all padding) between real ones: nothing
@@ -714,7 +691,7 @@ check_zero_area (void)
       gst_harness_push (h, empty);
     }
   gst_harness_push_event (h, gst_event_new_eos ());
-  err2 = bus_error (bus, NULL, NULL);
+  err2 = conf_bus_error (bus, NULL, NULL);
   harness_done (h, bus);
   if (!err2)
     why = check_png (&g, path);
@@ -744,7 +721,7 @@ main (int argc, char **argv)
   check_odd_sizes ();
   check_no_tile_meta ();
   check_zero_area ();
-  g_rmdir (tmp_dir);
+  conf_remove_dir (tmp_dir);
   g_free (tmp_dir);
   return conf_finish ();
 }
