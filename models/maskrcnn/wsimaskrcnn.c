@@ -89,6 +89,25 @@ wsimrcnn_net (wsimrcnn * m, int which)
 }
 
 /* [k, p, p, c] -> [k, c, p, p] */
+/* The four FPN levels '0'..'3' the RoI heads pool from (NHWC engine
+ * outputs), with their gradients when @douts is given, and their mapper. */
+static void
+roi_levels (WsidetFeatureLevel * lv, WsidetLevelMapper * mapper,
+    float *const *outs, float *const *douts, const int *oh, const int *ow,
+    int h)
+{
+  for (int l = 0; l < 4; l++) {
+    memset (&lv[l], 0, sizeof lv[l]);
+    lv[l].data = outs[l];
+    lv[l].grad = douts ? douts[l] : NULL;
+    lv[l].h = oh[l];
+    lv[l].w = ow[l];
+    lv[l].scale = wsidet_infer_scale (oh[l], h);
+    lv[l].nhwc = 1;
+  }
+  wsidet_level_mapper_init (mapper, lv[0].scale, lv[3].scale);
+}
+
 static void
 to_nchw (const float *src, int k, int c, int p, float *dst)
 {
@@ -191,16 +210,8 @@ wsimrcnn_detect_batch (wsimrcnn * m, const float *images, int n, int h,
   }
   /* box head on the proposals of all images (levels '0'..'3') */
   WsidetFeatureLevel lv[4];
-  for (int l = 0; l < 4; l++) {
-    memset (&lv[l], 0, sizeof lv[l]);
-    lv[l].data = outs[l];
-    lv[l].h = oh[l];
-    lv[l].w = ow[l];
-    lv[l].scale = wsidet_infer_scale (oh[l], h);
-    lv[l].nhwc = 1;
-  }
   WsidetLevelMapper mapper;
-  wsidet_level_mapper_init (&mapper, lv[0].scale, lv[3].scale);
+  roi_levels (lv, &mapper, outs, NULL, oh, ow, h);
   int kmax = total > n * D ? total : n * D;
   size_t per = (size_t) C * (bp > mp ? bp * bp : mp * mp);
   rois = malloc ((size_t) kmax * 5 * sizeof (float));
@@ -443,17 +454,8 @@ wsimrcnn_train_step (wsimrcnn * m, const float *image, int h, int w,
   }
 
   WsidetFeatureLevel lv[4];
-  for (int l = 0; l < 4; l++) {
-    memset (&lv[l], 0, sizeof lv[l]);
-    lv[l].data = outs[l];
-    lv[l].grad = douts[l];
-    lv[l].h = oh[l];
-    lv[l].w = ow[l];
-    lv[l].scale = wsidet_infer_scale (oh[l], h);
-    lv[l].nhwc = 1;
-  }
   WsidetLevelMapper mapper;
-  wsidet_level_mapper_init (&mapper, lv[0].scale, lv[3].scale);
+  roi_levels (lv, &mapper, outs, douts, oh, ow, h);
   size_t per = (size_t) C * (bp > mp ? bp * bp : mp * mp);
   int kmax = ns > 0 ? ns : 1;
   rois = malloc ((size_t) kmax * 5 * sizeof (float));
