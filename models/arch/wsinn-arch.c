@@ -434,17 +434,25 @@ mrcnn_finish (wsinn_net * net, char *err, size_t errlen)
   return net;
 }
 
-wsinn_net *
-wsinn_maskrcnn_features (const wsinn_maskrcnn_spec * spec, char *err,
-    size_t errlen)
+/* A new net for a valid @spec, else NULL and @err. */
+static wsinn_net *
+mrcnn_start (const wsinn_maskrcnn_spec * spec, char *err, size_t errlen)
 {
   if (mrcnn_check (spec, err, errlen) < 0)
     return NULL;
   wsinn_net *net = wsinn_net_new ();
-  if (!net) {
+  if (!net)
     snprintf (err, errlen, "out of memory");
+  return net;
+}
+
+wsinn_net *
+wsinn_maskrcnn_features (const wsinn_maskrcnn_spec * spec, char *err,
+    size_t errlen)
+{
+  wsinn_net *net = mrcnn_start (spec, err, errlen);
+  if (!net)
     return NULL;
-  }
   int c[4], ch[4], fpn[WSINN_FPN_LEVELS];
   int f = spec->fpn_channels;
   char b[256];
@@ -498,13 +506,9 @@ wsinn_net *
 wsinn_maskrcnn_box_head (const wsinn_maskrcnn_spec * spec, char *err,
     size_t errlen)
 {
-  if (mrcnn_check (spec, err, errlen) < 0)
+  wsinn_net *net = mrcnn_start (spec, err, errlen);
+  if (!net)
     return NULL;
-  wsinn_net *net = wsinn_net_new ();
-  if (!net) {
-    snprintf (err, errlen, "out of memory");
-    return NULL;
-  }
   int r = spec->representation;
   int x = wsinn_input (net, spec->fpn_channels);
   x = wsinn_linear (net, x, "roi_heads.box_head.fc6", r, spec->box_pool, 1);
@@ -522,13 +526,9 @@ wsinn_net *
 wsinn_maskrcnn_mask_head (const wsinn_maskrcnn_spec * spec, char *err,
     size_t errlen)
 {
-  if (mrcnn_check (spec, err, errlen) < 0)
+  wsinn_net *net = mrcnn_start (spec, err, errlen);
+  if (!net)
     return NULL;
-  wsinn_net *net = wsinn_net_new ();
-  if (!net) {
-    snprintf (err, errlen, "out of memory");
-    return NULL;
-  }
   char b[256];
   int d = spec->mask_dilation;
   int x = wsinn_input (net, spec->fpn_channels);
