@@ -19,6 +19,7 @@
 #include "gstwsiseg.h"
 #include "gstwsitilemeta.h"
 #include "wsitissue.h"
+#include "wsilimits.h"
 #include "gstwsiaugment.h"
 
 GST_DEBUG_CATEGORY_STATIC (gst_patchify_debug);
@@ -27,7 +28,6 @@ GST_DEBUG_CATEGORY_STATIC (gst_patchify_debug);
 
 /* Widest region (level pixels) the band accepts: 2^24 px is 48 MiB a row
  * of band, far above any slide level in use. */
-#define MAX_REGION_WIDTH (G_GINT64_CONSTANT (1) << 24)
 #define MAX_PATCH_SIZE 8192
 /* Largest level-0 coordinate or size accepted from a tile meta. */
 #define COORD_LIMIT (G_GINT64_CONSTANT (1) << 40)
@@ -700,11 +700,11 @@ start_region (GstPatchify * self, const GstWsiTileMeta * m, gboolean grid,
   a->mpp_y = m->mpp_y;
   self->grid_mode = grid;
   self->region_h = height;
-  if (width > MAX_REGION_WIDTH) {
+  if (width > WSI_MAX_REGION_WIDTH) {
     GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
         ("Region of %" G_GINT64_FORMAT " level pixels wide is over the limit "
             "of %" G_GINT64_FORMAT " for patchify's band of rows", width,
-            MAX_REGION_WIDTH), (NULL));
+            WSI_MAX_REGION_WIDTH), (NULL));
     return FALSE;
   }
   if (width <= 0) {

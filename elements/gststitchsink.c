@@ -12,6 +12,7 @@
 #endif
 
 #include "gstwsiclasses.h"
+#include "wsilimits.h"
 #include "gstwsiprops.h"
 #include "gstwsiseg.h"
 #include "gstwsitensor.h"
@@ -30,8 +31,6 @@
 GST_DEBUG_CATEGORY_STATIC (stitchsink_debug);
 #define GST_CAT_DEFAULT stitchsink_debug
 
-/* Widest region stitched (level pixels): bounds a band row's allocation. */
-#define MAX_REGION_WIDTH (1 << 20)
 /* PNG's limit on the image height. */
 #define MAX_REGION_HEIGHT G_MAXINT32
 /* Probability tensors: classes per pixel. */
@@ -659,13 +658,13 @@ image_begin (GstStitchSink * self, const GstWsiTileMeta * m)
   gst_wsi_tile_meta_region_level_size (m, &self->width, &self->height);
   if (m->region_height <= 0)
     self->height = 0;
-  if (self->width <= 0 || self->width > MAX_REGION_WIDTH
+  if (self->width <= 0 || self->width > WSI_MAX_REGION_WIDTH
       || self->height > MAX_REGION_HEIGHT) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT,
         ("tile metadata describes a %" G_GINT64_FORMAT " x %" G_GINT64_FORMAT
             " region at downsample %g: stitchsink needs a known region width "
-            "of 1..%d and a height up to %d level pixels", self->width,
-            self->height, m->downsample, MAX_REGION_WIDTH, MAX_REGION_HEIGHT),
+            "of 1..%" G_GINT64_FORMAT " and a height up to %d level pixels", self->width,
+            self->height, m->downsample, WSI_MAX_REGION_WIDTH, MAX_REGION_HEIGHT),
         (NULL));
     return FALSE;
   }

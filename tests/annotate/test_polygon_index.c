@@ -1,4 +1,4 @@
-/* Polygon rasterisation with the edge index (gst/wsiannot.c), issue #9
+/* Polygon rasterisation with the edge index (elements/core/wsiannot.c), issue #9
  * point 14: a patch of a polygon with a million vertices must cost only the
  * edges near it (counted by wsi_polygon_set_edges_visited, not timed), and
  * give exactly what a scan over every edge gives. Suite annotate. */

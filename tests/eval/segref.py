@@ -232,7 +232,7 @@ def write_png(path, arr):
 
 def eval_tool():
     build = os.environ.get("WSISEG_BUILD_ROOT", "build")
-    return os.path.join(build, "gst", "wsiseg-eval")
+    return os.path.join(build, "elements", "core", "wsiseg-eval")
 
 
 def run_tool(*args):

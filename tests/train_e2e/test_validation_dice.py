@@ -1,7 +1,7 @@
 """One Dice definition (issue 9, point 6): the final validation run of a
 training pipeline and segeval, over the same validation images with
 overlapping patches and the same (final) weights, report the same per-class
-Dice, mean Dice and pixel count: both go through gst/wsimetrics and count
+Dice, mean Dice and pixel count: both go through elements/core/wsimetrics and count
 the centre crop of each patch, so every image pixel once."""
 import json
 import os
