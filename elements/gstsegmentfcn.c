@@ -22,6 +22,7 @@
 #include <gst/video/video.h>
 
 #include "gstwsiaggregator.h"
+#include "gstwsibatch.h"
 #include "gstwsiclasses.h"
 #include "gstwsiprops.h"
 #include "gstwsitensor.h"
@@ -188,7 +189,7 @@ struct _GstSegmentFcn
   gint running;                 /* between start and stop (gstwsiprops) */
   gchar *classes;               /* the loaded model's class list, object lock */
   GstEvent *classes_event;      /* the same in-band, until stored on src */
-  gint64 last_step_msg_us, last_stats_msg_us;
+  gint64 last_step_msg_us;
   gboolean need_gap;            /* training: a GAP event prerolls downstream */
   gint lock_fd;                 /* flock on CHECKPOINT.lock, -1 none */
 
@@ -230,13 +231,10 @@ struct _GstSegmentFcn
   gint width, height;
   GstVideoInfo in_vinfo;
   GstCaps *src_caps;            /* what the current input makes us output */
+  GstWsiBatch *batch;           /* inference batch (gst/gstwsibatch) */
   GPtrArray *pending;           /* input buffers of the batch being filled */
   gfloat *in_batch, *out_batch;
   gsize in_capacity, out_capacity, label_capacity;      /* elements */
-  /* stats */
-  guint64 patches, batches;
-  gdouble busy_seconds;
-  gint64 first_patch_time;
 };
 
 enum
@@ -275,7 +273,6 @@ enum
 #define DEFAULT_BATCH_SIZE 1
 #define DEFAULT_BATCH_TIMEOUT (100 * GST_MSECOND)
 #define DEFAULT_THREADS 0
-#define STATS_EVERY 64
 #define DEFAULT_MAX_MEMORY (G_GUINT64_CONSTANT (4) << 30)
 
 
@@ -303,7 +300,6 @@ G_DEFINE_TYPE (GstSegmentFcn, gst_segment_fcn, GST_TYPE_AGGREGATOR);
 GST_ELEMENT_REGISTER_DEFINE (segment_fcn, "segment-fcn", GST_RANK_NONE,
     GST_TYPE_SEGMENT_FCN);
 
-static GstFlowReturn process_batch (GstSegmentFcn * self);
 static gboolean validate_batch (GstSegmentFcn * self);
 static GstFlowReturn train_batch (GstSegmentFcn * self,
     GstAggregatorPad * vimg);
@@ -615,22 +611,6 @@ estimate_batch_bytes (GstSegmentFcn * self, gint width, gint height,
   return engine + arrays;
 }
 
-static gboolean
-grow_array (gpointer * array, gsize * capacity, gsize need, gsize elem_size)
-{
-  gpointer p;
-
-  if (need <= *capacity)
-    return TRUE;
-  p = g_try_malloc_n (need, elem_size);
-  if (!p)
-    return FALSE;
-  g_free (*array);
-  *array = p;
-  *capacity = need;
-  return TRUE;
-}
-
 /* Batch arrays for n patches of the negotiated size, sized in elements. */
 static gboolean
 ensure_batch_buffers (GstSegmentFcn * self, guint n, gboolean out,
@@ -639,11 +619,11 @@ ensure_batch_buffers (GstSegmentFcn * self, guint n, gboolean out,
   const gsize npix = (gsize) self->width * self->height * n;
   const gsize nc = model_info (self)->n_classes;
 
-  if (grow_array ((gpointer *) & self->in_batch, &self->in_capacity,
+  if (gst_wsi_batch_grow ((gpointer *) & self->in_batch, &self->in_capacity,
           npix * 3, sizeof (gfloat))
-      && (!out || grow_array ((gpointer *) & self->out_batch,
+      && (!out || gst_wsi_batch_grow ((gpointer *) & self->out_batch,
               &self->out_capacity, npix * nc, sizeof (gfloat)))
-      && (!labels || grow_array ((gpointer *) & self->label_batch,
+      && (!labels || gst_wsi_batch_grow ((gpointer *) & self->label_batch,
               &self->label_capacity, npix, 1)))
     return TRUE;
   GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
@@ -720,23 +700,15 @@ set_input_caps (GstSegmentFcn * self, GstCaps * caps)
     return FALSE;
   }
   batch_bytes = estimate_batch_bytes (self, width, height, self->batch_size);
-  if (batch_bytes > self->max_memory) {
-    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
-        ("Not enough memory allowed: a batch of %u patches of %dx%d needs "
-            "about %.2f GiB, beyond max-memory (%.2f GiB).",
-            self->batch_size, width, height, batch_bytes / (1 << 30),
-            self->max_memory / (gdouble) (1 << 30)),
-        ("Lower batch-size or the patch size, or raise max-memory."));
+  if (!gst_wsi_batch_check_memory (self->batch, self->batch_size, width,
+          height, batch_bytes, self->max_memory))
     return FALSE;
-  }
-  GST_DEBUG_OBJECT (self, "batch of %u patches of %dx%d: about %.1f MiB",
-      self->batch_size, width, height, batch_bytes / (1 << 20));
   /* patches of the old size go out before the size changes */
   resized = width != self->width || height != self->height
       || is_tensor != self->input_is_tensor;
-  if (resized && self->pending->len > 0) {
+  if (resized) {
     GstFlowReturn ret = self->mode == SEGMENT_MODE_INFER ?
-        process_batch (self) : train_batch (self, NULL);
+        gst_wsi_batch_drain (self->batch) : train_batch (self, NULL);
     if (ret != GST_FLOW_OK)
       return FALSE;
   }
@@ -819,24 +791,6 @@ gst_segment_fcn_sink_event (GstAggregator * agg, GstAggregatorPad * pad,
       pad, event);
 }
 
-static void
-post_stats (GstSegmentFcn * self)
-{
-  gdouble wall = (g_get_monotonic_time () - self->first_patch_time) / 1e6;
-  GstStructure *s = gst_structure_new ("segment-fcn-stats",
-      "patches", G_TYPE_UINT64, self->patches,
-      "batches", G_TYPE_UINT64, self->batches,
-      "mean-batch-latency-ms", G_TYPE_DOUBLE,
-      self->batches ? 1000.0 * self->busy_seconds / self->batches : 0.0,
-      "patches-per-second", G_TYPE_DOUBLE,
-      wall > 0 ? self->patches / wall : 0.0,
-      "inference-share", G_TYPE_DOUBLE,
-      wall > 0 ? self->busy_seconds / wall : 0.0, NULL);
-
-  gst_element_post_message (GST_ELEMENT (self),
-      gst_message_new_element (GST_OBJECT (self), s));
-}
-
 static gboolean
 fill_input (GstSegmentFcn * self, GstBuffer * buf, gfloat * dst)
 {
@@ -869,21 +823,6 @@ fill_input (GstSegmentFcn * self, GstBuffer * buf, gfloat * dst)
   return TRUE;
 }
 
-/* Metas without tags (tile, augmentation) describe the patch, not its
- * pixel layout: they carry over to the output; video metas do not. */
-static gboolean
-copy_untagged_meta (GstBuffer * in, GstMeta ** meta, gpointer out)
-{
-  const GstMetaInfo *info = (*meta)->info;
-  const gchar *const *tags = gst_meta_api_type_get_tags (info->api);
-  GstMetaTransformCopy copy = { FALSE, 0, (gsize) - 1 };
-
-  if ((!tags || !tags[0]) && info->transform_func)
-    info->transform_func (GST_BUFFER (out), *meta, in,
-        _gst_meta_transform_copy, &copy);
-  return TRUE;
-}
-
 static GstBuffer *
 make_output (GstSegmentFcn * self, GstBuffer * in, const gfloat * probs)
 {
@@ -891,7 +830,6 @@ make_output (GstSegmentFcn * self, GstBuffer * in, const gfloat * probs)
   const gsize npix = (gsize) self->width * self->height;
   GstBuffer *out;
   GstMapInfo map;
-  GstWsiTileMeta *meta;
 
   if (self->output == SEGMENT_OUTPUT_PROBABILITIES) {
     out = gst_buffer_new_allocate (NULL, npix * nc * sizeof (gfloat), NULL);
@@ -912,63 +850,37 @@ make_output (GstSegmentFcn * self, GstBuffer * in, const gfloat * probs)
     }
     gst_buffer_unmap (out, &map);
   }
-  gst_buffer_copy_into (out, in, GST_BUFFER_COPY_FLAGS |
-      GST_BUFFER_COPY_TIMESTAMPS, 0, -1);
-  gst_buffer_foreach_meta (in, copy_untagged_meta, out);
-  meta = gst_buffer_get_wsi_tile_meta (out);
-  if (meta && !self->input_is_tensor)
-    gst_wsi_tile_meta_fit_to_size (meta, self->width, self->height);
   return out;
 }
 
+/* GstWsiBatchRunFunc of inference: one forward pass over the batch, one
+ * output per input, in order. */
 static GstFlowReturn
-process_batch (GstSegmentFcn * self)
+run_inference (GstWsiBatch * batch, guint n, GstBuffer * const *images,
+    GstBuffer * const *partners, gpointer user_data)
 {
-  const guint n = self->pending->len;
+  GstSegmentFcn *self = user_data;
   const gint nc = model_info (self)->n_classes;
   const gsize in_elems = (gsize) self->width * self->height * 3;
   const gsize out_elems = (gsize) self->width * self->height * nc;
   GstFlowReturn ret = GST_FLOW_OK;
   gchar err[512] = "";
-  gint64 t0;
 
-  if (n == 0)
-    return GST_FLOW_OK;
-  if (!ensure_batch_buffers (self, n, TRUE, FALSE)) {
-    g_ptr_array_set_size (self->pending, 0);
+  if (!ensure_batch_buffers (self, n, TRUE, FALSE))
     return GST_FLOW_ERROR;
-  }
-  for (guint i = 0; i < n; i++) {
-    if (!fill_input (self, g_ptr_array_index (self->pending, i),
-            self->in_batch + in_elems * i)) {
-      g_ptr_array_set_size (self->pending, 0);
+  for (guint i = 0; i < n; i++)
+    if (!fill_input (self, images[i], self->in_batch + in_elems * i))
       return GST_FLOW_ERROR;
-    }
-  }
-  t0 = g_get_monotonic_time ();
-  if (self->first_patch_time == 0)
-    self->first_patch_time = t0;
   if (wsi_model_forward (self->model, self->in_batch, (int) n, self->height,
           self->width, self->out_batch, err, sizeof err) != 0) {
     GST_ELEMENT_ERROR (self, LIBRARY, FAILED,
         ("Inference failed: %s", err), (NULL));
-    g_ptr_array_set_size (self->pending, 0);
     return GST_FLOW_ERROR;
   }
-  self->busy_seconds += (g_get_monotonic_time () - t0) / 1e6;
-  self->batches++;
-
-  for (guint i = 0; i < n && ret == GST_FLOW_OK; i++) {
-    GstBuffer *in = g_ptr_array_index (self->pending, i);
-    GstBuffer *out = make_output (self, in, self->out_batch + out_elems * i);
-    ret = gst_aggregator_finish_buffer (GST_AGGREGATOR (self), out);
-    self->patches++;
-    if (self->patches % STATS_EVERY == 0
-        && gst_wsi_periodic_message_due (g_atomic_int_get
-            (&self->post_messages), &self->last_stats_msg_us, 0))
-      post_stats (self);
-  }
-  g_ptr_array_set_size (self->pending, 0);
+  for (guint i = 0; i < n && ret == GST_FLOW_OK; i++)
+    ret = gst_wsi_batch_finish_buffer (batch, make_output (self, images[i],
+            self->out_batch + out_elems * i), images[i], self->width,
+        self->height, !self->input_is_tensor);
   return ret;
 }
 
@@ -1124,14 +1036,12 @@ train_batch (GstSegmentFcn * self, GstAggregatorPad * vimg)
   const gboolean pretrain = self->mode == SEGMENT_MODE_PRETRAIN;
   WsiStepResult res;
   gchar err[512] = "";
-  gint64 t0;
 
   if (n == 0)
     return GST_FLOW_OK;
   if (!fill_batch (self, self->pending, pretrain ? NULL : self->pending_labels,
           &self->annot_vinfo, self->annot_caps_ok))
     goto failed;
-  t0 = g_get_monotonic_time ();
   if (wsi_trainer_step (self->trainer, self->in_batch, (int) n, self->height,
           self->width, pretrain ? NULL : self->label_batch, &res, err,
           sizeof err) != 0) {
@@ -1145,9 +1055,6 @@ train_batch (GstSegmentFcn * self, GstAggregatorPad * vimg)
     g_free (kept);
     goto failed;
   }
-  self->busy_seconds += (g_get_monotonic_time () - t0) / 1e6;
-  self->patches += n;
-  self->batches++;
   self->epoch_loss += res.loss;
   self->epoch_acc += res.accuracy;
   self->epoch_steps++;
@@ -1247,7 +1154,7 @@ validate_batch (GstSegmentFcn * self)
   self->val_loss_sum += res.loss * n;
   self->val_patches += n;
   if (!pretrain) {
-    if (!grow_array ((gpointer *) & self->val_pred_labels,
+    if (!gst_wsi_batch_grow ((gpointer *) & self->val_pred_labels,
             &self->val_pred_capacity, npix * n, 1)) {
       GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
           ("Not enough memory for the validation labels."), (NULL));
@@ -1707,40 +1614,30 @@ check_resolution (GstSegmentFcn * self, GstBuffer * buf)
             "target-mpp=%g.", model_mpp));
 }
 
+/* GstWsiBatchAcceptFunc: a patch may join an inference batch once the
+ * caps were accepted. */
+static gboolean
+accept_patch (GstWsiBatch * batch, GstBuffer * buf, gpointer user_data)
+{
+  GstSegmentFcn *self = user_data;
+
+  if (!have_model (self) || !self->input_ok) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("Patches arrived without accepted caps."), (NULL));
+    return FALSE;
+  }
+  check_resolution (self, buf);
+  return TRUE;
+}
+
 static GstFlowReturn
 gst_segment_fcn_aggregate (GstAggregator * agg, gboolean timeout)
 {
   GstSegmentFcn *self = GST_SEGMENT_FCN (agg);
-  GstAggregatorPad *pad = self->image_pad;
-  GstBuffer *buf;
-  GstFlowReturn ret;
 
   if (self->mode != SEGMENT_MODE_INFER)
     return aggregate_train (self);
-
-  buf = gst_aggregator_pad_pop_buffer (pad);
-  if (buf) {
-    if (!have_model (self) || !self->input_ok) {
-      gst_buffer_unref (buf);
-      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
-          ("Patches arrived without accepted caps."), (NULL));
-      return GST_FLOW_NOT_NEGOTIATED;
-    }
-    check_resolution (self, buf);
-    g_ptr_array_add (self->pending, buf);
-    if (self->pending->len >= self->batch_size || timeout)
-      return process_batch (self);
-    return GST_FLOW_OK;
-  }
-  if (gst_aggregator_pad_is_eos (pad)) {
-    ret = process_batch (self);
-    if (self->patches)
-      post_stats (self);
-    return ret == GST_FLOW_OK ? GST_FLOW_EOS : ret;
-  }
-  if (timeout)
-    return process_batch (self);
-  return GST_FLOW_OK;
+  return gst_wsi_batch_aggregate (self->batch, self->image_pad, timeout);
 }
 
 /* Live streams: a partial batch times out at the running time of its
@@ -1749,36 +1646,10 @@ static GstClockTime
 gst_segment_fcn_get_next_time (GstAggregator * agg)
 {
   GstSegmentFcn *self = GST_SEGMENT_FCN (agg);
-  GstBuffer *oldest;
-  GstClockTime ts;
 
-  if (self->mode != SEGMENT_MODE_INFER || self->pending->len == 0)
+  if (self->mode != SEGMENT_MODE_INFER)
     return GST_CLOCK_TIME_NONE;
-  oldest = g_ptr_array_index (self->pending, 0);
-  ts = GST_BUFFER_PTS_IS_VALID (oldest) ? GST_BUFFER_PTS (oldest) :
-      GST_BUFFER_DTS (oldest);
-  if (!GST_CLOCK_TIME_IS_VALID (ts))
-    return 0;
-  ts = gst_segment_to_running_time (&self->image_pad->segment,
-      GST_FORMAT_TIME, ts);
-  /* outside the segment: no deadline to wait for, push now */
-  return GST_CLOCK_TIME_IS_VALID (ts) ? ts : 0;
-}
-
-/* A partial batch of a live inference stream waits at most batch-timeout:
- * that is the element's own latency (gst_aggregator_set_latency), added to
- * the user's "latency" property, which stays untouched. That property
- * bounds how much each sink pad queues (0: one patch per pad, upstream
- * waits), so untimestamped patches never pile up. */
-static void
-update_latency (GstSegmentFcn * self)
-{
-  GstClockTime lat;
-
-  GST_OBJECT_LOCK (self);
-  lat = self->mode == SEGMENT_MODE_INFER ? self->batch_timeout : 0;
-  GST_OBJECT_UNLOCK (self);
-  gst_aggregator_set_latency (GST_AGGREGATOR (self), lat, lat);
+  return gst_wsi_batch_next_time (self->batch, self->image_pad);
 }
 
 /* Training writes the checkpoint: its directory must exist and be writable
@@ -1862,10 +1733,9 @@ gst_segment_fcn_start (GstAggregator * agg)
   GstSegmentFcn *self = GST_SEGMENT_FCN (agg);
 
   gst_wsi_set_running (GST_ELEMENT (self), &self->running, TRUE);
-  self->patches = self->batches = 0;
-  self->busy_seconds = 0;
-  self->first_patch_time = 0;
-  self->last_step_msg_us = self->last_stats_msg_us = 0;
+  gst_wsi_batch_reset_stats (self->batch);
+  gst_wsi_batch_set_size (self->batch, self->batch_size);
+  self->last_step_msg_us = 0;
   GST_OBJECT_LOCK (self);
   if (self->mode == SEGMENT_MODE_INFER && (self->annot_pad || self->val_pad
           || self->val_annot_pad)) {
@@ -1884,7 +1754,9 @@ gst_segment_fcn_start (GstAggregator * agg)
   self->epoch_loss = self->epoch_acc = 0;
   self->epoch_steps = 0;
   self->need_gap = TRUE;
-  update_latency (self);
+  /* a partial batch of a live inference stream waits at most batch-timeout */
+  gst_wsi_batch_set_timeout (self->batch, self->mode == SEGMENT_MODE_INFER ?
+      self->batch_timeout : 0);
   return prepare_checkpoint (self) && ensure_model (self);
 }
 
@@ -1894,6 +1766,7 @@ gst_segment_fcn_stop (GstAggregator * agg)
   GstSegmentFcn *self = GST_SEGMENT_FCN (agg);
   gchar *classes;
 
+  gst_wsi_batch_clear (self->batch);
   g_ptr_array_set_size (self->pending, 0);
   g_ptr_array_set_size (self->pending_labels, 0);
   g_ptr_array_set_size (self->val_pending, 0);
@@ -1933,6 +1806,7 @@ gst_segment_fcn_flush (GstAggregator * agg)
   GstAggregatorClass *parent =
       GST_AGGREGATOR_CLASS (gst_segment_fcn_parent_class);
 
+  gst_wsi_batch_clear (self->batch);
   g_ptr_array_set_size (self->pending, 0);
   g_ptr_array_set_size (self->pending_labels, 0);
   g_ptr_array_set_size (self->val_pending, 0);
@@ -2181,6 +2055,7 @@ gst_segment_fcn_finalize (GObject * object)
   g_clear_pointer (&self->trainer, wsi_trainer_free);
   wsi_model_info_clear (&self->train_info);
   g_ptr_array_unref (self->pending);
+  gst_wsi_batch_free (self->batch);
   g_free (self->in_batch);
   g_free (self->out_batch);
   g_clear_pointer (&self->model, wsi_model_free);
@@ -2404,4 +2279,7 @@ gst_segment_fcn_init (GstSegmentFcn * self)
   self->class_index = 1;
   self->pending = g_ptr_array_new_with_free_func (
       (GDestroyNotify) gst_buffer_unref);
+  self->batch = gst_wsi_batch_new (GST_AGGREGATOR (self), run_inference,
+      accept_patch, self);
+  gst_wsi_batch_set_stats (self->batch, "segment-fcn", &self->post_messages);
 }
