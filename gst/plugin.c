@@ -19,6 +19,7 @@ plugin_init (GstPlugin * plugin)
   ok |= GST_ELEMENT_REGISTER (labelpatch, plugin);
   ok |= GST_ELEMENT_REGISTER (segment_fcn, plugin);
   ok |= GST_ELEMENT_REGISTER (segeval, plugin);
+  ok |= GST_ELEMENT_REGISTER (segment_maskrcnn, plugin);
   return ok;
 }
 
