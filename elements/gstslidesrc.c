@@ -10,26 +10,16 @@
 #include "gstwsiprops.h"
 #include "gstwsiseg.h"
 #include "gstwsitilemeta.h"
-#include "wsipng.h"
+#include "wsislide.h"
 
-#include <glib/gstdio.h>
 #include <gst/base/gstpushsrc.h>
 #include <gst/video/video.h>
-#include <openslide.h>
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define HAVE_X86_SIMD 1
-static gboolean have_ssse3;
-#endif
 
 #include <errno.h>
-#include <fcntl.h>
 #include <glob.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 GST_DEBUG_CATEGORY_STATIC (gst_slidesrc_debug);
 #define GST_CAT_DEFAULT gst_slidesrc_debug
@@ -61,8 +51,6 @@ GST_DEBUG_CATEGORY_STATIC (gst_slidesrc_debug);
  * environment variable WSISEG_SLIDESRC_BAND_LIMIT (bytes) overrides it
  * (tests use it to exercise the chunk path). */
 #define MAX_BAND_BYTES ((gsize) 256 * 1024 * 1024)
-/* Largest PNG we decode (pixels). */
-#define MAX_PNG_PIXELS ((gsize) 1 << 30)
 
 typedef enum
 {
@@ -152,8 +140,7 @@ struct _GstSlideSrc
   /* the open item */
   gboolean item_open;
   gchar *path;
-  openslide_t *osr;
-  guint8 *png_rgb;              /* whole PNG, RGB8, png_w * 3 stride */
+  WsiSlide *slide;              /* elements/core/wsislide.h */
   gint item_level;
   gdouble ds;                   /* output pixels: level-0 pixels per pixel */
   gboolean integer_ds;
@@ -170,12 +157,12 @@ struct _GstSlideSrc
   guint8 bg[3];
 
   /* non-integer levels: a band of OpenSlide chunk rows and one tile row */
-  guint32 *band;
+  guint32 *band;                /* premultiplied ARGB (wsislide.h) */
   gint64 band_cy;               /* chunk row held in band, -1: none */
   guint8 *row_rgb;              /* lw x tile_height RGB staging */
   gint row_loaded;              /* tile row in row_rgb, -1: none */
 
-  guint32 *scratch;             /* ARGB read buffer */
+  guint32 *scratch;             /* ARGB chunk reads */
   gsize scratch_len;            /* bytes */
 
   /* resampling buffers (grown as needed, freed at stop) */
@@ -319,10 +306,6 @@ gst_slidesrc_class_init (GstSlideSrcClass * klass)
   pushsrc_class->create = GST_DEBUG_FUNCPTR (gst_slidesrc_create);
 
   gst_type_mark_as_plugin_api (GST_TYPE_SLIDESRC_ORDER, 0);
-#ifdef HAVE_X86_SIMD
-  __builtin_cpu_init ();
-  have_ssse3 = __builtin_cpu_supports ("ssse3");
-#endif
   GST_DEBUG_CATEGORY_INIT (gst_slidesrc_debug, "slidesrc", 0,
       "Whole-slide image source");
 }
@@ -478,98 +461,6 @@ gst_slidesrc_get_property (GObject * object, guint prop_id, GValue * value,
 }
 
 /* ------------------------------------------------------------------ */
-/* Pixel conversion                                                    */
-
-/* Premultiplied native-endian ARGB (OpenSlide) -> RGB8 composited on @bg.
- * Partially transparent pixels are un-premultiplied (c * 255 / a,
- * truncated, as openslide-python does) and then blended
- * rint(c * a/255 + bg * (1 - a/255)), so the output equals an
- * openslide-python read composited on the background. */
-static void
-argb_to_rgb_scalar (const guint32 * src, guint8 * dst, gsize n,
-    const guint8 bg[3])
-{
-  for (gsize i = 0; i < n; i++, dst += 3) {
-    guint32 p = src[i];
-    guint a = p >> 24;
-
-    if (G_LIKELY (a == 255)) {
-      dst[0] = (p >> 16) & 0xff;
-      dst[1] = (p >> 8) & 0xff;
-      dst[2] = p & 0xff;
-    } else if (a == 0) {
-      dst[0] = bg[0];
-      dst[1] = bg[1];
-      dst[2] = bg[2];
-    } else {
-      gdouble af = a / 255.0;
-      for (gint c = 0; c < 3; c++) {
-        guint v = (p >> (16 - 8 * c)) & 0xff;
-        guint u = MIN (255u, v * 255u / a);
-        dst[c] = (guint8) rint ((gdouble) u * af + (gdouble) bg[c] *
-            (1.0 - af));
-      }
-    }
-  }
-}
-
-#ifdef HAVE_X86_SIMD
-/* Converts opaque pixels 4 at a time; stops at the first group holding a
- * non-opaque pixel. Writes 16 bytes per 12 produced, so it leaves at least
- * 2 pixels to the caller. Returns the pixels done. */
-__attribute__ ((target ("ssse3")))
-static gsize
-argb_to_rgb_opaque_ssse3 (const guint32 * src, guint8 * dst, gsize n)
-{
-  const __m128i shuf = _mm_setr_epi8 (2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12,
-      -1, -1, -1, -1);
-  const __m128i amask = _mm_set1_epi32 ((gint) 0xff000000u);
-  gsize i = 0;
-
-  for (; i + 6 <= n; i += 4, dst += 12) {
-    __m128i v = _mm_loadu_si128 ((const __m128i *) (src + i));
-    if (_mm_movemask_epi8 (_mm_cmpeq_epi32 (_mm_and_si128 (v, amask),
-                amask)) != 0xffff)
-      break;
-    _mm_storeu_si128 ((__m128i *) dst, _mm_shuffle_epi8 (v, shuf));
-  }
-  return i;
-}
-#endif
-
-static void
-argb_to_rgb (const guint32 * src, guint8 * dst, gsize n, const guint8 bg[3])
-{
-#ifdef HAVE_X86_SIMD
-  if (have_ssse3) {
-    while (n > 0) {
-      gsize done = argb_to_rgb_opaque_ssse3 (src, dst, n), rest;
-      src += done;
-      dst += done * 3;
-      n -= done;
-      rest = MIN (n, 4);
-      argb_to_rgb_scalar (src, dst, rest, bg);
-      src += rest;
-      dst += rest * 3;
-      n -= rest;
-    }
-    return;
-  }
-#endif
-  argb_to_rgb_scalar (src, dst, n, bg);
-}
-
-static void
-fill_rgb (guint8 * dst, gsize n, const guint8 bg[3])
-{
-  for (gsize i = 0; i < n; i++, dst += 3) {
-    dst[0] = bg[0];
-    dst[1] = bg[1];
-    dst[2] = bg[2];
-  }
-}
-
-/* ------------------------------------------------------------------ */
 /* Item list                                                           */
 
 static gboolean
@@ -690,8 +581,7 @@ gst_slidesrc_new_epoch (GstSlideSrc * self)
 static void
 gst_slidesrc_close_item (GstSlideSrc * self)
 {
-  g_clear_pointer (&self->osr, openslide_close);
-  g_clear_pointer (&self->png_rgb, g_free);
+  g_clear_pointer (&self->slide, wsi_slide_free);
   g_clear_pointer (&self->band, g_free);
   g_clear_pointer (&self->row_rgb, g_free);
   g_clear_pointer (&self->path, g_free);
@@ -721,60 +611,23 @@ parse_region (const gchar * s, gint64 v[4])
   return ok;
 }
 
-static gdouble
-prop_double (openslide_t * osr, const gchar * name)
-{
-  const gchar *s = openslide_get_property_value (osr, name);
-  gchar *end = NULL;
-  gdouble v;
-
-  if (!s)
-    return 0.0;
-  v = g_ascii_strtod (s, &end);
-  if (end == s || !isfinite (v) || v < 0)
-    return 0.0;
-  return v;
-}
-
-static gboolean
-prop_int64 (openslide_t * osr, const gchar * name, gint64 * out)
-{
-  const gchar *s = openslide_get_property_value (osr, name);
-  gchar *end = NULL;
-
-  if (!s || !*s)
-    return FALSE;
-  *out = g_ascii_strtoll (s, &end, 10);
-  return *end == '\0';
-}
-
 static void
 post_info_message (GstSlideSrc * self, guint index)
 {
   GstStructure *s;
   GValue widths = G_VALUE_INIT, heights = G_VALUE_INIT, dss = G_VALUE_INIT;
   GValue v = G_VALUE_INIT;
-  gint nlevels = 1;
-  const gchar *vendor = "png";
+  gint nlevels = wsi_slide_get_level_count (self->slide);
+  const gchar *vendor = wsi_slide_get_vendor (self->slide);
   gchar bgs[8];
 
   gst_value_array_init (&widths, 4);
   gst_value_array_init (&heights, 4);
   gst_value_array_init (&dss, 4);
-  if (self->osr) {
-    vendor = openslide_get_property_value (self->osr,
-        OPENSLIDE_PROPERTY_NAME_VENDOR);
-    if (!vendor)
-      vendor = "unknown";
-    nlevels = openslide_get_level_count (self->osr);
-  }
   for (gint l = 0; l < nlevels; l++) {
-    gint64 w = self->slide_w, h = self->slide_h;
-    gdouble d = 1.0;
-    if (self->osr) {
-      openslide_get_level_dimensions (self->osr, l, &w, &h);
-      d = openslide_get_level_downsample (self->osr, l);
-    }
+    gint64 w, h;
+    gdouble d = wsi_slide_get_level_downsample (self->slide, l);
+    wsi_slide_get_level_dimensions (self->slide, l, &w, &h);
     g_value_init (&v, G_TYPE_INT64);
     g_value_set_int64 (&v, w);
     gst_value_array_append_value (&widths, &v);
@@ -893,7 +746,7 @@ choose_level_for_mpp (GstSlideSrc * self, gint nlevels)
   }
   tol = MAX (self->mpp_tolerance, 1e-9);
   for (gint l = 0; l < nlevels; l++) {
-    gdouble d = self->osr ? openslide_get_level_downsample (self->osr, l) : 1.0;
+    gdouble d = wsi_slide_get_level_downsample (self->slide, l);
     if (d >= 1.0 && isfinite (d) && d <= d_out * (1.0 + tol) && d > best) {
       best = d;
       level = l;
@@ -901,7 +754,7 @@ choose_level_for_mpp (GstSlideSrc * self, gint nlevels)
   }
   if (best == 0.0) {            /* finer than level 0: upsample level 0 */
     level = 0;
-    best = self->osr ? openslide_get_level_downsample (self->osr, 0) : 1.0;
+    best = wsi_slide_get_level_downsample (self->slide, 0);
     if (!(best >= 1.0) || !isfinite (best))
       best = 1.0;
   }
@@ -922,24 +775,48 @@ choose_level_for_mpp (GstSlideSrc * self, gint nlevels)
   return TRUE;
 }
 
-/* Level pixels of a region [@r0, @r0 + @len) (level-0, on an axis of
- * @full pixels) at a level of @level_size pixels and downsample @ds. At a
- * non-whole downsample ceil (len / ds) overshoots the level by a pixel
- * (Aperio 2.0005x, a vips pyramid of odd size): a region reaching the
- * slide's edge ends at the level's edge, as openslide level_dimensions
- * says, and no region reads past it. */
-static gint64
-level_extent (gint64 r0, gint64 len, gint64 full, gdouble ds,
-    gint64 level_size)
+/* Posts a reader error with the GStreamer error of docs/conventions.md. */
+static void
+post_slide_error (GstSlideSrc * self, const GError * error)
 {
-  gint64 n = (gint64) ceil (len / ds - 1e-9);
-  gint64 avail = level_size - (gint64) floor (r0 / ds + 1e-9);
+  const gchar *m = error->message;
 
-  if (avail < 1)
-    return n;
-  if (r0 + len >= full || n > avail)
-    n = avail;
-  return n;
+  switch (error->code) {
+    case WSI_SLIDE_ERROR_NOT_FOUND:
+      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("%s", m), (NULL));
+      break;
+    case WSI_SLIDE_ERROR_OPEN:
+      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ, ("%s", m), (NULL));
+      break;
+    case WSI_SLIDE_ERROR_FORMAT:
+      GST_ELEMENT_ERROR (self, STREAM, WRONG_TYPE, ("%s", m), (NULL));
+      break;
+    case WSI_SLIDE_ERROR_TOO_LARGE:
+    case WSI_SLIDE_ERROR_NO_MEMORY:
+      GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, ("%s", m), (NULL));
+      break;
+    case WSI_SLIDE_ERROR_ARGUMENT:
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", m), (NULL));
+      break;
+    default:
+      GST_ELEMENT_ERROR (self, STREAM, DECODE, ("%s", m), (NULL));
+      break;
+  }
+}
+
+/* Reads level pixels through the reader; posts the error. */
+static gboolean
+read_region (GstSlideSrc * self, gint64 x, gint64 y, gint64 w, gint64 h,
+    guint8 * rgb, gsize stride)
+{
+  GError *error = NULL;
+
+  if (wsi_slide_read_region (self->slide, self->item_level, x, y, w, h, rgb,
+          stride, &error))
+    return TRUE;
+  post_slide_error (self, error);
+  g_error_free (error);
+  return FALSE;
 }
 
 /* Opens item @index of the list, validates level and region and computes
@@ -948,118 +825,24 @@ static gboolean
 gst_slidesrc_open_item (GstSlideSrc * self, guint index)
 {
   const gchar *path = g_ptr_array_index (self->items, index);
-  GStatBuf st;
-  gint nlevels, fd;
+  GError *error = NULL;
+  gint nlevels;
 
   gst_slidesrc_close_item (self);
   self->path = g_strdup (path);
 
-  if (g_stat (path, &st) != 0) {
-    gint err = errno;
-    if (err == ENOENT || err == ENOTDIR)
-      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
-          ("Could not open \"%s\": %s.", path, g_strerror (err)), (NULL));
-    else
-      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
-          ("Could not open \"%s\": %s.", path, g_strerror (err)), (NULL));
+  self->slide = wsi_slide_open (path, &error);
+  if (!self->slide) {
+    post_slide_error (self, error);
+    g_error_free (error);
     return FALSE;
   }
-  if (S_ISDIR (st.st_mode)) {
-    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
-        ("Could not open \"%s\": it is a directory, not a slide or image.",
-            path), (NULL));
-    return FALSE;
-  }
-  if (!S_ISREG (st.st_mode)) {
-    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
-        ("Could not open \"%s\": not a regular file (a FIFO, socket or "
-            "device), not a slide or image.", path), (NULL));
-    return FALSE;
-  }
-  if (st.st_size == 0) {
-    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
-        ("Could not open \"%s\": the file is empty (0 bytes).", path),
-        (NULL));
-    return FALSE;
-  }
-  /* OpenSlide says "unsupported format" for a file it cannot read at all:
-   * open it ourselves first so permission denied is reported as such */
-  fd = g_open (path, O_RDONLY, 0);
-  if (fd < 0) {
-    gint err = errno;
-    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
-        ("Could not open \"%s\" for reading: %s.", path, g_strerror (err)),
-        (NULL));
-    return FALSE;
-  }
-  g_close (fd, NULL);
-
-  if (wsi_png_is_png (path)) {
-    GError *error = NULL;
-    gint w, h;
-
-    self->png_rgb = wsi_png_read_rgb8 (path, &w, &h, MAX_PNG_PIXELS,
-        WSI_PNG_RGB_DEFAULT, &error);
-    if (!self->png_rgb) {
-      if (g_error_matches (error, WSI_PNG_ERROR, WSI_PNG_ERROR_TOO_LARGE) ||
-          g_error_matches (error, WSI_PNG_ERROR, WSI_PNG_ERROR_NO_MEMORY))
-        GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
-            ("Could not decode PNG: %s.", error->message), (NULL));
-      else if (g_error_matches (error, WSI_PNG_ERROR, WSI_PNG_ERROR_NOT_FOUND))
-        GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
-            ("Could not decode PNG: %s.", error->message), (NULL));
-      else if (g_error_matches (error, WSI_PNG_ERROR, WSI_PNG_ERROR_OPEN))
-        GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
-            ("Could not decode PNG: %s.", error->message), (NULL));
-      else
-        GST_ELEMENT_ERROR (self, STREAM, DECODE,
-            ("Could not decode PNG: %s.", error->message), (NULL));
-      g_error_free (error);
-      return FALSE;
-    }
-    self->slide_w = w;
-    self->slide_h = h;
-    nlevels = 1;
-    self->ds = 1.0;
-    self->mpp_x = self->mpp_y = 0.0;
-    self->bg[0] = self->bg[1] = self->bg[2] = 255;
-  } else {
-    const gchar *err, *bgs;
-
-    self->osr = openslide_open (path);
-    if (!self->osr) {
-      GST_ELEMENT_ERROR (self, STREAM, WRONG_TYPE,
-          ("Could not open \"%s\": not a PNG and not a slide format "
-              "OpenSlide recognizes.", path), (NULL));
-      return FALSE;
-    }
-    err = openslide_get_error (self->osr);
-    if (err) {
-      GST_ELEMENT_ERROR (self, STREAM, DECODE,
-          ("Could not open slide \"%s\": %s.", path, err), (NULL));
-      return FALSE;
-    }
-    nlevels = openslide_get_level_count (self->osr);
-    openslide_get_level0_dimensions (self->osr, &self->slide_w,
-        &self->slide_h);
-    if (nlevels < 1 || self->slide_w <= 0 || self->slide_h <= 0) {
-      GST_ELEMENT_ERROR (self, STREAM, DECODE,
-          ("Could not open slide \"%s\": it has no readable levels.", path),
-          (NULL));
-      return FALSE;
-    }
-    self->mpp_x = prop_double (self->osr, OPENSLIDE_PROPERTY_NAME_MPP_X);
-    self->mpp_y = prop_double (self->osr, OPENSLIDE_PROPERTY_NAME_MPP_Y);
-    self->bg[0] = self->bg[1] = self->bg[2] = 255;
-    bgs = openslide_get_property_value (self->osr,
-        OPENSLIDE_PROPERTY_NAME_BACKGROUND_COLOR);
-    if (bgs && strlen (bgs) == 6 && strspn (bgs, "0123456789abcdefABCDEF") == 6) {
-      guint64 c = g_ascii_strtoull (bgs, NULL, 16);
-      self->bg[0] = (c >> 16) & 0xff;
-      self->bg[1] = (c >> 8) & 0xff;
-      self->bg[2] = c & 0xff;
-    }
-  }
+  nlevels = wsi_slide_get_level_count (self->slide);
+  wsi_slide_get_level_dimensions (self->slide, 0, &self->slide_w,
+      &self->slide_h);
+  wsi_slide_get_mpp (self->slide, &self->mpp_x, &self->mpp_y);
+  wsi_slide_get_background (self->slide, self->bg);
+  self->ds = 1.0;
 
   if (self->mpp > 0)
     self->mpp_x = self->mpp_y = self->mpp;
@@ -1078,10 +861,9 @@ gst_slidesrc_open_item (GstSlideSrc * self, guint index)
               nlevels - 1), (NULL));
       return FALSE;
     }
-    if (self->osr)
-      self->ds = openslide_get_level_downsample (self->osr, self->item_level);
+    self->ds = wsi_slide_get_level_downsample (self->slide, self->item_level);
   }
-  if (self->osr && !self->resample && (!(self->ds >= 1.0) ||
+  if (!self->resample && (!(self->ds >= 1.0) ||
           !isfinite (self->ds))) {
     GST_ELEMENT_ERROR (self, STREAM, DECODE,
         ("Slide \"%s\" reports an invalid downsample %g for level %d.",
@@ -1090,11 +872,8 @@ gst_slidesrc_open_item (GstSlideSrc * self, guint index)
   }
   if (!self->resample)
     self->level_ds = self->ds;
-  self->level_w = self->slide_w;
-  self->level_h = self->slide_h;
-  if (self->osr)
-    openslide_get_level_dimensions (self->osr, self->item_level,
-        &self->level_w, &self->level_h);
+  wsi_slide_get_level_dimensions (self->slide, self->item_level,
+      &self->level_w, &self->level_h);
   self->integer_ds = fabs (self->ds - rint (self->ds)) < 1e-9;
 
   /* region */
@@ -1104,22 +883,11 @@ gst_slidesrc_open_item (GstSlideSrc * self, guint index)
     self->rw = self->req_w;
     self->rh = self->req_h;
   } else {
-    gint64 bx, by, bw, bh;
     self->rx = self->ry = 0;
     self->rw = self->slide_w;
     self->rh = self->slide_h;
-    if (self->osr &&
-        prop_int64 (self->osr, OPENSLIDE_PROPERTY_NAME_BOUNDS_X, &bx) &&
-        prop_int64 (self->osr, OPENSLIDE_PROPERTY_NAME_BOUNDS_Y, &by) &&
-        prop_int64 (self->osr, OPENSLIDE_PROPERTY_NAME_BOUNDS_WIDTH, &bw) &&
-        prop_int64 (self->osr, OPENSLIDE_PROPERTY_NAME_BOUNDS_HEIGHT, &bh) &&
-        bx >= 0 && by >= 0 && bw > 0 && bh > 0 &&
-        bx <= self->slide_w - bw && by <= self->slide_h - bh) {
-      self->rx = bx;
-      self->ry = by;
-      self->rw = bw;
-      self->rh = bh;
-    }
+    wsi_slide_get_bounds (self->slide, &self->rx, &self->ry, &self->rw,
+        &self->rh);
   }
   if (self->rx < 0 || self->ry < 0 || self->rw <= 0 || self->rh <= 0 ||
       self->rx > self->slide_w - self->rw ||
@@ -1135,10 +903,10 @@ gst_slidesrc_open_item (GstSlideSrc * self, guint index)
     self->lw = (gint64) ceil (self->rw / self->ds - 1e-9);
     self->lh = (gint64) ceil (self->rh / self->ds - 1e-9);
   } else {
-    self->lw = level_extent (self->rx, self->rw, self->slide_w, self->ds,
-        self->level_w);
-    self->lh = level_extent (self->ry, self->rh, self->slide_h, self->ds,
-        self->level_h);
+    self->lw = wsi_slide_level_extent (self->rx, self->rw, self->slide_w,
+        self->ds, self->level_w);
+    self->lh = wsi_slide_level_extent (self->ry, self->rh, self->slide_h,
+        self->ds, self->level_h);
   }
   if (self->lw < 1)
     self->lw = 1;
@@ -1467,17 +1235,19 @@ scratch_get (GstSlideSrc * self, gsize pixels)
       pixels * sizeof (guint32));
 }
 
+/* Reads premultiplied ARGB through the reader; posts the error. */
 static gboolean
-check_openslide (GstSlideSrc * self)
+read_argb (GstSlideSrc * self, gint64 x, gint64 y, gint64 w, gint64 h,
+    guint32 * argb)
 {
-  const gchar *err = openslide_get_error (self->osr);
+  GError *error = NULL;
 
-  if (err) {
-    GST_ELEMENT_ERROR (self, STREAM, DECODE,
-        ("Could not read slide \"%s\": %s.", self->path, err), (NULL));
-    return FALSE;
-  }
-  return TRUE;
+  if (wsi_slide_read_argb (self->slide, self->item_level, x, y, w, h, argb,
+          &error))
+    return TRUE;
+  post_slide_error (self, error);
+  g_error_free (error);
+  return FALSE;
 }
 
 /* Level-0 origin of OpenSlide chunk @k along one axis of a whole-region
@@ -1523,15 +1293,13 @@ load_tile_row (GstSlideSrc * self, gint row)
             goto oom;
         }
         /* OpenSlide chunks the x axis itself, the same way */
-        openslide_read_region (self->osr, self->band, self->rx, sy,
-            self->item_level, self->lw, ch);
         self->band_cy = -1;
-        if (!check_openslide (self))
+        if (!read_argb (self, self->rx, sy, self->lw, ch, self->band))
           return FALSE;
         self->band_cy = cy;
       }
       for (gint64 y = from; y < to; y++)
-        argb_to_rgb (self->band + (gsize) (y - cy0) * self->lw,
+        wsi_slide_argb_to_rgb (self->band + (gsize) (y - cy0) * self->lw,
             self->row_rgb + (gsize) (y - y0) * self->lw * 3, self->lw,
             self->bg);
     } else {
@@ -1545,12 +1313,10 @@ load_tile_row (GstSlideSrc * self, gint row)
 
         if (!tmp)
           goto oom;
-        openslide_read_region (self->osr, tmp, sx, sy, self->item_level, cw,
-            to - cy0);
-        if (!check_openslide (self))
+        if (!read_argb (self, sx, sy, cw, to - cy0, tmp))
           return FALSE;
         for (gint64 y = from; y < to; y++)
-          argb_to_rgb (tmp + (gsize) (y - cy0) * cw,
+          wsi_slide_argb_to_rgb (tmp + (gsize) (y - cy0) * cw,
               self->row_rgb + ((gsize) (y - y0) * self->lw + cx0) * 3, cw,
               self->bg);
       }
@@ -1726,40 +1492,7 @@ static gboolean
 rs_read_block (GstSlideSrc * self, gint64 X, gint64 Y, gint64 bw, gint64 bh,
     guint8 * rgb)
 {
-  if (self->png_rgb) {
-    gsize src_stride = (gsize) self->slide_w * 3;
-    gint64 x0 = CLAMP (X, 0, self->slide_w);
-    gint64 x1 = CLAMP (X + bw, 0, self->slide_w);
-
-    for (gint64 y = 0; y < bh; y++) {
-      guint8 *row = rgb + (gsize) y * bw * 3;
-      gint64 sy = Y + y;
-      if (sy < 0 || sy >= self->slide_h || x1 <= x0) {
-        fill_rgb (row, bw, self->bg);
-        continue;
-      }
-      fill_rgb (row, x0 - X, self->bg);
-      memcpy (row + (x0 - X) * 3, self->png_rgb + sy * src_stride + x0 * 3,
-          (gsize) (x1 - x0) * 3);
-      fill_rgb (row + (x1 - X) * 3, X + bw - x1, self->bg);
-    }
-    return TRUE;
-  } else {
-    guint32 *argb = scratch_get (self, (gsize) bw * bh);
-
-    if (!argb) {
-      GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
-          ("Not enough memory resampling \"%s\" (level %d, %" G_GINT64_FORMAT
-              "x%" G_GINT64_FORMAT " block).", self->path, self->item_level,
-              bw, bh), (NULL));
-      return FALSE;
-    }
-    openslide_read_region (self->osr, argb, X, Y, self->item_level, bw, bh);
-    if (!check_openslide (self))
-      return FALSE;
-    argb_to_rgb (argb, rgb, (gsize) bw * bh, self->bg);
-    return TRUE;
-  }
+  return read_region (self, X, Y, bw, bh, rgb, (gsize) bw * 3);
 }
 
 /* Resamples the @vw x @vh valid part of tile (@col, @row) into @data, cell
@@ -1871,28 +1604,13 @@ fill_tile (GstSlideSrc * self, gint col, gint row, gint vw, gint vh,
   if (self->resample) {
     if (!resample_tile (self, col, row, vw, vh, data, stride))
       return FALSE;
-  } else if (self->png_rgb) {
-    /* PNG: level 0 only, region origin is integer */
-    gsize src_stride = (gsize) self->slide_w * 3;
-    const guint8 *src = self->png_rgb + (gsize) (self->ry + ly) * src_stride +
-        (gsize) (self->rx + lx) * 3;
-    for (gint y = 0; y < vh; y++)
-      memcpy (data + y * stride, src + y * src_stride, (gsize) vw * 3);
   } else if (self->integer_ds) {
+    /* PNG (level 0) or a whole downsample: one read of the valid part */
     gint64 ids = (gint64) rint (self->ds);
-    guint32 *argb = scratch_get (self, (gsize) vw * vh);
 
-    if (!argb) {
-      GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
-          ("Not enough memory reading \"%s\".", self->path), (NULL));
+    if (!read_region (self, self->rx + lx * ids, self->ry + ly * ids, vw, vh,
+            data, stride))
       return FALSE;
-    }
-    openslide_read_region (self->osr, argb, self->rx + lx * ids,
-        self->ry + ly * ids, self->item_level, vw, vh);
-    if (!check_openslide (self))
-      return FALSE;
-    for (gint y = 0; y < vh; y++)
-      argb_to_rgb (argb + (gsize) y * vw, data + y * stride, vw, self->bg);
   } else {
     if (self->row_loaded != row && !load_tile_row (self, row))
       return FALSE;
@@ -1904,9 +1622,10 @@ fill_tile (GstSlideSrc * self, gint col, gint row, gint vw, gint vh,
   /* padding */
   if (vw < tw)
     for (gint y = 0; y < vh; y++)
-      fill_rgb (data + y * stride + (gsize) vw * 3, tw - vw, self->bg);
+      wsi_slide_fill_rgb (data + y * stride + (gsize) vw * 3, tw - vw,
+          self->bg);
   for (gint y = vh; y < th; y++)
-    fill_rgb (data + y * stride, tw, self->bg);
+    wsi_slide_fill_rgb (data + y * stride, tw, self->bg);
   return TRUE;
 }
 
