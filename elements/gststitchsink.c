@@ -12,6 +12,7 @@
 #endif
 
 #include "gstwsiclasses.h"
+#include "gstwsidetection.h"
 #include "wsilimits.h"
 #include "gstwsiprops.h"
 #include "gstwsiseg.h"
@@ -21,6 +22,7 @@
 #include "wsimetrics.h"
 #include "stitchgeojson.h"
 #include "stitchio.h"
+#include "stitchinstance.h"
 #include "stitchoverlay.h"
 
 #include <gst/base/gstbasesink.h>
@@ -108,9 +110,41 @@ gst_stitch_sink_object_type_get_type (void)
   return type;
 }
 
+typedef enum
+{
+  GST_STITCH_SINK_INSTANCES_AUTO,
+  GST_STITCH_SINK_INSTANCES_OFF,
+  GST_STITCH_SINK_INSTANCES_ON,
+} GstStitchSinkInstances;
+
+#define GST_TYPE_STITCH_SINK_INSTANCES (gst_stitch_sink_instances_get_type ())
+static GType
+gst_stitch_sink_instances_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {GST_STITCH_SINK_INSTANCES_AUTO,
+        "GRAY16_LE patches are instance maps when the producer says so "
+          "in-band (wsi-instances event, segment-maskrcnn)", "auto"},
+    {GST_STITCH_SINK_INSTANCES_OFF, "GRAY16_LE patches are class labels",
+        "off"},
+    {GST_STITCH_SINK_INSTANCES_ON,
+        "GRAY16_LE patches are instance maps (e.g. labelpatch "
+          "instance-mode=instances)", "on"},
+    {0, NULL, NULL}
+  };
+
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstStitchSinkInstances", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
+
 enum
 {
   PROP_0,
+  PROP_INSTANCES,
   PROP_LOCATION,
   PROP_OVERLAY_LOCATION,
   PROP_BLEND,
@@ -146,6 +180,7 @@ enum
 #define DEFAULT_GEOJSON_MIN_AREA 4
 #define DEFAULT_GEOJSON_BOUNDARY_CLASS -1
 #define DEFAULT_GEOJSON_BOUNDARY_GROW 2
+#define DEFAULT_INSTANCES GST_STITCH_SINK_INSTANCES_AUTO
 
 #define GST_TYPE_STITCH_SINK (gst_stitch_sink_get_type ())
 G_DECLARE_FINAL_TYPE (GstStitchSink, gst_stitch_sink, GST, STITCH_SINK,
@@ -177,7 +212,9 @@ struct _GstStitchSink
   guint64 max_band_rows;        /* peak over the run, read-only */
   guint images_written;
   gboolean post_messages;
+  GstStitchSinkInstances instances;
   gint running;
+  gboolean instances_in_band;   /* wsi-instances event seen */
 
   /* negotiated format; n_classes > 0: probability tensors */
   gboolean negotiated;
@@ -210,9 +247,18 @@ struct _GstStitchSink
   StitchOverlay *overlay;
   StitchGeoJson *geojson;
   guint8 *label_row, *prob_row;         /* resolved probability rows */
-  guint16 *label16_row;         /* labels for the GeoJSON tracer */
+  guint32 *label32_row;         /* labels for the GeoJSON tracer */
   guint prob_class_img;
   gint grid_cols, grid_rows;
+
+  /* instance maps (stitchinstance.h): rows of global ids spooled, the PNG
+   * written at the end when the number of objects is known */
+  gboolean instance_img;
+  StitchInstances *inst;
+  StitchSpool *inst_spool;
+  GstWsiDetection *det_table;
+  StitchInstanceInfo *inst_info;
+  guint n_table;
 
   /* band: rows [band_top, band_top + band_count) kept in memory */
   guint8 **band;
@@ -411,11 +457,11 @@ emit_row (GstStitchSink * self, gint64 y, const guint8 * row, GError ** error)
     GError *gerr = NULL;
     if (self->bytes_per_sample_img == 2)
       for (x = 0; x < self->width; x++)
-        self->label16_row[x] = row[2 * x] | (row[2 * x + 1] << 8);
+        self->label32_row[x] = row[2 * x] | (row[2 * x + 1] << 8);
     else
       for (x = 0; x < self->width; x++)
-        self->label16_row[x] = row[x];
-    if (!stitch_geojson_push_row (self->geojson, self->label16_row, &gerr)) {
+        self->label32_row[x] = row[x];
+    if (!stitch_geojson_push_row (self->geojson, self->label32_row, &gerr)) {
       stitch_geojson_abort (self->geojson);
       self->geojson = NULL;
       optional_output_failed (self, "GeoJSON", self->out_geojson_location,
@@ -490,6 +536,9 @@ image_reset (GstStitchSink * self)
   self->geojson = NULL;
   g_clear_pointer (&self->spool, stitch_spool_free);
   g_clear_pointer (&self->prob_spool, stitch_spool_free);
+  g_clear_pointer (&self->inst_spool, stitch_spool_free);
+  g_clear_pointer (&self->inst, stitch_instances_free);
+  self->instance_img = FALSE;
   g_clear_pointer (&self->overlay, stitch_overlay_free);
   g_clear_pointer (&self->slide, g_free);
   g_clear_pointer (&self->out_location, g_free);
@@ -498,7 +547,7 @@ image_reset (GstStitchSink * self)
   g_clear_pointer (&self->out_geojson_location, g_free);
   g_clear_pointer (&self->label_row, g_free);
   g_clear_pointer (&self->prob_row, g_free);
-  g_clear_pointer (&self->label16_row, g_free);
+  g_clear_pointer (&self->label32_row, g_free);
   band_clear (self);
   self->active = FALSE;
   self->band_top = 0;
@@ -598,6 +647,253 @@ expand_extra_location (GstStitchSink * self, const gchar * pattern,
   return TRUE;
 }
 
+/* ---- instance maps ---- */
+
+/* A finished row of global ids: spooled (the PNG format depends on the
+ * number of objects, known at the end). */
+static gboolean
+instance_row (gint64 y, const guint32 * gids, gpointer data, GError ** error)
+{
+  GstStitchSink *self = data;
+
+  return stitch_spool_write_ids (self->inst_spool, gids, self->width, error);
+}
+
+/* GeoJSON: class and score of object @gid. */
+static void
+instance_describe (guint32 gid, StitchGeoJsonInstance * out, gpointer data)
+{
+  GstStitchSink *self = data;
+  const StitchInstanceObject *o = stitch_instances_get_object (self->inst,
+      gid);
+
+  if (o) {
+    out->class_id = o->class_id;
+    out->score = o->score;
+  }
+}
+
+/* Class shown by the overlay for object @gid: its class, 1 when unknown
+ * (label 0 is transparent). */
+static guint16
+instance_overlay_class (GstStitchSink * self, guint32 gid)
+{
+  const StitchInstanceObject *o = stitch_instances_get_object (self->inst,
+      gid);
+
+  return o && o->class_id > 0 ? (guint16) MIN (o->class_id, 65535) : 1;
+}
+
+static void
+instance_error (GstStitchSink * self, GError * err)
+{
+  if (err->code == G_FILE_ERROR_NOSPC || err->code == G_FILE_ERROR_NOMEM)
+    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+        ("Cannot stitch the instance map '%s': %s.", self->out_location,
+            err->message), (NULL));
+  else
+    GST_ELEMENT_ERROR (self, RESOURCE, WRITE,
+        ("Could not write '%s'.", self->out_location), ("%s", err->message));
+  g_error_free (err);
+}
+
+/* Writes the label PNG (16-bit grey, or 8-bit RGB beyond 65535 objects),
+ * the GeoJSON and the overlay outlines from the spooled rows. */
+static gboolean
+instance_outputs (GstStitchSink * self, gint level, guint max_size,
+    GError ** error)
+{
+  const gint64 w = self->width;
+  guint32 count, *rows[3];
+  guint16 *outline;
+  guint8 *png_row;
+  gboolean wide, ok = TRUE;
+  gint64 y, x;
+
+  if (!stitch_instances_finish (self->inst, self->height, error))
+    return FALSE;
+  count = stitch_instances_get_count (self->inst);
+  wide = count > STITCH_INSTANCE_MAX_16BIT;
+  if (!stitch_png_begin (self->png, (guint32) w, (guint32) self->height,
+          wide ? 3 : 1, wide ? 8 : 16, level, error)
+      || !stitch_spool_rewind (self->inst_spool, error))
+    return FALSE;
+  if (wide)
+    GST_INFO_OBJECT (self, "%u objects: '%s' is 8-bit RGB, id = R << 16 | "
+        "G << 8 | B", count, self->out_location);
+  if (self->out_overlay_location)
+    self->overlay = stitch_overlay_new (w, self->height, 1, 2, max_size);
+  for (x = 0; x < 3; x++)
+    rows[x] = g_new0 (guint32, w);
+  outline = g_new (guint16, w);
+  png_row = g_new (guint8, w * 3);
+  /* rows[1] is row y, rows[0] the one above, rows[2] the one below */
+  if (self->height > 0)
+    ok = stitch_spool_read_ids (self->inst_spool, rows[2], w, error);
+  for (y = 0; ok && y < self->height; y++) {
+    guint32 *t = rows[0];
+    rows[0] = rows[1];
+    rows[1] = rows[2];
+    rows[2] = t;
+    if (y + 1 < self->height)
+      ok = stitch_spool_read_ids (self->inst_spool, rows[2], w, error);
+    else
+      memset (rows[2], 0, w * sizeof (guint32));
+    if (!ok)
+      break;
+    for (x = 0; x < w; x++) {
+      guint32 id = rows[1][x];
+      if (wide) {
+        png_row[3 * x] = id >> 16;
+        png_row[3 * x + 1] = (id >> 8) & 0xff;
+        png_row[3 * x + 2] = id & 0xff;
+      } else {
+        png_row[2 * x] = id & 0xff;
+        png_row[2 * x + 1] = id >> 8;
+      }
+    }
+    if (!stitch_png_write_row (self->png, png_row, error)) {
+      ok = FALSE;
+      break;
+    }
+    if (self->geojson) {
+      GError *gerr = NULL;
+      if (!stitch_geojson_push_row (self->geojson, rows[1], &gerr)) {
+        stitch_geojson_abort (self->geojson);
+        self->geojson = NULL;
+        optional_output_failed (self, "GeoJSON", self->out_geojson_location,
+            gerr);
+      }
+    }
+    if (self->overlay) {
+      /* outline: an object pixel with a 4-neighbour of another id */
+      for (x = 0; x < w; x++) {
+        guint32 id = rows[1][x];
+        gboolean edge = id && ((y > 0 && rows[0][x] != id)
+            || (y + 1 < self->height && rows[2][x] != id)
+            || (x > 0 && rows[1][x - 1] != id)
+            || (x + 1 < w && rows[1][x + 1] != id));
+        outline[x] = edge ? instance_overlay_class (self, id) : 0;
+      }
+      stitch_overlay_push_outline_row (self->overlay, y, outline);
+    }
+  }
+  for (x = 0; x < 3; x++)
+    g_free (rows[x]);
+  g_free (outline);
+  g_free (png_row);
+  g_clear_pointer (&self->inst_spool, stitch_spool_free);
+  return ok;
+}
+
+/* An instance label patch: its objects are merged into the global map. */
+static gboolean
+render_instances (GstStitchSink * self, GstBuffer * buffer,
+    const GstWsiTileMeta * m, gint64 px, gint64 py)
+{
+  StitchInstancePatch p = { 0 };
+  GstVideoFrame frame;
+  GstVideoRegionOfInterestMeta *roi;
+  gpointer state = NULL;
+  GError *err = NULL;
+  guint max_label = 0, n_det, i;
+  gint k0, k1, j, clipped = 0;
+  gboolean first_col = m->col == 0, first_row = m->row == 0;
+  gboolean last_col = m->grid_cols > 0 && m->col == m->grid_cols - 1;
+  gboolean last_row = m->grid_rows > 0 && m->row == m->grid_rows - 1;
+
+  /* rows above this patch are final (raster order of grid rows) */
+  if (!stitch_instances_advance (self->inst, py, &err)) {
+    instance_error (self, err);
+    return FALSE;
+  }
+  if (!gst_video_frame_map (&frame, &self->info, buffer, GST_MAP_READ)) {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        ("A GRAY16_LE %dx%d buffer of %" G_GSIZE_FORMAT " bytes does not "
+            "hold the frame its caps describe.", self->frame_width,
+            self->frame_height, gst_buffer_get_size (buffer)), (NULL));
+    return FALSE;
+  }
+  p.labels = GST_VIDEO_FRAME_PLANE_DATA (&frame, 0);
+  p.stride = GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0);
+  p.width = m->width;
+  p.height = m->height;
+  p.px = px;
+  p.py = py;
+  wsi_metrics_crop_span (m->width, 0, m->pad_left, m->valid_width, px,
+      self->width, TRUE, TRUE, &p.vx0, &p.vx1);
+  wsi_metrics_crop_span (m->height, 0, m->pad_top, m->valid_height, py,
+      self->height, TRUE, TRUE, &p.vy0, &p.vy1);
+  wsi_metrics_crop_span (m->width, m->overlap, m->pad_left, m->valid_width,
+      px, self->width, first_col, last_col, &k0, &k1);
+  p.cx0 = k0;
+  p.cx1 = k1;
+  wsi_metrics_crop_span (m->height, m->overlap, m->pad_top, m->valid_height,
+      py, self->height, first_row, last_row, &k0, &k1);
+  p.cy0 = k0;
+  p.cy1 = k1;
+
+  /* the detections of the patch, by instance id */
+  for (j = p.vy0; j < p.vy1; j++) {
+    const guint8 *r = p.labels + (gsize) j * p.stride;
+    gint i2;
+    for (i2 = p.vx0; i2 < p.vx1; i2++)
+      max_label = MAX (max_label, (guint) (r[2 * i2] | (r[2 * i2 + 1] << 8)));
+  }
+  while ((roi = (GstVideoRegionOfInterestMeta *)
+          gst_buffer_iterate_meta_filtered (buffer, &state,
+              GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE))) {
+    GstStructure *ps = gst_video_region_of_interest_meta_get_param (roi,
+        GST_WSI_DETECTION_PARAM);
+    guint id = 0;
+    if (ps && (!gst_structure_get_uint (ps, "instance-id", &id) || id == 0
+            || id > GST_WSI_DETECTION_MAX_ID)) {
+      GST_ELEMENT_ERROR (self, STREAM, DECODE,
+          ("A detection of patch (col %d, row %d) names instance id %u: "
+              "instance label patches are 16-bit, ids are 1..%u.", m->col,
+              m->row, id, GST_WSI_DETECTION_MAX_ID), ("%" GST_PTR_FORMAT, ps));
+      gst_video_frame_unmap (&frame);
+      return FALSE;
+    }
+  }
+  if (max_label + 1 > self->n_table) {
+    self->n_table = MAX (max_label + 1, 256);
+    self->det_table = g_renew (GstWsiDetection, self->det_table,
+        self->n_table);
+    self->inst_info = g_renew (StitchInstanceInfo, self->inst_info,
+        self->n_table);
+  }
+  n_det = gst_wsi_detection_fill_table (buffer, self->det_table,
+      max_label + 1, NULL);
+  for (i = 0; i <= max_label; i++) {
+    self->inst_info[i].class_id = self->det_table[i].class_id;
+    self->inst_info[i].score = self->det_table[i].score;
+  }
+  p.info = self->inst_info;
+  p.n_info = max_label + 1;
+  GST_LOG_OBJECT (self, "patch (%d, %d): labels up to %u, %u detections",
+      m->col, m->row, max_label, n_det);
+
+  if (!stitch_instances_add_patch (self->inst, &p, &clipped, &err)) {
+    gst_video_frame_unmap (&frame);
+    instance_error (self, err);
+    return FALSE;
+  }
+  gst_video_frame_unmap (&frame);
+  if (clipped > 0 && !self->order_warned) {
+    GST_ELEMENT_WARNING (self, STREAM, FAILED,
+        ("Tiles out of order: tile (col %d, row %d) reaches rows already "
+            "written; those pixels are dropped.", m->col, m->row), (NULL));
+    self->order_warned = TRUE;
+  }
+  self->extent = MAX (self->extent, stitch_instances_get_extent (self->inst));
+  GST_OBJECT_LOCK (self);
+  self->max_band_rows = MAX (self->max_band_rows,
+      stitch_instances_get_peak_rows (self->inst));
+  GST_OBJECT_UNLOCK (self);
+  return TRUE;
+}
+
 static gboolean
 image_begin (GstStitchSink * self, const GstWsiTileMeta * m)
 {
@@ -621,7 +917,17 @@ image_begin (GstStitchSink * self, const GstWsiTileMeta * m)
   gp.min_area = self->geojson_min_area;
   gp.boundary_class = self->geojson_boundary_class;
   gp.boundary_grow = self->geojson_boundary_grow;
+  self->instance_img = self->n_classes == 0 && self->channels == 1
+      && self->bytes_per_sample == 2
+      && (self->instances == GST_STITCH_SINK_INSTANCES_ON
+      || (self->instances == GST_STITCH_SINK_INSTANCES_AUTO
+          && self->instances_in_band));
   GST_OBJECT_UNLOCK (self);
+  if (self->instance_img) {
+    gp.boundary_class = -1;     /* objects are ids, not classes */
+    gp.describe = instance_describe;
+    gp.describe_data = self;
+  }
   /* for tests: a smaller tracing limit than 2^32 pixels */
   if (g_getenv ("STITCHSINK_MAX_TRACE_PIXELS"))
     gp.max_trace_pixels = g_ascii_strtoull (g_getenv
@@ -675,10 +981,10 @@ image_begin (GstStitchSink * self, const GstWsiTileMeta * m)
     self->prob_row = g_try_malloc0 (self->width);
   }
   if (self->out_geojson_location)
-    self->label16_row = g_try_new (guint16, self->width);
+    self->label32_row = g_try_new (guint32, self->width);
   if (!self->bg_row || (self->n_classes_img > 0 && (!self->label_row
               || !self->prob_row))
-      || (self->out_geojson_location && !self->label16_row)) {
+      || (self->out_geojson_location && !self->label32_row)) {
     GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
         ("Not enough memory for a %" G_GSIZE_FORMAT " byte row.", self->row_bytes),
         (NULL));
@@ -716,7 +1022,12 @@ image_begin (GstStitchSink * self, const GstWsiTileMeta * m)
     g_error_free (err);
     return FALSE;
   }
-  if (self->height > 0) {
+  if (self->instance_img) {
+    self->inst = stitch_instances_new (self->width, instance_row, self);
+    self->inst_spool = stitch_spool_new (self->out_location, 0, &err);
+    if (!self->inst_spool)
+      goto write_failed;
+  } else if (self->height > 0) {
     if (!stitch_png_begin (self->png, (guint32) self->width,
             (guint32) self->height, self->channels_img,
             8 * self->bytes_per_sample_img, level, &err)
@@ -772,7 +1083,20 @@ image_finish (GstStitchSink * self)
   level = self->compression_level;
   GST_OBJECT_UNLOCK (self);
 
-  if (self->height > 0) {
+  if (self->instance_img) {
+    if (self->height == 0)
+      self->height = self->extent;
+    if (self->height <= 0) {
+      GST_ELEMENT_ERROR (self, STREAM, FAILED,
+          ("No tile had pixels inside the region: nothing to write to '%s'.",
+              self->out_location), (NULL));
+      return FALSE;
+    }
+    if (!instance_outputs (self, level, max_size, &err)) {
+      instance_error (self, err);
+      return FALSE;
+    }
+  } else if (self->height > 0) {
     if (!band_flush (self, self->height, &err))
       goto write_failed;
   } else {
@@ -1136,6 +1460,12 @@ render_tile (GstStitchSink * self, GstBuffer * buffer)
         (NULL));
     return GST_FLOW_ERROR;
   }
+  if (self->instance_img) {
+    if (!render_instances (self, buffer, &m, px, py))
+      return GST_FLOW_ERROR;
+    wrote_rows = FALSE;
+    goto done;
+  }
   wrote_rows = py > self->band_top && (self->height == 0
       || self->band_top < self->height);
   if (!band_flush (self, py, &err)) {
@@ -1431,6 +1761,7 @@ gst_stitch_sink_start (GstBaseSink * sink)
   self->max_band_rows = 0;
   self->images_written = 0;
   GST_OBJECT_UNLOCK (self);
+  self->instances_in_band = FALSE;
 
   style_clear (self);
   if (!location || !*location) {
@@ -1573,6 +1904,10 @@ gst_stitch_sink_event (GstBaseSink * sink, GstEvent * event)
     case GST_EVENT_CUSTOM_DOWNSTREAM_STICKY:
       if (gst_event_has_name (event, GST_WSI_CLASSES_EVENT))
         style_from_event (self, event);
+      if (gst_event_has_name (event, GST_WSI_INSTANCES_EVENT)) {
+        GST_INFO_OBJECT (self, "in-band: GRAY16_LE patches are instance maps");
+        self->instances_in_band = TRUE;
+      }
       break;
     case GST_EVENT_FLUSH_STOP:
       if (self->active)
@@ -1601,6 +1936,9 @@ gst_stitch_sink_set_property (GObject * object, guint prop_id,
   switch (prop_id) {
     case PROP_POST_MESSAGES:
       self->post_messages = g_value_get_boolean (value);
+      break;
+    case PROP_INSTANCES:
+      self->instances = g_value_get_enum (value);
       break;
     case PROP_LOCATION:
       g_free (self->location);
@@ -1746,6 +2084,9 @@ gst_stitch_sink_get_property (GObject * object, guint prop_id,
     case PROP_POST_MESSAGES:
       g_value_set_boolean (value, self->post_messages);
       break;
+    case PROP_INSTANCES:
+      g_value_set_enum (value, self->instances);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -1768,6 +2109,8 @@ gst_stitch_sink_finalize (GObject * object)
   g_free (self->geojson_location);
   g_free (self->weight_x);
   g_free (self->weight_y);
+  g_free (self->det_table);
+  g_free (self->inst_info);
   G_OBJECT_CLASS (gst_stitch_sink_parent_class)->finalize (object);
 }
 
@@ -1883,6 +2226,12 @@ gst_stitch_sink_class_init (GstStitchSinkClass * klass)
           "ring covered; 0 = boundary pixels are simply dropped",
           0, STITCH_GEOJSON_MAX_BOUNDARY_GROW, DEFAULT_GEOJSON_BOUNDARY_GROW,
           rw));
+  g_object_class_install_property (gobject_class, PROP_INSTANCES,
+      g_param_spec_enum ("instances", "Instances",
+          "Whether GRAY16_LE patches are instance maps (per patch object "
+          "ids, merged across patches into global ids; docs/stitchsink.md) "
+          "or class labels", GST_TYPE_STITCH_SINK_INSTANCES,
+          DEFAULT_INSTANCES, rw));
   g_object_class_install_property (gobject_class, PROP_MAX_BAND_ROWS,
       g_param_spec_uint64 ("max-band-rows", "Peak band rows",
           "Most full-width rows held in memory at once since start",
@@ -1908,6 +2257,7 @@ gst_stitch_sink_class_init (GstStitchSinkClass * klass)
 
   gst_type_mark_as_plugin_api (GST_TYPE_STITCH_SINK_BLEND, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_STITCH_SINK_OBJECT_TYPE, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_STITCH_SINK_INSTANCES, 0);
 }
 
 static void
@@ -1925,6 +2275,7 @@ gst_stitch_sink_init (GstStitchSink * self)
   self->geojson_min_area = DEFAULT_GEOJSON_MIN_AREA;
   self->geojson_boundary_class = DEFAULT_GEOJSON_BOUNDARY_CLASS;
   self->geojson_boundary_grow = DEFAULT_GEOJSON_BOUNDARY_GROW;
+  self->instances = DEFAULT_INSTANCES;
   gst_video_info_init (&self->info);
   gst_base_sink_set_sync (GST_BASE_SINK (self), FALSE);
   /* no reason to keep the last patch alive */

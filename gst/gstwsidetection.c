@@ -97,3 +97,10 @@ gst_wsi_detection_fill_table (GstBuffer * buf, GstWsiDetection * table,
     *n_out_of_range = out;
   return n;
 }
+
+GstEvent *
+gst_wsi_instances_event_new (void)
+{
+  return gst_event_new_custom (GST_EVENT_CUSTOM_DOWNSTREAM_STICKY,
+      gst_structure_new_empty (GST_WSI_INSTANCES_EVENT));
+}

@@ -46,4 +46,12 @@ gboolean gst_wsi_detection_from_roi (GstVideoRegionOfInterestMeta * roi,
 guint gst_wsi_detection_fill_table (GstBuffer * buf, GstWsiDetection * table,
     guint n_table, guint * n_out_of_range);
 
+/* Sticky custom downstream event a producer of instance label patches
+ * sends before its first buffer (after the caps): its GRAY16_LE values are
+ * object ids of each patch, not class labels. stitchsink then merges
+ * objects across patches (instances=auto). No fields. */
+#define GST_WSI_INSTANCES_EVENT "wsi-instances"
+
+GstEvent *gst_wsi_instances_event_new (void);
+
 G_END_DECLS

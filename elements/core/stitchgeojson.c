@@ -42,14 +42,14 @@ typedef struct
 typedef struct
 {
   gint32 x0, x1;
-  guint16 label;
+  guint32 label;
   gint32 comp;
 } RowRun;
 
 typedef struct
 {
   gint32 parent;                /* self: root; -1: free slot */
-  guint16 label;
+  guint32 label;
   gint64 x_min, x_max, y_min, y_max;    /* inclusive */
   guint64 pixels;
   gint64 last_row, stamp;
@@ -127,7 +127,7 @@ comp_find (StitchGeoJson * g, gint32 id)
 }
 
 static gint32
-comp_new (StitchGeoJson * g, guint16 label)
+comp_new (StitchGeoJson * g, guint32 label)
 {
   Comp c = { 0 };
   gint32 id;
@@ -485,10 +485,21 @@ write_feature (StitchGeoJson * g, const Comp * c, GPtrArray * rings,
   GPtrArray **holes;
   GString *s = g_string_sized_new (256);
   guint i, j;
-  guint32 color = stitch_overlay_class_color (style, c->label);
+  guint klass = c->label;
+  guint32 color;
   gchar name_buf[32];
   const gchar *name;
   gboolean ok;
+  StitchGeoJsonInstance inst = { 0 };
+  gboolean instance = g->params.describe != NULL;
+
+  if (instance) {
+    inst.class_id = -1;
+    inst.score = -1;
+    g->params.describe (c->label, &inst, g->params.describe_data);
+    klass = inst.class_id >= 0 ? (guint) inst.class_id : 0;
+  }
+  color = stitch_overlay_class_color (style, klass);
 
   for (i = 0; i < rings->len; i++)
     if (((Ring *) rings->pdata[i])->area2 > 0)
@@ -528,11 +539,13 @@ write_feature (StitchGeoJson * g, const Comp * c, GPtrArray * rings,
     g_ptr_array_add (holes[best], h);
   }
 
-  if (style && c->label < style->n_names && style->names[c->label]
-      && *style->names[c->label])
-    name = style->names[c->label];
+  if (instance && inst.class_id < 0)
+    name = "object";
+  else if (style && klass < style->n_names && style->names[klass]
+      && *style->names[klass])
+    name = style->names[klass];
   else {
-    g_snprintf (name_buf, sizeof name_buf, "class %u", c->label);
+    g_snprintf (name_buf, sizeof name_buf, "class %u", klass);
     name = name_buf;
   }
 
@@ -566,6 +579,13 @@ write_feature (StitchGeoJson * g, const Comp * c, GPtrArray * rings,
     g_string_append (s, ",\"Area \\u00b5m^2\":");
     append_number (s, (gdouble) c->pixels * ds * ds * g->params.mpp_x *
         g->params.mpp_y);
+  }
+  if (instance) {
+    g_string_append_printf (s, ",\"Instance id\":%u", c->label);
+    if (inst.score >= 0) {
+      g_string_append (s, ",\"score\":");
+      append_number (s, inst.score);
+    }
   }
   g_string_append (s, "}}}");
 
@@ -783,14 +803,14 @@ emit_level_row (StitchGeoJson * g, const gint32 * row, gint64 y)
 
 /* Level 0 of input row @y: interior runs (g->prev, roots), BND, NONE. */
 static void
-fill_level0 (StitchGeoJson * g, const guint16 * labels, gint64 y)
+fill_level0 (StitchGeoJson * g, const guint32 * labels, gint64 y)
 {
   gint32 *row = level_row (g, 0, y);
   gint64 x;
   guint i;
 
   for (x = 0; x < g->width; x++)
-    row[x] = (gint) labels[x] == g->params.boundary_class ? BND : NONE;
+    row[x] = (gint64) labels[x] == g->params.boundary_class ? BND : NONE;
   for (i = 0; i < g->prev->len; i++) {
     const RowRun *r = &g_array_index (g->prev, RowRun, i);
     gint32 j;
@@ -849,7 +869,7 @@ flush_delayed (StitchGeoJson * g, gint64 y, gboolean all, GError ** error)
 /* ---- row input ---- */
 
 gboolean
-stitch_geojson_push_row (StitchGeoJson * g, const guint16 * labels,
+stitch_geojson_push_row (StitchGeoJson * g, const guint32 * labels,
     GError ** error)
 {
   gint64 y = g->next_row++;
@@ -863,7 +883,8 @@ stitch_geojson_push_row (StitchGeoJson * g, const guint16 * labels,
     while (r.x1 < w && labels[r.x1] == r.label)
       r.x1++;
     x = r.x1;
-    if (r.label != 0 && (!g->grow || r.label != g->params.boundary_class))
+    if (r.label != 0 && (!g->grow
+            || (gint64) r.label != g->params.boundary_class))
       g_array_append_val (g->cur, r);
   }
 

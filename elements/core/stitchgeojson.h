@@ -23,6 +23,17 @@ G_BEGIN_DECLS
 
 typedef struct _StitchGeoJson StitchGeoJson;
 
+/* Instance maps (labels are object ids): what the Feature of object @label
+ * says. Filled by the params' describe callback. */
+typedef struct
+{
+  gint class_id;                /* classification (a class label value); -1: "object" */
+  gdouble score;                /* measurement "score"; < 0: not written */
+} StitchGeoJsonInstance;
+
+typedef void (*StitchGeoJsonDescribe) (guint32 label,
+    StitchGeoJsonInstance * out, gpointer data);
+
 typedef struct
 {
   gint64 region_x, region_y;    /* level-0 origin of the label image */
@@ -34,6 +45,10 @@ typedef struct
   gint boundary_class;          /* label of instance boundaries, < 1: none */
   guint boundary_grow;          /* growth steps into them, <= MAX below */
   guint64 max_trace_pixels;     /* bounding box limit, 0: 2^32 */
+  /* instance maps: set, labels are object ids; the Feature's class and
+   * score come from here and it gets measurements "Instance id", "score" */
+  StitchGeoJsonDescribe describe;
+  gpointer describe_data;
 } StitchGeoJsonParams;
 
 #define STITCH_GEOJSON_MAX_BOUNDARY_GROW 8
@@ -44,7 +59,7 @@ StitchGeoJson *stitch_geojson_new (const gchar * location, gint64 width,
 /* Next row of labels (rows 0, 1, ... in order). Objects that cannot grow
  * any more are traced and written. */
 gboolean stitch_geojson_push_row (StitchGeoJson * geojson,
-    const guint16 * labels, GError ** error);
+    const guint32 * labels, GError ** error);
 /* No more rows: writes the remaining objects (the getters below are final
  * then). Called by stitch_geojson_commit() when not done before. */
 gboolean stitch_geojson_end (StitchGeoJson * geojson, GError ** error);

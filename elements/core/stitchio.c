@@ -382,6 +382,62 @@ stitch_spool_read_row (StitchSpool * s, guint8 * row, GError ** error)
   return TRUE;
 }
 
+/* Record: number of runs, then (length, id) pairs; guint32 each. */
+gboolean
+stitch_spool_write_ids (StitchSpool * s, const guint32 * ids, gint64 width,
+    GError ** error)
+{
+  guint32 n = 0;
+  gint64 x = 0;
+  gboolean ok = TRUE;
+  off_t start = ftello (s->fp);
+
+  ok = fwrite (&n, sizeof n, 1, s->fp) == 1;
+  while (ok && x < width) {
+    guint32 run[2] = { 1, ids[x] };
+    while (x + run[0] < width && ids[x + run[0]] == run[1])
+      run[0]++;
+    x += run[0];
+    ok = fwrite (run, sizeof run, 1, s->fp) == 1;
+    n++;
+  }
+  ok = ok && fseeko (s->fp, start, SEEK_SET) == 0
+      && fwrite (&n, sizeof n, 1, s->fp) == 1
+      && fseeko (s->fp, 0, SEEK_END) == 0;
+  if (!ok) {
+    set_errno_error (error, errno ? errno : EIO, "Could not write spool file",
+        s->path);
+    return FALSE;
+  }
+  s->rows++;
+  return TRUE;
+}
+
+gboolean
+stitch_spool_read_ids (StitchSpool * s, guint32 * ids, gint64 width,
+    GError ** error)
+{
+  guint32 n, i, run[2];
+  gint64 x = 0;
+
+  if (fread (&n, sizeof n, 1, s->fp) != 1)
+    goto failed;
+  for (i = 0; i < n; i++) {
+    if (fread (run, sizeof run, 1, s->fp) != 1 || run[0] > width - x)
+      goto failed;
+    while (run[0]--)
+      ids[x++] = run[1];
+  }
+  if (x != width)
+    goto failed;
+  return TRUE;
+
+failed:
+  set_errno_error (error, errno ? errno : EIO, "Could not read spool file",
+      s->path);
+  return FALSE;
+}
+
 guint64
 stitch_spool_get_rows (StitchSpool * s)
 {

@@ -60,6 +60,13 @@ gboolean stitch_spool_rewind (StitchSpool * spool, GError ** error);
 gboolean stitch_spool_read_row (StitchSpool * spool, guint8 * row,
     GError ** error);
 guint64 stitch_spool_get_rows (StitchSpool * spool);
+/* Rows of 32-bit ids, run-length coded (instance maps are mostly
+ * background): @width ids per row. A spool holds either these or raw
+ * rows. */
+gboolean stitch_spool_write_ids (StitchSpool * spool, const guint32 * ids,
+    gint64 width, GError ** error);
+gboolean stitch_spool_read_ids (StitchSpool * spool, guint32 * ids,
+    gint64 width, GError ** error);
 void stitch_spool_free (StitchSpool * spool);
 
 G_END_DECLS

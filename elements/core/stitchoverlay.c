@@ -576,3 +576,20 @@ stitch_overlay_write (StitchOverlay * o, const gchar * location,
   g_byte_array_unref (png);
   return stitch_atomic_commit (&file, error);
 }
+
+void
+stitch_overlay_push_outline_row (StitchOverlay * o, gint64 y,
+    const guint16 * classes)
+{
+  guint16 *dst;
+  gint64 x;
+
+  if (o->channels != 1 || y < 0 || y >= o->height)
+    return;
+  dst = o->labels + (gsize) (y / o->factor) * o->ow;
+  for (x = 0; x < o->width; x++)
+    if (classes[x]) {
+      dst[x / o->factor] = classes[x];
+      o->seen[classes[x] >> 3] |= 1 << (classes[x] & 7);
+    }
+}

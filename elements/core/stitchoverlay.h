@@ -51,4 +51,10 @@ guint32 stitch_overlay_class_color (const StitchOverlayStyle * style, guint k);
 gboolean stitch_overlay_parse_colors (const gchar * str, guint32 ** colors,
     guint * n_colors, GError ** error);
 
+/* Instance outlines (labels overlay, 1 channel): every non-zero class in
+ * @classes (the width's values) marks its overlay pixel, whatever the
+ * decimation, so thin outlines survive it. Rows in order. */
+void stitch_overlay_push_outline_row (StitchOverlay * overlay, gint64 y,
+    const guint16 * classes);
+
 G_END_DECLS

@@ -6,11 +6,18 @@
  *   stitch_feed --patches F --kind gray8|gray16|prob [--classes C]
  *     --width W --height H --patch P --overlap O [--downsample D]
  *     [--region-x X] [--region-y Y] [--mpp M] [--unknown-height]
- *     [--dims STR] [--drop c:r,...] [prop=value ...]
+ *     [--dims STR] [--drop c:r,...] [--detections F] [--instances-event]
+ *     [prop=value ...]
+ *
+ * --detections: text lines "col row instance-id class-id score" attached
+ * as wsi-detection metas (gst/gstwsidetection.h) to patch (col, row); an id
+ * outside 1..65535 is attached raw (to test the refusal).
+ * --instances-event: the sticky wsi-instances event after the caps.
  *
  * Prints the error message and exits 2 when the sink posts an error; prints
  * "max-band-rows N" on success. */
 #include "stitchtest.h"
+#include "gstwsidetection.h"
 
 #include <stdlib.h>
 
@@ -22,7 +29,43 @@ typedef struct
   gdouble mpp;
   guint8 *data;
   gsize patch_bytes;
+  gchar **detections;           /* lines of the detections file */
 } Feed;
+
+static void
+add_detections (const Feed * f, GstBuffer * buf, gint c, gint r)
+{
+  gchar **l;
+
+  for (l = f->detections; l && *l; l++) {
+    gint dc, dr, cls;
+    guint64 id;
+    gdouble score;
+    gchar **t = g_strsplit_set (g_strstrip (*l), " \t", -1);
+    if (g_strv_length (t) == 5) {
+      dc = atoi (t[0]);
+      dr = atoi (t[1]);
+      id = g_ascii_strtoull (t[2], NULL, 10);
+      cls = atoi (t[3]);
+      score = g_ascii_strtod (t[4], NULL);
+      if (dc == c && dr == r) {
+        if (id >= 1 && id <= GST_WSI_DETECTION_MAX_ID)
+          gst_wsi_detection_meta_add (buf, (guint) id, cls, "object", score,
+              0, 0, 1, 1);
+        else {
+          GstVideoRegionOfInterestMeta *roi =
+              gst_buffer_add_video_region_of_interest_meta (buf, "object", 0,
+              0, 1, 1);
+          gst_video_region_of_interest_meta_add_param (roi,
+              gst_structure_new (GST_WSI_DETECTION_PARAM, "score",
+                  G_TYPE_DOUBLE, score, "class-id", G_TYPE_INT, cls,
+                  "instance-id", G_TYPE_UINT, (guint) id, NULL));
+        }
+      }
+    }
+    g_strfreev (t);
+  }
+}
 
 static void
 copy_pixel (const Grid * g, gint64 X, gint64 Y, gint c, gint r,
@@ -64,6 +107,7 @@ feed_patch (const Feed * f, gint c, gint r)
     GstWsiTileMeta *m = gst_buffer_get_wsi_tile_meta (buf);
     m->mpp_x = m->mpp_y = f->mpp;
   }
+  add_detections (f, buf, c, r);
   return buf;
 }
 
@@ -88,6 +132,8 @@ main (int argc, char **argv)
 {
   Feed f = { 0 };
   const gchar *patches = NULL, *kind = "gray8", *dims = NULL, *drop = NULL;
+  const gchar *detections = NULL;
+  gboolean instances_event = FALSE;
   GstElement *sink;
   GstHarness *h;
   GstBus *bus;
@@ -134,6 +180,10 @@ main (int argc, char **argv)
       dims = v, i++;
     else if (!strcmp (a, "--drop"))
       drop = v, i++;
+    else if (!strcmp (a, "--detections"))
+      detections = v, i++;
+    else if (!strcmp (a, "--instances-event"))
+      instances_event = TRUE;
     else if (!strcmp (a, "--unknown-height"))
       f.g.unknown_height = TRUE;
     else if (strchr (a, '=')) {
@@ -165,6 +215,15 @@ main (int argc, char **argv)
     return 1;
   }
   f.data = (guint8 *) contents;
+  if (detections) {
+    gchar *text = NULL;
+    if (!g_file_get_contents (detections, &text, NULL, NULL)) {
+      g_printerr ("detections file %s missing\n", detections);
+      return 1;
+    }
+    f.detections = g_strsplit (text, "\n", -1);
+    g_free (text);
+  }
 
   bus = gst_bus_new ();
   gst_element_set_bus (sink, bus);
@@ -180,6 +239,8 @@ main (int argc, char **argv)
     format_caps (f.g.format, f.g.patch, caps, sizeof caps);
   }
   gst_harness_set_src_caps_str (h, caps);
+  if (instances_event)
+    gst_harness_push_event (h, gst_wsi_instances_event_new ());
 
   for (r = 0; r < grid_rows (&f.g) && ret == GST_FLOW_OK; r++)
     for (c = 0; c < grid_cols (&f.g) && ret == GST_FLOW_OK; c++)
@@ -203,5 +264,6 @@ main (int argc, char **argv)
   gst_harness_teardown (h);
   gst_object_unref (bus);
   g_free (contents);
+  g_strfreev (f.detections);
   return rc;
 }
