@@ -16,12 +16,25 @@ typedef struct
   gint W, H;                    /* region, level pixels (downsample 1) */
   const gchar *slide;
   guint bias;                   /* added to every value */
+  gboolean instances;           /* GRAY16 object ids: 5 x 5 blocks */
 } Grid;
+
+/* Instance grids: block (bx, by) of 5 x 5 pixels is one object; patches
+ * carry id 1 + bx + 64 by, the output ids are in raster order of first
+ * pixel: 1 + bx + by * blocks per row. */
+static guint
+instance_truth (const Grid * g, gint64 X, gint64 Y, gboolean output)
+{
+  return 1 + (guint) (X / 5) + (guint) (Y / 5) * (output ?
+      (guint) ((g->W + 4) / 5) : 64);
+}
 
 /* Value of channel @ch at region pixel (X, Y). */
 static guint
 truth (const Grid * g, gint64 X, gint64 Y, gint ch)
 {
+  if (g->instances)
+    return instance_truth (g, X, Y, FALSE);
   if (g->fmt == GST_VIDEO_FORMAT_GRAY16_LE)
     return (guint) ((X * 31 + Y * 17 + g->bias) & 0xffff);
   return (guint) ((X * 7 + Y * 13 + ch * 50 + g->bias) & 0xff);
@@ -149,10 +162,11 @@ check_png (const Grid * g, const gchar * path)
         guint v = img.bytes_per_pixel == 2 ?
             ((guint16 *) img.data)[Y * img.width + X] :
             ((guint8 *) img.data)[Y * img.width + X];
-        if (v != truth (g, X, Y, 0))
+        guint want = g->instances ? instance_truth (g, X, Y, TRUE) :
+            truth (g, X, Y, 0);
+        if (v != want)
           why = g_strdup_printf ("pixel (%" G_GINT64_FORMAT ", %"
-              G_GINT64_FORMAT ") is %u, expected %u", X, Y, v,
-              truth (g, X, Y, 0));
+              G_GINT64_FORMAT ") is %u, expected %u", X, Y, v, want);
       }
     wsi_label_image_clear (&img);
   }
@@ -708,6 +722,114 @@ check_zero_area (void)
   g_free (path);
 }
 
+/* Instance maps (instances=on, issue 11): odd patch sizes, a flush
+ * mid-image, GRAY16 instances -> GRAY8 mid-image, no tile meta, EOS without
+ * data. */
+static void
+check_instances (void)
+{
+  const gint sizes[][2] = { {3, 1}, {7, 2}, {127, 1} };
+  gchar *path = g_build_filename (tmp_dir, "inst.png", NULL);
+  GString *odd = g_string_new (NULL);
+  gboolean odd_ok = TRUE;
+  Grid g = { GST_VIDEO_FORMAT_GRAY16_LE, 16, 4, 101, 67, NULL, 0, TRUE };
+  gchar *caps, *err, *why, *err_reneg, *err_meta, *err_eos;
+  GQuark domain = 0;
+  gint code = 0;
+  GstBus *bus;
+  GstHarness *h;
+
+  for (guint k = 0; k < G_N_ELEMENTS (sizes); k++) {
+    Grid o = g;
+    o.P = sizes[k][0];
+    o.overlap = sizes[k][1];
+    caps = caps_of (&o);
+    h = stitch_harness_full (&bus, path, "instances", 2, NULL);
+    gst_harness_set_src_caps_str (h, caps);
+    push_rows (h, &o, 0, rows_of (&o));
+    gst_harness_push_event (h, gst_event_new_eos ());
+    err = conf_bus_error (bus, NULL, NULL);
+    harness_done (h, bus);
+    why = err ? g_strdup (err) : check_png (&o, path);
+    g_string_append_printf (odd, "%sP=%d O=%d: %s", k ? "; " : "", o.P,
+        o.overlap, why ? why : "exact");
+    odd_ok = odd_ok && !why;
+    g_free (why);
+    g_free (err);
+    g_free (caps);
+    g_unlink (path);
+  }
+  conf_result ("odd-sizes", odd_ok, "instance maps, 5 x 5 objects on a "
+      "101 x 67 region: %s", odd->str);
+  g_string_free (odd, TRUE);
+
+  /* flush mid-image: the next full grid is stitched alone */
+  caps = caps_of (&g);
+  h = stitch_harness_full (&bus, path, "instances", 2, NULL);
+  gst_harness_set_src_caps_str (h, caps);
+  push_rows (h, &g, 0, 2);
+  gst_harness_push_event (h, gst_event_new_flush_start ());
+  gst_harness_push_event (h, gst_event_new_flush_stop (TRUE));
+  gst_harness_push_event (h, gst_event_new_segment (&(GstSegment) {
+        .format = GST_FORMAT_TIME, .rate = 1.0, .applied_rate = 1.0,
+        .stop = GST_CLOCK_TIME_NONE}));
+  push_rows (h, &g, 0, rows_of (&g));
+  gst_harness_push_event (h, gst_event_new_eos ());
+  err = conf_bus_error (bus, NULL, NULL);
+  harness_done (h, bus);
+  why = err ? g_strdup (err) : check_png (&g, path);
+  conf_result ("flush", !why && leftovers () == 0, "instance map: flush "
+      "after 2 grid rows, then the whole grid: %s", why ? why : "exact");
+  g_free (why);
+  g_free (err);
+  g_unlink (path);
+
+  /* GRAY16 instances -> GRAY8 mid-image: STREAM FORMAT, nothing left */
+  h = stitch_harness_full (&bus, path, "instances", 2, NULL);
+  gst_harness_set_src_caps_str (h, caps);
+  push_rows (h, &g, 0, 1);
+  {
+    Grid g8 = g;
+    gchar *c8;
+    g8.fmt = GST_VIDEO_FORMAT_GRAY8;
+    g8.instances = FALSE;
+    c8 = caps_of (&g8);
+    gst_harness_set_src_caps_str (h, c8);
+    gst_harness_push (h, grid_patch (&g8, 0, 1, TRUE));
+    g_free (c8);
+  }
+  err_reneg = conf_bus_error (bus, &domain, &code);
+  harness_done (h, bus);
+  conf_result ("renegotiation", err_reneg && domain == GST_STREAM_ERROR
+      && code == GST_STREAM_ERROR_FORMAT && leftovers () == 0
+      && !g_file_test (path, G_FILE_TEST_EXISTS), "GRAY16 instances to "
+      "GRAY8 mid-image: %s", err_reneg ? err_reneg : "accepted");
+
+  /* no tile meta; EOS without data */
+  h = stitch_harness_full (&bus, path, "instances", 2, NULL);
+  gst_harness_set_src_caps_str (h, caps);
+  gst_harness_push (h, grid_patch (&g, 0, 0, FALSE));
+  err_meta = conf_bus_error (bus, NULL, NULL);
+  harness_done (h, bus);
+  conf_result ("no-tile-meta", err_meta && strstr (err_meta, "tile metadata")
+      && leftovers () == 0, "instance patch without meta: %s",
+      err_meta ? err_meta : "accepted");
+  h = stitch_harness_full (&bus, path, "instances", 2, NULL);
+  gst_harness_set_src_caps_str (h, caps);
+  gst_harness_push_event (h, gst_event_new_eos ());
+  err_eos = conf_bus_error (bus, NULL, NULL);
+  harness_done (h, bus);
+  conf_result ("eos-no-data", err_eos != NULL
+      && !g_file_test (path, G_FILE_TEST_EXISTS), "instances=on: %s",
+      err_eos ? err_eos : "no error");
+  g_free (err_reneg);
+  g_free (err_meta);
+  g_free (err_eos);
+  g_free (caps);
+  g_unlink (path);
+  g_free (path);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -721,6 +843,7 @@ main (int argc, char **argv)
   check_odd_sizes ();
   check_no_tile_meta ();
   check_zero_area ();
+  check_instances ();
   conf_remove_dir (tmp_dir);
   g_free (tmp_dir);
   return conf_finish ();
