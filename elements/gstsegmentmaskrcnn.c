@@ -84,6 +84,7 @@ struct _GstSegmentMaskrcnn
   gint running;                 /* between start and stop (gstwsiprops) */
   gchar *classes;               /* the loaded model's class list, object lock */
   GstEvent *classes_event;      /* the same in-band, until stored on src */
+  GstEvent *instances_event;    /* wsi-instances, until stored on src */
 
   /* model */
   wsimrcnn *net;
@@ -177,12 +178,21 @@ report_unreadable (GstSegmentMaskrcnn * self, const gchar * what,
   return FALSE;
 }
 
+/* Stores the pending in-band events on the source pad (once it is
+ * active): the class names and the wsi-instances mark (the GRAY16 patches
+ * are instance maps, for stitchsink's instances=auto); they go downstream
+ * before the next buffer or EOS. */
 static void
 send_classes (GstSegmentMaskrcnn * self)
 {
-  if (self->classes_event && gst_pad_store_sticky_event
-      (GST_AGGREGATOR_SRC_PAD (self), self->classes_event) == GST_FLOW_OK)
+  GstPad *src = GST_AGGREGATOR_SRC_PAD (self);
+
+  if (self->classes_event && gst_pad_store_sticky_event (src,
+          self->classes_event) == GST_FLOW_OK)
     gst_clear_event (&self->classes_event);
+  if (self->instances_event && gst_pad_store_sticky_event (src,
+          self->instances_event) == GST_FLOW_OK)
+    gst_clear_event (&self->instances_event);
 }
 
 /* The classes property and the sticky wsi-classes event (label values of
@@ -209,6 +219,8 @@ update_classes (GstSegmentMaskrcnn * self)
     self->classes_event = gst_wsi_classes_event_new_rgb ((guint)
         info->n_classes, (const gchar * const *) info->class_names,
         (const guint8 (*)[3]) info->class_colors);
+  gst_clear_event (&self->instances_event);
+  self->instances_event = gst_wsi_instances_event_new ();
   send_classes (self);
 }
 
@@ -700,6 +712,7 @@ gst_segment_maskrcnn_stop (GstAggregator * agg)
   GST_OBJECT_UNLOCK (self);
   g_free (classes);
   gst_clear_event (&self->classes_event);
+  gst_clear_event (&self->instances_event);
   free_model (self);
   gst_caps_replace (&self->src_caps, NULL);
   self->width = self->height = 0;
@@ -824,6 +837,7 @@ gst_segment_maskrcnn_finalize (GObject * object)
   g_free (self->classes);
   g_free (self->resolution_checked);
   gst_clear_event (&self->classes_event);
+  gst_clear_event (&self->instances_event);
   free_batch_arrays (self);
   free_model (self);
   gst_wsi_batch_free (self->batch);

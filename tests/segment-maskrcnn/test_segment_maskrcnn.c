@@ -129,7 +129,7 @@ GST_START_TEST (test_labels_caps_metas)
   GstCaps *caps;
   GstStructure *s;
   GstEvent *ev;
-  gboolean classes_seen = FALSE;
+  gboolean classes_seen = FALSE, instances_seen = FALSE;
   guint total = 0;
 
   for (guint i = 0; i < 3; i++)
@@ -164,9 +164,11 @@ GST_START_TEST (test_labels_caps_metas)
       g_strfreev (names);
       g_free (colors);
     }
+    instances_seen |= gst_event_has_name (ev, GST_WSI_INSTANCES_EVENT);
     gst_event_unref (ev);
   }
   fail_unless (classes_seen);
+  fail_unless (instances_seen, "no wsi-instances event for stitchsink");
   gst_harness_teardown (h);
 }
 
