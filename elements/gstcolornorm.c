@@ -12,10 +12,10 @@
 #include "gstwsitilemeta.h"
 #include "wsicolor.h"
 #include "wsipng.h"
+#include "wsislide.h"
 
 #include <gst/base/gstbasetransform.h>
 #include <gst/video/video.h>
-#include <openslide.h>
 
 #include <errno.h>
 #include <unistd.h>
@@ -29,11 +29,10 @@ GST_DEBUG_CATEGORY_STATIC (colornorm_debug);
 #define MAX_SIZE 32768
 /* Sampled tissue ODs kept for one Macenko fit (12 MiB). */
 #define OD_CAPACITY (1 << 20)
-/* Pixels read from a slide's smallest level for a thumbnail fit. */
-#define THUMB_PIXELS 4000000.0
-/* Largest target PNG accepted. */
-#define MAX_PNG_PIXELS (100 * 1000 * 1000)
-/* PNG targets and overviews: alpha ignored, 16-bit truncated to 8. */
+/* Thumbnail fit: pixels of the smallest level read at most (whole, else
+ * windows over it: wsi_slide_read_overview), 48 MiB of RGB. */
+#define THUMB_PIXELS ((guint64) 16 * 1024 * 1024)
+/* PNG targets: alpha ignored, 16-bit truncated to 8. */
 #define TARGET_PNG_FLAGS (WSI_PNG_RGB_DROP_ALPHA | WSI_PNG_RGB_TRUNCATE_16)
 
 typedef enum
@@ -119,10 +118,27 @@ gst_colornorm_fit_get_type (void)
   return type;
 }
 
+/* A thumbnail fit running in its own thread (fit=thumbnail). */
+typedef struct
+{
+  gchar *slide;
+  GstColorNormMode mode;
+  gint *cancel;                 /* the element's thumb_cancel */
+  /* results, read after the join */
+  gboolean ok, cancelled;
+  WsiLabStats lab;
+  WsiStainParams stain;
+  gchar *why;
+  WsiSlideReadStats stats;
+  gint width, height;
+} ThumbJob;
+
 /* One slide's source estimate, shared by the buffers held for it. */
 typedef struct
 {
   gint ref;
+  GThread *thumb;               /* running ThumbJob, joined before use */
+  ThumbJob *job;
   gchar *slide;
   GstColorNormMode mode;        /* what was accumulated */
   gboolean done, valid;
@@ -184,6 +200,8 @@ struct _GstColorNorm
   SlideFit *fit;
   SlideFit *active;
   gchar *thumb_failed;
+  gint thumb_cancel;            /* atomic, any thread: stop the running
+                                 * thumbnail job (at most one runs) */
   WsiStainAcc patch_acc;
   gfloat *row;
 };
@@ -262,9 +280,22 @@ slide_fit_ref (SlideFit * f)
 }
 
 static void
+thumb_job_free (ThumbJob * job)
+{
+  g_free (job->slide);
+  g_free (job->why);
+  g_free (job);
+}
+
+static void
 slide_fit_unref (SlideFit * f)
 {
   if (f && --f->ref == 0) {
+    if (f->thumb) {             /* not waited for: stop it */
+      g_atomic_int_set (f->job->cancel, 1);
+      g_thread_join (f->thumb);
+      thumb_job_free (f->job);
+    }
     wsi_stain_acc_clear (&f->acc);
     g_free (f->slide);
     g_free (f);
@@ -318,9 +349,12 @@ publish_source (GstColorNorm * self, gboolean valid, GstColorNormMode mode,
     g_object_notify_by_pspec (G_OBJECT (self), props[PROP_SOURCE_MAX_CONC]);
 }
 
+static void thumb_wait (GstColorNorm * self, SlideFit * f);
+
 static void
 slide_fit_finish (GstColorNorm * self, SlideFit * f)
 {
+  thumb_wait (self, f);
   if (f->done)
     return;
   if (f->mode == MODE_REINHARD)
@@ -385,85 +419,6 @@ accumulate_frame (GstVideoFrame * frame, GstBuffer * buf, WsiStainAcc * acc,
 
 /* --- reading images (target PNG, slide thumbnail) ------------------------ */
 
-/* Reads a slide's smallest level (or a PNG), subsampled to about
- * THUMB_PIXELS, as RGB; transparent pixels become white. */
-static guint8 *
-read_slide_overview (const gchar * path, gint * width, gint * height,
-    GError ** error)
-{
-  openslide_t *osr;
-  gint32 level;
-  gint64 lw, lh, step, ow, oh, y, band_rows;
-  gdouble ds;
-  guint32 *band;
-  guint8 *out;
-
-  osr = openslide_open (path);
-  if (!osr || openslide_get_error (osr)) {
-    guint8 *png;
-    if (osr)
-      openslide_close (osr);
-    png = wsi_png_read_rgb8 (path, width, height, MAX_PNG_PIXELS,
-        TARGET_PNG_FLAGS, NULL);
-    if (!png)
-      g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
-          "'%s' is neither a slide OpenSlide can open nor a PNG", path);
-    return png;
-  }
-  level = openslide_get_level_count (osr) - 1;
-  openslide_get_level_dimensions (osr, level, &lw, &lh);
-  ds = openslide_get_level_downsample (osr, level);
-  if (level < 0 || lw <= 0 || lh <= 0 || lw > G_MAXINT32 || !(ds > 0)) {
-    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
-        "'%s': unusable pyramid level", path);
-    openslide_close (osr);
-    return NULL;
-  }
-  step = MAX (1, (gint64) ceil (sqrt ((gdouble) lw * lh / THUMB_PIXELS)));
-  ow = (lw + step - 1) / step;
-  oh = (lh + step - 1) / step;
-  if (ow * step > G_MAXINT32 || ow > MAX_SIZE * 4 || oh > MAX_SIZE * 4) {
-    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
-        "'%s': smallest level %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
-        " too large for an overview", path, lw, lh);
-    openslide_close (osr);
-    return NULL;
-  }
-  band_rows = 1;
-  band = g_new (guint32, lw * band_rows);
-  out = g_new (guint8, ow * oh * 3);
-  for (y = 0; y < oh; y++) {
-    gint64 x;
-    guint8 *o = out + y * ow * 3;
-    openslide_read_region (osr, band, 0, (gint64) llround (y * step * ds),
-        level, lw, 1);
-    if (openslide_get_error (osr)) {
-      g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
-          "'%s': %s", path, openslide_get_error (osr));
-      g_free (band);
-      g_free (out);
-      openslide_close (osr);
-      return NULL;
-    }
-    for (x = 0; x < ow; x++, o += 3) {
-      guint32 p = band[x * step];
-      guint a = p >> 24;
-      if (a == 0) {
-        o[0] = o[1] = o[2] = 255;
-      } else {
-        o[0] = MIN (255u, ((p >> 16) & 0xff) * 255u / a);
-        o[1] = MIN (255u, ((p >> 8) & 0xff) * 255u / a);
-        o[2] = MIN (255u, (p & 0xff) * 255u / a);
-      }
-    }
-  }
-  g_free (band);
-  openslide_close (osr);
-  *width = ow;
-  *height = oh;
-  return out;
-}
-
 /* Fits Reinhard and Macenko statistics on a whole image. */
 static gboolean
 fit_image (const guint8 * rgb, gint width, gint height, guint what,
@@ -514,8 +469,8 @@ load_target (GstColorNorm * self)
     g_free (path);
     return TRUE;
   }
-  rgb = wsi_png_read_rgb8 (path, &w, &h, MAX_PNG_PIXELS, TARGET_PNG_FLAGS,
-      &error);
+  rgb = wsi_png_read_rgb8 (path, &w, &h, WSI_PNG_MAX_RGB_PIXELS,
+      TARGET_PNG_FLAGS, &error);
   if (!rgb) {
     if (!g_file_test (path, G_FILE_TEST_EXISTS))
       GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
@@ -561,38 +516,97 @@ load_target (GstColorNorm * self)
   return TRUE;
 }
 
-/* Thumbnail fit of a new slide; FALSE (and a warning) if impossible. */
-static gboolean
-fit_from_overview (GstColorNorm * self, SlideFit * f)
+/* The thumbnail job, in its own thread: the slide's overview through the
+ * slide reader (bounded, the colours slidesrc streams), then the fit. */
+static gpointer
+thumb_job_run (gpointer data)
 {
+  ThumbJob *job = data;
   GError *error = NULL;
-  gint w, h;
-  guint8 *rgb;
-  GString *why = g_string_new (NULL);
+  WsiSlide *slide = NULL;
+  guint8 *rgb = NULL;
 
-  rgb = *f->slide ? read_slide_overview (f->slide, &w, &h, &error) : NULL;
+  if (*job->slide)
+    slide = wsi_slide_open (job->slide, &error);
+  else
+    job->why = g_strdup ("the buffers carry no slide path (GstWsiTileMeta)");
+  if (slide)
+    rgb = wsi_slide_read_overview (slide, THUMB_PIXELS, job->cancel,
+        &job->width, &job->height, &job->stats, &error);
   if (rgb) {
-    f->valid = fit_image (rgb, w, h, f->mode == MODE_REINHARD ? WSI_ACC_LAB :
-        WSI_ACC_OD, &f->lab, &f->stain, why);
-    g_free (rgb);
-  } else {
-    g_string_append (why, error ? error->message :
-        "the buffers carry no slide path (GstWsiTileMeta)");
+    GString *why = g_string_new (NULL);
+    job->ok = fit_image (rgb, job->width, job->height,
+        job->mode == MODE_REINHARD ? WSI_ACC_LAB : WSI_ACC_OD, &job->lab,
+        &job->stain, why);
+    job->why = g_string_free (why, FALSE);
+  } else if (error) {
+    job->cancelled = g_error_matches (error, WSI_SLIDE_ERROR,
+        WSI_SLIDE_ERROR_CANCELLED);
+    job->why = g_strdup (error->message);
   }
   g_clear_error (&error);
-  if (!rgb || !f->valid) {
+  g_free (rgb);
+  wsi_slide_free (slide);
+  return NULL;
+}
+
+/* Starts the thumbnail fit of a new slide off the streaming thread; FALSE
+ * after posting an error if no thread can be started. */
+static gboolean
+thumb_start (GstColorNorm * self, SlideFit * f)
+{
+  ThumbJob *job = g_new0 (ThumbJob, 1);
+  GError *error = NULL;
+
+  job->slide = g_strdup (f->slide);
+  job->mode = f->mode;
+  job->cancel = &self->thumb_cancel;
+  g_atomic_int_set (&self->thumb_cancel, 0);
+  f->thumb = g_thread_try_new ("colornorm-thumb", thumb_job_run, job, &error);
+  if (!f->thumb) {
+    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+        ("Cannot start the thumbnail fit of slide \"%s\".", f->slide),
+        ("%s", error->message));
+    g_error_free (error);
+    thumb_job_free (job);
+    return FALSE;
+  }
+  f->job = job;
+  return TRUE;
+}
+
+/* Waits for @f's thumbnail fit, if one runs, and takes its result: the
+ * estimate, or a warning and the first tissue patches instead. */
+static void
+thumb_wait (GstColorNorm * self, SlideFit * f)
+{
+  ThumbJob *job = f->job;
+
+  if (!f->thumb)
+    return;
+  g_thread_join (f->thumb);
+  f->thumb = NULL;
+  f->job = NULL;
+  if (job->ok) {
+    GST_INFO_OBJECT (self, "slide '%s': thumbnail fit on %dx%d pixels (level "
+        "%d, %" G_GUINT64_FORMAT " pixels read%s)", f->slide, job->width,
+        job->height, job->stats.level, job->stats.pixels_read,
+        job->stats.sampled ? ", sampled" : "");
+    f->lab = job->lab;
+    f->stain = job->stain;
+    f->valid = TRUE;
+    f->done = TRUE;
+    wsi_stain_acc_clear (&f->acc);
+    publish_source (self, TRUE, f->mode, &f->lab, &f->stain, FALSE);
+  } else if (!job->cancelled) {
     GST_ELEMENT_WARNING (self, STREAM, FAILED,
         ("Cannot estimate the source stains from the slide overview; using "
             "the first tissue patches instead."), ("slide '%s': %s", f->slide,
-            why->str));
-    g_string_free (why, TRUE);
-    f->valid = FALSE;
-    return FALSE;
+            job->why ? job->why : ""));
+    g_free (self->thumb_failed);
+    self->thumb_failed = g_strdup (f->slide);
   }
-  g_string_free (why, TRUE);
-  f->done = TRUE;
-  publish_source (self, TRUE, f->mode, &f->lab, &f->stain, FALSE);
-  return TRUE;
+  thumb_job_free (job);
 }
 
 /* --- held buffers (fit-once) --------------------------------------------- */
@@ -686,9 +700,10 @@ gst_colornorm_submit_input_buffer (GstBaseTransform * trans,
       GST_DEBUG_OBJECT (self, "new slide '%s'", slide);
       self->fit = slide_fit_new (slide, mode);
       if (fit_mode == FIT_THUMBNAIL && g_strcmp0 (self->thumb_failed,
-              slide) != 0 && !fit_from_overview (self, self->fit)) {
-        g_free (self->thumb_failed);
-        self->thumb_failed = g_strdup (slide);
+              slide) != 0 && !thumb_start (self, self->fit)) {
+        gst_buffer_unref (buf);
+        g_free (h);
+        return GST_FLOW_ERROR;
       }
     }
     if (!self->fit->done && GST_VIDEO_INFO_FORMAT (&self->in_info) ==
@@ -741,6 +756,9 @@ gst_colornorm_generate_output (GstBaseTransform * trans, GstBuffer ** outbuf)
     gst_pad_push_event (trans->srcpad, h->event);
     g_free (h);
   }
+  /* the first buffer that needs a running thumbnail fit waits for it */
+  if (h && h->fit)
+    thumb_wait (self, h->fit);
   if (!h || (h->fit && !h->fit->done))
     return GST_FLOW_OK;
   g_queue_pop_head (&self->held);
@@ -798,6 +816,10 @@ gst_colornorm_sink_event (GstBaseTransform * trans, GstEvent * event)
     case GST_EVENT_SEGMENT:
     case GST_EVENT_STREAM_START:
       drain (self);
+      break;
+    case GST_EVENT_FLUSH_START:
+      /* unblocks a streaming thread waiting for a thumbnail fit */
+      g_atomic_int_set (&self->thumb_cancel, 1);
       break;
     case GST_EVENT_FLUSH_STOP:
       held_clear (self);
@@ -1341,6 +1363,19 @@ gst_colornorm_start (GstBaseTransform * trans)
   return load_target (self);
 }
 
+/* Going down to READY: a streaming thread waiting for a thumbnail fit
+ * must not hold the pad deactivation up for a whole slide read. */
+static GstStateChangeReturn
+gst_colornorm_change_state (GstElement * element, GstStateChange transition)
+{
+  GstColorNorm *self = GST_COLORNORM (element);
+
+  if (transition == GST_STATE_CHANGE_PAUSED_TO_READY)
+    g_atomic_int_set (&self->thumb_cancel, 1);
+  return GST_ELEMENT_CLASS (gst_colornorm_parent_class)->change_state
+      (element, transition);
+}
+
 static gboolean
 gst_colornorm_stop (GstBaseTransform * trans)
 {
@@ -1644,6 +1679,7 @@ gst_colornorm_class_init (GstColorNormClass * klass)
   gobject_class->set_property = gst_colornorm_set_property;
   gobject_class->get_property = gst_colornorm_get_property;
   gobject_class->finalize = gst_colornorm_finalize;
+  element_class->change_state = GST_DEBUG_FUNCPTR (gst_colornorm_change_state);
 
   props[PROP_MODE] = g_param_spec_enum ("mode", "Mode",
       "What to do with the colours", GST_TYPE_COLORNORM_MODE, MODE_RESCALE01,

@@ -1,10 +1,10 @@
 /* stitchsink overlay picture: thumbnail + class colours + legend. */
 #include "stitchoverlay.h"
 #include "stitchio.h"
+#include "wsislide.h"
 
 #include <cairo.h>
 #include <math.h>
-#include <openslide.h>
 #include <errno.h>
 #include <string.h>
 
@@ -17,8 +17,10 @@ static const guint32 default_palette[] = {
 };
 
 #define LEGEND_MAX_ENTRIES 24
-/* Pixels OpenSlide may hand back in one read for the thumbnail. */
-#define THUMB_MAX_READ_PIXELS (1 << 26)
+/* Level pixels the underlay may read in all: the whole region at the level
+ * that fits the overlay (the slide was streamed whole already); only a
+ * single-level slide of over 2^32 pixels is sampled (wsislide.h). */
+#define THUMB_MAX_READ_PIXELS (G_GUINT64_CONSTANT (1) << 32)
 
 struct _StitchOverlay
 {
@@ -221,101 +223,35 @@ stitch_overlay_parse_colors (const gchar * str, guint32 ** colors,
   return TRUE;
 }
 
-/* Box-averaged thumbnail of the stitched region read through OpenSlide at
- * the best pyramid level, one overlay row at a time. NULL if the slide is not
- * an OpenSlide slide or reading fails. */
+/* The stitched region's thumbnail through the slide reader (wsislide.h):
+ * the pixels slidesrc streams, box-averaged at the level that fits the
+ * overlay, read in blocks. NULL if the path is no slide or reading fails. */
 static guint8 *
 read_slide_thumbnail (StitchOverlay * o, const StitchOverlaySource * src)
 {
-  openslide_t *osr;
-  gdouble f0, d_level, region_w0, region_h0;
-  gint32 level;
-  gint64 wl, a;
+  WsiSlide *slide;
+  gint64 sw, sh, w0, h0;
   guint8 *rgb = NULL;
-  guint32 *buf = NULL;
-  guint64 *sums = NULL, *counts = NULL;
-  guint *col_map = NULL;
-  guint u, v;
 
-  if (!src || !src->slide || !*src->slide || src->downsample <= 0)
+  if (!src || !src->slide || !*src->slide || !(src->downsample > 0))
     return NULL;
-  if (!openslide_detect_vendor (src->slide))
+  slide = wsi_slide_open (src->slide, NULL);
+  if (!slide)
     return NULL;
-  osr = openslide_open (src->slide);
-  if (!osr)
-    return NULL;
-  if (openslide_get_error (osr))
-    goto fail;
-
-  f0 = o->factor * src->downsample;     /* level-0 pixels per overlay pixel */
-  level = openslide_get_best_level_for_downsample (osr, f0);
-  if (level < 0)
-    goto fail;
-  d_level = openslide_get_level_downsample (osr, level);
-  if (!(d_level > 0))
-    goto fail;
-  region_w0 = o->width * src->downsample;
-  region_h0 = o->height * src->downsample;
-  wl = MAX (1, (gint64) ceil (region_w0 / d_level));
-  if (wl > G_MAXINT32)
-    goto fail;
-
-  rgb = g_malloc0 ((gsize) o->ow * o->oh * 3);
-  sums = g_new (guint64, (gsize) o->ow * 3);
-  counts = g_new (guint64, o->ow);
-  col_map = g_new (guint, wl);
-  for (a = 0; a < wl; a++)
-    col_map[a] = (guint) MIN ((gint64) o->ow - 1, (gint64) (a * d_level / f0));
-
-  for (v = 0; v < o->oh; v++) {
-    gdouble y0 = v * f0, y1 = MIN ((v + 1) * f0, region_h0);
-    gint64 ly0 = (gint64) floor (y0 / d_level);
-    gint64 ly1 = MAX (ly0 + 1, (gint64) ceil (y1 / d_level));
-    gint64 nrows = ly1 - ly0, b;
-    guint8 *dst = rgb + (gsize) v * o->ow * 3;
-
-    if (wl * nrows > THUMB_MAX_READ_PIXELS)
-      goto fail;
-    g_free (buf);
-    buf = g_try_malloc ((gsize) wl * nrows * 4);
-    if (!buf)
-      goto fail;
-    openslide_read_region (osr, buf, src->region_x,
-        src->region_y + (gint64) llround (ly0 * d_level), level, wl, nrows);
-    if (openslide_get_error (osr))
-      goto fail;
-    memset (sums, 0, (gsize) o->ow * 3 * sizeof (guint64));
-    memset (counts, 0, (gsize) o->ow * sizeof (guint64));
-    for (b = 0; b < nrows; b++) {
-      const guint32 *line = buf + b * wl;
-      for (a = 0; a < wl; a++) {
-        guint32 p = line[a];
-        guint transparent = 255 - (p >> 24);
-        guint64 *s = sums + col_map[a] * 3;
-        /* premultiplied ARGB over white */
-        s[0] += ((p >> 16) & 0xff) + transparent;
-        s[1] += ((p >> 8) & 0xff) + transparent;
-        s[2] += (p & 0xff) + transparent;
-        counts[col_map[a]]++;
-      }
-    }
-    for (u = 0; u < o->ow; u++) {
-      guint64 n = MAX (counts[u], 1);
-      gint c;
-      for (c = 0; c < 3; c++)
-        dst[3 * u + c] = (guint8) MIN (255, (sums[3 * u + c] + n / 2) / n);
-    }
-  }
-  goto done;
-
-fail:
-  g_clear_pointer (&rgb, g_free);
-done:
-  g_free (buf);
-  g_free (sums);
-  g_free (counts);
-  g_free (col_map);
-  openslide_close (osr);
+  wsi_slide_get_level_dimensions (slide, 0, &sw, &sh);
+  /* the region in level-0 pixels, clipped to the slide */
+  w0 = MIN ((gint64) ceil (o->width * src->downsample - 1e-9),
+      sw - src->region_x);
+  h0 = MIN ((gint64) ceil (o->height * src->downsample - 1e-9),
+      sh - src->region_y);
+  if (src->region_x >= 0 && src->region_y >= 0 && w0 > 0 && h0 > 0)
+    rgb = g_try_malloc ((gsize) o->ow * o->oh * 3);
+  /* overlay pixel u covers stitched pixels [u * factor, (u + 1) * factor) */
+  if (rgb && !wsi_slide_read_thumbnail (slide, src->region_x, src->region_y,
+          w0, h0, o->factor * src->downsample, o->ow, o->oh,
+          THUMB_MAX_READ_PIXELS, NULL, rgb, NULL, NULL))
+    g_clear_pointer (&rgb, g_free);
+  wsi_slide_free (slide);
   return rgb;
 }
 

@@ -1,6 +1,7 @@
 /* stitchsink overlay picture: a small downsampled copy of the stitched
  * rows, kept while streaming, composed at the end with a slide thumbnail
- * (OpenSlide), the class colours and a legend (cairo). No GStreamer inside. */
+ * (the slide reader, wsislide.h: the colours slidesrc streams), the class
+ * colours and a legend (cairo). No GStreamer inside. */
 #pragma once
 
 #include <glib.h>
@@ -20,7 +21,7 @@ typedef struct
 
 typedef struct
 {
-  const gchar *slide;           /* path OpenSlide may open, NULL/"" if none */
+  const gchar *slide;           /* slide or PNG path, NULL/"" if none */
   gint64 region_x, region_y;    /* level-0 origin of the stitched region */
   gdouble downsample;           /* level-0 pixels per stitched pixel */
   const gchar *text_key;        /* a tEXt chunk for the PNG, or NULL */

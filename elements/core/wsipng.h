@@ -11,6 +11,12 @@ G_BEGIN_DECLS
 /* Largest width or height accepted (libpng user limit). */
 #define WSI_PNG_MAX_SIDE (1u << 20)
 
+/* Largest RGB image read whole, in pixels: the one limit for PNG slides
+ * (slidesrc, colornorm's thumbnail and the overlay, through wsislide.h) and
+ * colornorm's reference image. For RGB, WSI_PNG_MAX_DECODED_BYTES binds
+ * first (about 358 M pixels, 268 M with alpha). */
+#define WSI_PNG_MAX_RGB_PIXELS ((gsize) 1 << 30)
+
 /* Largest decoded image, in bytes of what libpng delivers (RGBA before
  * compositing, 16-bit labels at 2 bytes a pixel). PNG compresses a uniform
  * image about 1000:1, so this, not the file size, bounds the memory a small

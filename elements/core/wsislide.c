@@ -218,7 +218,7 @@ open_png (WsiSlide * s, GError ** error)
   GError *e = NULL;
   gint w, h;
 
-  s->png = wsi_png_read_rgb8 (s->path, &w, &h, WSI_SLIDE_MAX_PNG_PIXELS,
+  s->png = wsi_png_read_rgb8 (s->path, &w, &h, WSI_PNG_MAX_RGB_PIXELS,
       WSI_PNG_RGB_DEFAULT, &e);
   if (!s->png) {
     WsiSlideError code = WSI_SLIDE_ERROR_CORRUPT;
@@ -518,28 +518,50 @@ cancelled (const gint * cancel, WsiSlide * s, GError ** error)
   return FALSE;
 }
 
-/* Level-pixel index range [*a0, *a1) of thumbnail pixels [u0, u1) when
- * level pixel a goes to a * n_out / n_lev. */
-static inline void
-level_span (gint64 u0, gint64 u1, gint64 n_out, gint64 n_lev, gint64 * a0,
-    gint64 * a1)
+/* One axis of a thumbnail: thumbnail pixel u covers level-0
+ * [r0 + u * scale, r0 + (u + 1) * scale); level pixel a (of n in the
+ * region at downsample ds) falls in thumbnail pixel floor (a * ds / scale).
+ * The epsilon keeps whole ratios whole in floating point. */
+typedef struct
 {
-  *a0 = (u0 * n_lev + n_out - 1) / n_out;
-  *a1 = (u1 * n_lev + n_out - 1) / n_out;
+  gdouble k;                    /* ds / scale */
+  gint64 n_lev;                 /* level pixels in the region */
+  gint n_out;
+} ThumbAxis;
+
+static inline gint64
+axis_out (const ThumbAxis * ax, gint64 a)
+{
+  return MIN ((gint64) ax->n_out - 1, (gint64) floor (a * ax->k + 1e-7));
+}
+
+/* First level pixel of thumbnail pixel @u (n_lev past the last). */
+static inline gint64
+axis_first (const ThumbAxis * ax, gint64 u)
+{
+  gint64 a;
+
+  if (u >= ax->n_out)
+    return ax->n_lev;
+  a = MAX (0, (gint64) ceil (u / ax->k - 1e-7) - 1);
+  while (a < ax->n_lev && axis_out (ax, a) < u)
+    a++;
+  return MIN (a, ax->n_lev);
 }
 
 /* Every level pixel of the region averaged into its thumbnail pixel; reads
  * blocks of whole thumbnail rows, at most THUMB_BLOCK_PIXELS each. */
 static gboolean
-thumb_full (WsiSlide * s, gint level, gint64 x, gint64 y, gint64 lw,
-    gint64 lh, gint ow, gint oh, const gint * cancel, guint8 * out,
-    WsiSlideReadStats * st, GError ** error)
+thumb_full (WsiSlide * s, gint level, gint64 x, gint64 y,
+    const ThumbAxis * ax, const ThumbAxis * ay, const gint * cancel,
+    guint8 * out, WsiSlideReadStats * st, GError ** error)
 {
   gdouble ds = wsi_slide_get_level_downsample (s, level);
-  gint64 rows_per_out = (lh + oh - 1) / oh;
+  gint ow = ax->n_out, oh = ay->n_out;
+  gint64 lw = ax->n_lev;
+  gint64 rows_per_out = (gint64) ceil (1.0 / ay->k) + 1;
   gint64 bw = MIN (lw, (gint64) MAX (1, THUMB_BLOCK_PIXELS / rows_per_out));
-  gint64 group = MAX (1, (gint64) (THUMB_BLOCK_PIXELS / bw) / MAX (1,
-          rows_per_out + 1));
+  gint64 group = MAX (1, (gint64) (THUMB_BLOCK_PIXELS / bw) / rows_per_out);
   guint64 *sums = NULL;
   guint32 *counts = NULL;
   guint8 *block = NULL;
@@ -548,7 +570,7 @@ thumb_full (WsiSlide * s, gint level, gint64 x, gint64 y, gint64 lw,
   group = MIN (group, oh);
   sums = g_try_new0 (guint64, (gsize) ow * group * 3);
   counts = g_try_new0 (guint32, (gsize) ow * group);
-  block = g_try_malloc ((gsize) bw * (rows_per_out + 1) * group * 3);
+  block = g_try_malloc ((gsize) bw * rows_per_out * group * 3);
   if (!sums || !counts || !block) {
     g_set_error (error, WSI_SLIDE_ERROR, WSI_SLIDE_ERROR_NO_MEMORY,
         "Not enough memory for a %dx%d thumbnail of \"%s\".", ow, oh, s->path);
@@ -556,9 +578,9 @@ thumb_full (WsiSlide * s, gint level, gint64 x, gint64 y, gint64 lw,
   }
 
   for (gint64 v0 = 0; v0 < oh; v0 += group) {
-    gint64 v1 = MIN (oh, v0 + group), b0, b1;
+    gint64 v1 = MIN (oh, v0 + group);
+    gint64 b0 = axis_first (ay, v0), b1 = axis_first (ay, v1);
 
-    level_span (v0, v1, oh, lh, &b0, &b1);
     memset (sums, 0, (gsize) ow * group * 3 * sizeof (guint64));
     memset (counts, 0, (gsize) ow * group * sizeof (guint32));
     for (gint64 a0 = 0; a0 < lw && b1 > b0; a0 += bw) {
@@ -574,12 +596,12 @@ thumb_full (WsiSlide * s, gint level, gint64 x, gint64 y, gint64 lw,
       st->pixels_read += (guint64) n * (b1 - b0);
       st->reads++;
       for (gint64 b = b0; b < b1; b++) {
-        gint64 v = MIN (oh - 1, b * oh / lh) - v0;
+        gint64 v = axis_out (ay, b) - v0;
         const guint8 *p = block + (gsize) (b - b0) * n * 3;
         guint64 *srow = sums + (gsize) v * ow * 3;
         guint32 *crow = counts + (gsize) v * ow;
         for (gint64 a = a0; a < a0 + n; a++, p += 3) {
-          gint64 u = MIN (ow - 1, a * ow / lw);
+          gint64 u = axis_out (ax, a);
           srow[3 * u] += p[0];
           srow[3 * u + 1] += p[1];
           srow[3 * u + 2] += p[2];
@@ -590,10 +612,13 @@ thumb_full (WsiSlide * s, gint level, gint64 x, gint64 y, gint64 lw,
     for (gint64 v = v0; v < v1; v++)
       for (gint64 u = 0; u < ow; u++) {
         gsize i = (gsize) (v - v0) * ow + u;
-        guint64 c = MAX (counts[i], 1);
+        guint8 *o = out + ((gsize) v * ow + u) * 3;
+        if (counts[i] == 0) {   /* past the slide */
+          memcpy (o, s->bg, 3);
+          continue;
+        }
         for (gint k = 0; k < 3; k++)
-          out[((gsize) v * ow + u) * 3 + k] =
-              (guint8) MIN (255, (sums[3 * i + k] + c / 2) / c);
+          o[k] = (guint8) ((sums[3 * i + k] + counts[i] / 2) / counts[i]);
       }
   }
   ok = TRUE;
@@ -605,12 +630,28 @@ done:
   return ok;
 }
 
-/* Each thumbnail pixel: the average of a @q x @q window (clipped to the
- * level region) at the centre of its footprint, one read each. */
+/* Window [*w0, *w1) of @q level pixels at the centre of thumbnail pixel @u,
+ * inside the region; FALSE when the pixel is past the slide. */
 static gboolean
-thumb_sampled (WsiSlide * s, gint level, gint64 x, gint64 y, gint64 lw,
-    gint64 lh, gint ow, gint oh, guint q, const gint * cancel, guint8 * out,
-    WsiSlideReadStats * st, GError ** error)
+axis_window (const ThumbAxis * ax, gint64 u, guint q, gint64 * w0,
+    gint64 * w1)
+{
+  gint64 a0 = axis_first (ax, u), a1 = axis_first (ax, u + 1), c;
+
+  if (a0 >= ax->n_lev)
+    return FALSE;
+  c = (a0 + MAX (a1, a0 + 1)) / 2;
+  *w0 = CLAMP (c - (gint64) q / 2, 0, MAX (0, ax->n_lev - (gint64) q));
+  *w1 = MIN (ax->n_lev, *w0 + q);
+  return TRUE;
+}
+
+/* Each thumbnail pixel: the average of a @q x @q window (clipped to the
+ * region) at the centre of its footprint, one read each. */
+static gboolean
+thumb_sampled (WsiSlide * s, gint level, gint64 x, gint64 y,
+    const ThumbAxis * ax, const ThumbAxis * ay, guint q, const gint * cancel,
+    guint8 * out, WsiSlideReadStats * st, GError ** error)
 {
   gdouble ds = wsi_slide_get_level_downsample (s, level);
   guint8 *win = g_try_malloc ((gsize) q * q * 3);
@@ -620,26 +661,23 @@ thumb_sampled (WsiSlide * s, gint level, gint64 x, gint64 y, gint64 lw,
         "Not enough memory for a thumbnail of \"%s\".", s->path);
     return FALSE;
   }
-  for (gint64 v = 0; v < oh; v++) {
-    gint64 b0, b1, cy, wy0, wy1;
+  for (gint64 v = 0; v < ay->n_out; v++) {
+    gint64 wy0, wy1;
+    gboolean row = axis_window (ay, v, q, &wy0, &wy1);
 
-    level_span (v, v + 1, oh, lh, &b0, &b1);
-    cy = (b0 + MAX (b1, b0 + 1)) / 2;
-    wy0 = CLAMP (cy - (gint64) q / 2, 0, MAX (0, lh - (gint64) q));
-    wy1 = MIN (lh, wy0 + q);
     if (cancelled (cancel, s, error)) {
       g_free (win);
       return FALSE;
     }
-    for (gint64 u = 0; u < ow; u++) {
-      gint64 a0, a1, cx, wx0, wx1, n;
+    for (gint64 u = 0; u < ax->n_out; u++) {
+      gint64 wx0, wx1, n;
       guint64 sum[3] = { 0, 0, 0 };
-      guint8 *o = out + ((gsize) v * ow + u) * 3;
+      guint8 *o = out + ((gsize) v * ax->n_out + u) * 3;
 
-      level_span (u, u + 1, ow, lw, &a0, &a1);
-      cx = (a0 + MAX (a1, a0 + 1)) / 2;
-      wx0 = CLAMP (cx - (gint64) q / 2, 0, MAX (0, lw - (gint64) q));
-      wx1 = MIN (lw, wx0 + q);
+      if (!row || !axis_window (ax, u, q, &wx0, &wx1)) {
+        memcpy (o, s->bg, 3);
+        continue;
+      }
       if (!wsi_slide_read_region (s, level, x + (gint64) llround (wx0 * ds),
               y + (gint64) llround (wy0 * ds), wx1 - wx0, wy1 - wy0, win,
               (gsize) (wx1 - wx0) * 3, error)) {
@@ -662,33 +700,31 @@ thumb_sampled (WsiSlide * s, gint level, gint64 x, gint64 y, gint64 lw,
 
 gboolean
 wsi_slide_read_thumbnail (WsiSlide * s, gint64 x, gint64 y, gint64 w,
-    gint64 h, gint ow, gint oh, guint64 max_read, const gint * cancel,
-    guint8 * rgb, WsiSlideReadStats * stats, GError ** error)
+    gint64 h, gdouble scale, gint ow, gint oh, guint64 max_read,
+    const gint * cancel, guint8 * rgb, WsiSlideReadStats * stats,
+    GError ** error)
 {
   WsiSlideReadStats dummy;
   WsiSlideReadStats *st = stats ? stats : &dummy;
+  ThumbAxis ax, ay;
   gint level = 0, l;
-  gint64 lw = 0, lh = 0;
+  gdouble ds;
 
   memset (st, 0, sizeof (*st));
   if (ow <= 0 || oh <= 0 || w <= 0 || h <= 0 || x < 0 || y < 0
-      || x > s->width - w || y > s->height - h) {
+      || x > s->width - w || y > s->height - h || !(scale >= 1e-6)
+      || !isfinite (scale)) {
     g_set_error (error, WSI_SLIDE_ERROR, WSI_SLIDE_ERROR_ARGUMENT,
-        "Cannot make a %dx%d thumbnail of region %" G_GINT64_FORMAT ",%"
-        G_GINT64_FORMAT ",%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT " of \"%s\" "
-        "(%" G_GINT64_FORMAT "x%" G_GINT64_FORMAT ").", ow, oh, x, y, w, h,
-        s->path, s->width, s->height);
+        "Cannot make a %dx%d thumbnail (%g level-0 pixels a pixel) of region "
+        "%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT ",%"
+        G_GINT64_FORMAT " of \"%s\" (%" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
+        ").", ow, oh, scale, x, y, w, h, s->path, s->width, s->height);
     return FALSE;
   }
-  /* the coarsest level with at least the thumbnail's pixels ... */
-  for (l = 0; l < s->nlevels; l++) {
+  /* the coarsest level at most as coarse as the thumbnail ... */
+  for (l = 1; l < s->nlevels; l++) {
     gdouble d = wsi_slide_get_level_downsample (s, l);
-    gint64 sw, sh;
-    if (!isfinite (d) || d < 1.0)
-      continue;
-    wsi_slide_get_level_dimensions (s, l, &sw, &sh);
-    if (l == 0 || (wsi_slide_level_extent (x, w, s->width, d, sw) >= ow &&
-            wsi_slide_level_extent (y, h, s->height, d, sh) >= oh))
+    if (isfinite (d) && d >= 1.0 && d <= scale * (1.0 + 1e-9))
       level = l;
   }
   /* ... or coarser, until the read fits max_read */
@@ -698,48 +734,66 @@ wsi_slide_read_thumbnail (WsiSlide * s, gint64 x, gint64 y, gint64 w,
     if (!isfinite (d) || d < 1.0)
       continue;
     wsi_slide_get_level_dimensions (s, l, &sw, &sh);
-    lw = MAX (1, wsi_slide_level_extent (x, w, s->width, d, sw));
-    lh = MAX (1, wsi_slide_level_extent (y, h, s->height, d, sh));
     level = l;
-    if ((guint64) lw * lh <= max_read)
+    ax.n_lev = MAX (1, wsi_slide_level_extent (x, w, s->width, d, sw));
+    ay.n_lev = MAX (1, wsi_slide_level_extent (y, h, s->height, d, sh));
+    if ((guint64) ax.n_lev * ay.n_lev <= max_read)
       break;
   }
+  ds = wsi_slide_get_level_downsample (s, level);
+  ax.k = ay.k = ds / scale;
+  ax.n_out = ow;
+  ay.n_out = oh;
   st->level = level;
-  if ((guint64) lw * lh <= max_read)
-    return thumb_full (s, level, x, y, lw, lh, ow, oh, cancel, rgb, st, error);
+  if ((guint64) ax.n_lev * ay.n_lev <= max_read)
+    return thumb_full (s, level, x, y, &ax, &ay, cancel, rgb, st, error);
 
   st->sampled = TRUE;
-  st->window = (guint) MAX (1.0, floor (sqrt ((gdouble) max_read /
-              ((gdouble) ow * oh))));
-  st->window = (guint) MIN ((gint64) st->window, MIN (lw, lh));
-  st->window = MAX (1, st->window);
-  return thumb_sampled (s, level, x, y, lw, lh, ow, oh, st->window, cancel,
-      rgb, st, error);
+  st->window = (guint) CLAMP (floor (sqrt ((gdouble) max_read /
+              ((gdouble) ow * oh))), 1.0, (gdouble) MIN (MIN (ax.n_lev,
+              ay.n_lev), 4096));
+  return thumb_sampled (s, level, x, y, &ax, &ay, st->window, cancel, rgb,
+      st, error);
 }
 
 guint8 *
-wsi_slide_read_overview (WsiSlide * s, guint64 max_pixels, guint64 max_read,
+wsi_slide_read_overview (WsiSlide * s, guint64 max_pixels,
     const gint * cancel, gint * width, gint * height,
     WsiSlideReadStats * stats, GError ** error)
 {
-  gint coarsest = s->nlevels - 1;
-  gint64 cw, ch, ow, oh, f;
-  guint64 cap = MAX (1, max_pixels);
+  WsiSlideReadStats dummy;
+  WsiSlideReadStats *st = stats ? stats : &dummy;
+  gint level = s->nlevels - 1;
+  gdouble ds = wsi_slide_get_level_downsample (s, level);
+  gint64 lw, lh, gx, gy, ow, oh, q;
   guint8 *rgb;
 
-  wsi_slide_get_level_dimensions (s, coarsest, &cw, &ch);
-  if (cw <= 0 || ch <= 0) {
+  memset (st, 0, sizeof (*st));
+  st->level = level;
+  wsi_slide_get_level_dimensions (s, level, &lw, &lh);
+  if (lw <= 0 || lh <= 0 || !isfinite (ds) || ds < 1.0) {
     g_set_error (error, WSI_SLIDE_ERROR, WSI_SLIDE_ERROR_CORRUPT,
-        "\"%s\": unusable pyramid level %d.", s->path, coarsest);
+        "\"%s\": unusable pyramid level %d.", s->path, level);
     return NULL;
   }
-  if ((guint64) cw * ch > max_read)     /* sampled: 32 x 32 windows */
-    cap = MIN (cap, MAX (1, max_read / (OVERVIEW_WINDOW * OVERVIEW_WINDOW)));
-  f = MAX (1, (gint64) floor (sqrt ((gdouble) cw * ch / cap)));
-  while ((guint64) ((cw + f - 1) / f) * (guint64) ((ch + f - 1) / f) > cap)
-    f++;
-  ow = (cw + f - 1) / f;
-  oh = (ch + f - 1) / f;
+  max_pixels = MAX (max_pixels, OVERVIEW_WINDOW * OVERVIEW_WINDOW);
+  if ((guint64) lw * lh <= max_pixels) {
+    /* the whole level, in blocks of whole rows */
+    q = 0;
+    gx = gy = 1;
+    ow = lw;
+    oh = lh;
+  } else {
+    /* windows on a regular grid, side by side */
+    gdouble cells = (gdouble) max_pixels / (OVERVIEW_WINDOW * OVERVIEW_WINDOW);
+    q = OVERVIEW_WINDOW;
+    gx = CLAMP ((gint64) floor (sqrt (cells * lw / lh)), 1, MAX (1, lw / q));
+    gy = CLAMP ((gint64) floor (cells / gx), 1, MAX (1, lh / q));
+    ow = gx * MIN (q, lw);
+    oh = gy * MIN (q, lh);
+    st->sampled = TRUE;
+    st->window = q;
+  }
   if (ow > G_MAXINT / 3 || oh > G_MAXINT / 3 ||
       !(rgb = g_try_malloc ((gsize) ow * oh * 3))) {
     g_set_error (error, WSI_SLIDE_ERROR, WSI_SLIDE_ERROR_NO_MEMORY,
@@ -747,12 +801,42 @@ wsi_slide_read_overview (WsiSlide * s, guint64 max_pixels, guint64 max_read,
         " overview of \"%s\".", ow, oh, s->path);
     return NULL;
   }
-  if (!wsi_slide_read_thumbnail (s, 0, 0, s->width, s->height, (gint) ow,
-          (gint) oh, max_read, cancel, rgb, stats, error)) {
-    g_free (rgb);
-    return NULL;
+
+  if (q == 0) {
+    gint64 rows = MAX (1, (gint64) (THUMB_BLOCK_PIXELS / lw));
+    for (gint64 b0 = 0; b0 < lh; b0 += rows) {
+      gint64 n = MIN (rows, lh - b0);
+      if (cancelled (cancel, s, error) ||
+          !wsi_slide_read_region (s, level, 0, (gint64) llround (b0 * ds),
+              lw, n, rgb + (gsize) b0 * lw * 3, (gsize) lw * 3, error))
+        goto fail;
+      st->pixels_read += (guint64) lw * n;
+      st->reads++;
+    }
+  } else {
+    gint64 qw = MIN (q, lw), qh = MIN (q, lh);
+    for (gint64 j = 0; j < gy; j++)
+      for (gint64 i = 0; i < gx; i++) {
+        /* window centred in grid cell (i, j) of the level */
+        gint64 wx = (lw * (2 * i + 1)) / (2 * gx) - qw / 2;
+        gint64 wy = (lh * (2 * j + 1)) / (2 * gy) - qh / 2;
+        wx = CLAMP (wx, 0, lw - qw);
+        wy = CLAMP (wy, 0, lh - qh);
+        if (cancelled (cancel, s, error) ||
+            !wsi_slide_read_region (s, level, (gint64) llround (wx * ds),
+                (gint64) llround (wy * ds), qw, qh,
+                rgb + ((gsize) j * qh * ow + (gsize) i * qw) * 3,
+                (gsize) ow * 3, error))
+          goto fail;
+        st->pixels_read += (guint64) qw * qh;
+        st->reads++;
+      }
   }
   *width = (gint) ow;
   *height = (gint) oh;
   return rgb;
+
+fail:
+  g_free (rgb);
+  return NULL;
 }

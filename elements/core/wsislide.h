@@ -20,10 +20,6 @@
 
 G_BEGIN_DECLS
 
-/* Largest PNG slide decoded (pixels): one home for slidesrc, colornorm and
- * the overlay (wsipng.h bounds the decoded bytes as well). */
-#define WSI_SLIDE_MAX_PNG_PIXELS ((gsize) 1 << 30)
-
 #define WSI_SLIDE_ERROR (wsi_slide_error_quark ())
 GQuark wsi_slide_error_quark (void);
 
@@ -34,7 +30,7 @@ typedef enum
                                  * a directory, a FIFO, an empty file */
   WSI_SLIDE_ERROR_FORMAT,       /* neither a PNG nor a slide OpenSlide knows */
   WSI_SLIDE_ERROR_CORRUPT,      /* OpenSlide or libpng failed on the data */
-  WSI_SLIDE_ERROR_TOO_LARGE,    /* a PNG over WSI_SLIDE_MAX_PNG_PIXELS */
+  WSI_SLIDE_ERROR_TOO_LARGE,    /* a PNG over wsipng.h's limits */
   WSI_SLIDE_ERROR_NO_MEMORY,
   WSI_SLIDE_ERROR_ARGUMENT,     /* a level or size the slide does not have */
   WSI_SLIDE_ERROR_CANCELLED,
@@ -102,35 +98,38 @@ void wsi_slide_fill_rgb (guint8 * rgb, gsize n, const guint8 bg[3]);
 typedef struct
 {
   gint level;                   /* level read */
-  gboolean sampled;             /* windows at footprint centres (see below) */
+  gboolean sampled;             /* windows, not the whole region */
   guint window;                 /* window side when sampled */
   guint64 pixels_read;          /* level pixels OpenSlide (or the PNG) gave */
   guint64 reads;                /* read calls */
 } WsiSlideReadStats;
 
-/* Thumbnail of the level-0 region (@x, @y, @width, @height) as @out_w x
- * @out_h RGB8 (stride out_w * 3). Reads the finest level at most as fine
- * as the thumbnail whose region is at most @max_read pixels, in blocks, and
- * averages every level pixel into the thumbnail pixel it falls in (level
- * pixel a of the level region's W goes to a * out_w / W; a box average when
- * the level is the thumbnail's size or finer). When even the coarsest
- * level's region is larger than @max_read (a single-level TIFF), each
- * thumbnail pixel is the average of a window of about
- * sqrt (max_read / (out_w * out_h)) level pixels a side at the centre of
- * its footprint, one read each: at most max (max_read, out_w * out_h)
- * pixels are read. @cancel (may be NULL) is polled between reads; when it
- * is non-zero the read stops with WSI_SLIDE_ERROR_CANCELLED. */
+/* A picture: the level-0 region (@x, @y, @width, @height) as @out_w x
+ * @out_h RGB8 (stride out_w * 3), thumbnail pixel (u, v) covering level-0
+ * [x + u * scale, x + (u + 1) * scale) x [y + v * scale, ...) of the region
+ * (a pixel past the region is the background). Reads the coarsest level
+ * at most @scale coarse whose region is at most @max_read pixels (else
+ * coarser ones), in blocks, and averages the pixels of the rule above that
+ * fall in each thumbnail pixel: a box average of what slidesrc streams at
+ * that level. When even the coarsest level's region is larger than
+ * @max_read (a single-level TIFF), each thumbnail pixel averages a window
+ * of about sqrt (max_read / (out_w * out_h)) level pixels a side at the
+ * centre of its footprint, one read each: at most
+ * max (max_read, out_w * out_h) pixels are read. @cancel (may be NULL) is
+ * polled between reads; non-zero stops with WSI_SLIDE_ERROR_CANCELLED. */
 gboolean wsi_slide_read_thumbnail (WsiSlide * slide, gint64 x, gint64 y,
-    gint64 width, gint64 height, gint out_w, gint out_h, guint64 max_read,
-    const gint * cancel, guint8 * rgb, WsiSlideReadStats * stats,
-    GError ** error);
+    gint64 width, gint64 height, gdouble scale, gint out_w, gint out_h,
+    guint64 max_read, const gint * cancel, guint8 * rgb,
+    WsiSlideReadStats * stats, GError ** error);
 
-/* The whole slide at most @max_pixels large: the coarsest level as is when
- * it fits, else reduced by an integer factor; when that level is larger
- * than @max_read pixels, a sampled thumbnail of at most max_read / 1024
- * pixels (32 x 32 windows). Free with g_free (). */
+/* A sample of the slide's pixels for statistics (colornorm's stain fit):
+ * pixels of the rule above, never averaged. The whole coarsest level when
+ * it has at most @max_pixels pixels; else 32 x 32 windows on a regular grid
+ * over it, side by side, at most @max_pixels pixels in all. At most
+ * @max_pixels pixels are read, in blocks. @cancel as above. Free with
+ * g_free (). */
 guint8 *wsi_slide_read_overview (WsiSlide * slide, guint64 max_pixels,
-    guint64 max_read, const gint * cancel, gint * width, gint * height,
+    const gint * cancel, gint * width, gint * height,
     WsiSlideReadStats * stats, GError ** error);
 
 G_END_DECLS
