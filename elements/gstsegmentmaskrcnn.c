@@ -671,7 +671,22 @@ gst_segment_maskrcnn_start (GstAggregator * agg)
       self->batch_timeout : 0);
   self->input_ok = FALSE;
   g_clear_pointer (&self->resolution_checked, g_free);
-  return ensure_model (self);
+  /* TODO(train): the shared train-mode pieces (gst/gstwsitrain) and the
+   * Mask R-CNN trainer adapter are not in the tree yet */
+  if (self->mode == MRCNN_MODE_TRAIN) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+        ("mode=train is not available in this build of segment-maskrcnn."),
+        ("Train with models/reference (PyTorch) and export the model file; "
+            "see docs/segment-maskrcnn.md."));
+    gst_wsi_set_running (GST_ELEMENT (self), &self->running, FALSE);
+    return FALSE;
+  }
+  if (!ensure_model (self)) {
+    /* stop() does not follow a failed start() */
+    gst_wsi_set_running (GST_ELEMENT (self), &self->running, FALSE);
+    return FALSE;
+  }
+  return TRUE;
 }
 
 static void

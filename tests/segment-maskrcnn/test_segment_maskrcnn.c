@@ -323,8 +323,8 @@ expect_error (const gchar * props, const gchar * caps, const gchar * needle,
 /* Starts an element with @model and expects the state change to fail with
  * an error of @domain / @code containing @needle. */
 static void
-expect_start_error (const gchar * model, const gchar * needle, GQuark domain,
-    gint code)
+expect_start_error_mode (const gchar * model, gint mode, const gchar * needle,
+    GQuark domain, gint code)
 {
   GstElement *el = gst_element_factory_make ("segment-maskrcnn", NULL);
   GstBus *bus = gst_bus_new ();
@@ -333,7 +333,7 @@ expect_start_error (const gchar * model, const gchar * needle, GQuark domain,
 
   fail_unless (el != NULL);
   gst_element_set_bus (el, bus);
-  g_object_set (el, "model", model, NULL);
+  g_object_set (el, "model", model, "mode", mode, NULL);
   fail_unless (gst_element_set_state (el, GST_STATE_PAUSED) ==
       GST_STATE_CHANGE_FAILURE);
   msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
@@ -347,6 +347,13 @@ expect_start_error (const gchar * model, const gchar * needle, GQuark domain,
   gst_element_set_bus (el, NULL);
   gst_object_unref (bus);
   gst_object_unref (el);
+}
+
+static void
+expect_start_error (const gchar * model, const gchar * needle, GQuark domain,
+    gint code)
+{
+  expect_start_error_mode (model, 0, needle, domain, code);
 }
 
 GST_START_TEST (test_bad_model_files)
@@ -395,6 +402,15 @@ GST_START_TEST (test_bad_model_files)
 
 GST_END_TEST;
 
+/* TODO(train): until gst/gstwsitrain lands, mode=train says so. */
+GST_START_TEST (test_train_refused)
+{
+  expect_start_error_mode (model_path, 1, "mode=train is not available",
+      GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS);
+}
+
+GST_END_TEST;
+
 GST_START_TEST (test_bad_caps)
 {
   expect_error ("", "video/x-raw,format=RGB,width=48,height=64,"
@@ -429,6 +445,7 @@ segment_maskrcnn_suite (void)
   tcase_add_test (tc, test_live_batch_timeout);
   tcase_add_test (tc, test_bad_model_files);
   tcase_add_test (tc, test_bad_caps);
+  tcase_add_test (tc, test_train_refused);
   return s;
 }
 
