@@ -87,21 +87,21 @@ read_float3 (const WsiSafetensors * st, const char *key, float out[3],
 }
 
 static int
-read_classes (WsiModel * m, const WsiSafetensors * st, char *err,
+read_classes (WsiModelInfo * info, const WsiSafetensors * st, char *err,
     size_t errlen)
 {
   JsonNode *names = parse_json (wsi_safetensors_metadata (st, "class_names"));
   JsonNode *colors =
       parse_json (wsi_safetensors_metadata (st, "class_colors"));
-  const int n = m->info.n_classes;
+  const int n = info->n_classes;
   int ok = names && colors && JSON_NODE_HOLDS_ARRAY (names)
       && JSON_NODE_HOLDS_ARRAY (colors)
       && json_array_get_length (json_node_get_array (names)) == (guint) n
       && json_array_get_length (json_node_get_array (colors)) == (guint) n;
 
   if (ok) {
-    m->info.class_names = g_new0 (char *, n + 1);
-    m->info.class_colors = g_malloc0_n (n, sizeof *m->info.class_colors);
+    info->class_names = g_new0 (char *, n + 1);
+    info->class_colors = g_malloc0_n (n, sizeof *info->class_colors);
     for (int c = 0; c < n && ok; c++) {
       JsonNode *nm = json_array_get_element (json_node_get_array (names), c);
       JsonNode *col = json_array_get_element (json_node_get_array (colors), c);
@@ -113,7 +113,7 @@ read_classes (WsiModel * m, const WsiSafetensors * st, char *err,
         ok = 0;
         break;
       }
-      m->info.class_names[c] = g_strdup (json_node_get_string (nm));
+      info->class_names[c] = g_strdup (json_node_get_string (nm));
       for (int k = 0; k < 3; k++) {
         JsonNode *e = json_array_get_element (rgb, k);
         gint64 v = -1;
@@ -122,7 +122,7 @@ read_classes (WsiModel * m, const WsiSafetensors * st, char *err,
           v = json_node_get_int (e);
         if (v < 0 || v > 255)
           ok = 0;
-        m->info.class_colors[c][k] = (uint8_t) CLAMP (v, 0, 255);
+        info->class_colors[c][k] = (uint8_t) CLAMP (v, 0, 255);
       }
     }
   }
@@ -136,30 +136,26 @@ read_classes (WsiModel * m, const WsiSafetensors * st, char *err,
   return ok ? 0 : -1;
 }
 
-static int
-read_info (WsiModel * m, const WsiSafetensors * st, const wsinn_spec * spec,
+int
+wsi_model_info_read (const WsiSafetensors * st, WsiModelInfo * info,
     char *err, size_t errlen)
 {
   const char *pre = wsi_safetensors_metadata (st, "preprocess");
   const char *v;
 
-  g_strlcpy (m->info.arch, spec->arch, sizeof m->info.arch);
-  g_strlcpy (m->info.encoder, spec->encoder, sizeof m->info.encoder);
-  m->info.n_classes = spec->n_classes;
-  m->info.size_multiple = wsinn_spec_size_multiple (spec);
-  if (read_classes (m, st, err, errlen) != 0)
+  if (read_classes (info, st, err, errlen) != 0)
     return -1;
   if (g_strcmp0 (pre, "rescale01") == 0)
-    m->info.preproc = WSI_PREPROC_RESCALE01;
+    info->preproc = WSI_PREPROC_RESCALE01;
   else if (g_strcmp0 (pre, "rescale11") == 0)
-    m->info.preproc = WSI_PREPROC_RESCALE11;
+    info->preproc = WSI_PREPROC_RESCALE11;
   else if (g_strcmp0 (pre, "standardize") == 0) {
-    m->info.preproc = WSI_PREPROC_STANDARDIZE;
-    if (read_float3 (st, "mean", m->info.mean, err, errlen) != 0
-        || read_float3 (st, "std", m->info.std, err, errlen) != 0)
+    info->preproc = WSI_PREPROC_STANDARDIZE;
+    if (read_float3 (st, "mean", info->mean, err, errlen) != 0
+        || read_float3 (st, "std", info->std, err, errlen) != 0)
       return -1;
     for (int i = 0; i < 3; i++)
-      if (!(m->info.std[i] > 0)) {
+      if (!(info->std[i] > 0)) {
         snprintf (err, errlen, "metadata std must be > 0");
         return -1;
       }
@@ -170,8 +166,8 @@ read_info (WsiModel * m, const WsiSafetensors * st, const wsinn_spec * spec,
   }
   if ((v = wsi_safetensors_metadata (st, "mpp"))) {
     char *end = NULL;
-    m->info.mpp = g_ascii_strtod (v, &end);
-    if (end == v || *end || !isfinite (m->info.mpp) || m->info.mpp < 0) {
+    info->mpp = g_ascii_strtod (v, &end);
+    if (end == v || *end || !isfinite (info->mpp) || info->mpp < 0) {
       snprintf (err, errlen, "metadata mpp '%.32s' must be a number >= 0 "
           "(microns per pixel; 0 = unknown)", v);
       return -1;
@@ -185,9 +181,20 @@ read_info (WsiModel * m, const WsiSafetensors * st, const wsinn_spec * spec,
           "in 0..65536", v);
       return -1;
     }
-    m->info.patch_size = (int) ps;
+    info->patch_size = (int) ps;
   }
   return 0;
+}
+
+static int
+read_info (WsiModel * m, const WsiSafetensors * st, const wsinn_spec * spec,
+    char *err, size_t errlen)
+{
+  g_strlcpy (m->info.arch, spec->arch, sizeof m->info.arch);
+  g_strlcpy (m->info.encoder, spec->encoder, sizeof m->info.encoder);
+  m->info.n_classes = spec->n_classes;
+  m->info.size_multiple = wsinn_spec_size_multiple (spec);
+  return wsi_model_info_read (st, &m->info, err, errlen);
 }
 
 static int
@@ -244,6 +251,11 @@ open_with_spec (const char *path, wsinn_spec * spec, char *err, size_t errlen)
     return NULL;
   if (wsi_safetensors_check_model_metadata (st, err, errlen) != 0)
     goto fail;
+  if (g_strcmp0 (wsi_safetensors_metadata (st, "arch"), "maskrcnn") == 0) {
+    snprintf (err, errlen, "arch maskrcnn is an instance segmentation model "
+        "(segment-maskrcnn runs it, models/maskrcnn/wsimrcnn-file.h loads it)");
+    goto fail;
+  }
   wsinn_spec_init (spec);
   for (size_t i = 0; i < wsi_safetensors_n_metadata (st); i++) {
     const char *key = wsi_safetensors_metadata_key (st, i);

@@ -65,6 +65,15 @@ int wsi_model_info_load (const char *path, WsiModelInfo * info, char *err,
     size_t errlen);
 void wsi_model_info_clear (WsiModelInfo * info);
 
+/* The facts every model file declares whatever its arch (class names and
+ * colours, preprocessing, mpp, patch size) read from an open file into
+ * @info, whose arch, encoder, n_classes and size_multiple the caller has
+ * set (also used by the Mask R-CNN loader, models/maskrcnn). 0 or -1 +
+ * @err; on failure @info may hold partial lists: wsi_model_info_clear(). */
+struct _WsiSafetensors;
+int wsi_model_info_read (const struct _WsiSafetensors * st,
+    WsiModelInfo * info, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -82,6 +82,29 @@ wsimrcnn_new (const wsimrcnn_config * cfg, char *err, size_t errlen)
   return m;
 }
 
+const wsimrcnn_config *
+wsimrcnn_get_config (const wsimrcnn * m)
+{
+  return &m->cfg;
+}
+
+int
+wsimrcnn_set_detection (wsimrcnn * m, float score_thresh, double nms_iou,
+    int max_detections, char *err, size_t errlen)
+{
+  if (!(score_thresh >= 0 && score_thresh <= 1) || !(nms_iou > 0
+          && nms_iou <= 1) || max_detections < 1 || max_detections > 100000) {
+    snprintf (err, errlen, "Mask R-CNN: score threshold %g not in [0, 1], "
+        "NMS IoU %g not in (0, 1] or %d detections not in 1..100000",
+        score_thresh, nms_iou, max_detections);
+    return -1;
+  }
+  m->cfg.det.score_thresh = score_thresh;
+  m->cfg.det.nms_thresh = nms_iou;
+  m->cfg.det.detections_per_img = max_detections;
+  return 0;
+}
+
 wsinn_net *
 wsimrcnn_net (wsimrcnn * m, int which)
 {

@@ -44,6 +44,13 @@ void wsimrcnn_config_init (wsimrcnn_config * cfg);     /* torchvision's */
 wsimrcnn *wsimrcnn_new (const wsimrcnn_config * cfg, char *err,
     size_t errlen);
 void wsimrcnn_free (wsimrcnn * m);
+/* The configuration it was made with (det.* as last set). */
+const wsimrcnn_config *wsimrcnn_get_config (const wsimrcnn * m);
+/* Detection settings for the next calls (segment-maskrcnn's properties):
+ * score threshold in [0, 1], NMS IoU in (0, 1], 1..100000 detections per
+ * image (the size of the output arrays). 0 / -1 + @err. */
+int wsimrcnn_set_detection (wsimrcnn * m, float score_thresh,
+    double nms_iou, int max_detections, char *err, size_t errlen);
 /* The three nets (to load parameters by name): 0 features, 1 box head,
  * 2 mask head. */
 wsinn_net *wsimrcnn_net (wsimrcnn * m, int which);

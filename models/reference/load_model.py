@@ -9,6 +9,11 @@ its metadata and tensor names/shapes, and optionally runs an input.
 --input: float32 .npy, N x 3 x H x W (or N x H x W x 3 with --nhwc), already
 preprocessed. --rgb: an 8-bit RGB image, preprocessed here as the metadata
 says. --output: probabilities (softmax/sigmoid), same layout as the input.
+
+arch maskrcnn: the file loads into torchvision's MaskRCNN built with the
+same backbone, anchors, sizes and thresholds (maskrcnn_ref.build_model);
+--output is then an .npz with, per image i, boxes_i [K, 4], scores_i,
+labels_i and masks_i [K, H, W] (pasted mask probabilities).
 """
 import argparse
 import json
@@ -60,7 +65,9 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 1
     n = sum(v.numel() for v in model.state_dict().values() if v.is_floating_point())
-    print(f"{a.model}: {meta['arch']}/{meta['encoder']}, {meta['n_classes']} classes "
+    mrcnn = meta["arch"] == "maskrcnn"
+    print(f"{a.model}: {meta['arch']}/{meta.get('encoder') or meta.get('backbone')}, "
+          f"{meta['n_classes']} classes "
           f"{json.loads(meta['class_names'])}, {n} parameters, preprocess "
           f"{meta['preprocess']}, mpp {meta.get('mpp', '0')}, size multiple "
           f"{meta.get('size_multiple', '32')}")
@@ -73,7 +80,17 @@ def main(argv=None):
         import skimage.io
         img = skimage.io.imread(a.rgb)[..., :3]
         x = preprocess(img, meta)
-    if x is not None:
+    if x is not None and mrcnn:
+        import maskrcnn_ref
+        dets = maskrcnn_ref.detect(model, torch.from_numpy(np.ascontiguousarray(x, np.float32)))
+        out = {}
+        for i, d in enumerate(dets):
+            print(f"image {i}: {len(d['boxes'])} detections")
+            out.update({f"boxes_{i}": d["boxes"].numpy(), f"scores_{i}": d["scores"].numpy(),
+                        f"labels_{i}": d["labels"].numpy(), f"masks_{i}": d["masks"][:, 0].numpy()})
+        if a.output:
+            np.savez(a.output, **out)
+    elif x is not None:
         y = run(model, x)
         if a.nhwc:
             y = y.transpose(0, 2, 3, 1)

@@ -12,6 +12,11 @@ import torch
 import safetensors_io
 import wsinn_ref
 
+try:  # arch maskrcnn needs torchvision
+    import maskrcnn_ref
+except ImportError:  # pragma: no cover
+    maskrcnn_ref = None
+
 FORMAT = "gst-wsiseg-model"
 FORMAT_VERSION = "1"
 PREPROCESS = ("rescale01", "rescale11", "standardize")
@@ -33,7 +38,7 @@ def make_metadata(arch, n_classes=2, encoder=None, class_names=None,
     if encoder:
         raw["encoder"] = encoder
     raw.update({k: v for k, v in hyper.items() if v is not None})
-    hp = wsinn_ref.hyperparams(raw)
+    hp = _hyperparams(raw)
     n = hp["n_classes"]
     if class_names is None:
         class_names = ["background"] + [f"class{i}" for i in range(1, n)] if n > 1 else ["foreground"]
@@ -45,7 +50,6 @@ def make_metadata(arch, n_classes=2, encoder=None, class_names=None,
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "arch": hp["arch"],
-        "encoder": hp["encoder"],
         "n_classes": str(n),
         "class_names": json.dumps(list(class_names)),
         "class_colors": json.dumps([list(map(int, c)) for c in class_colors]),
@@ -55,9 +59,14 @@ def make_metadata(arch, n_classes=2, encoder=None, class_names=None,
         "input_channels": "RGB",
         "mpp": repr(float(mpp)),
         "patch_size": str(int(patch_size)),
-        "size_multiple": str(wsinn_ref.size_multiple(hp)),
         "bn_eps": repr(wsinn_ref.BN_EPS),
     }
+    if hp["arch"] == "maskrcnn":
+        del meta["output"]
+        meta.update(maskrcnn_ref.metadata_keys(hp))
+    else:
+        meta["encoder"] = hp["encoder"]
+        meta["size_multiple"] = str(wsinn_ref.size_multiple(hp))
     for k in ("depth", "base_width", "output_stride", "aspp_width"):
         if k in hp:
             meta[k] = str(hp[k])
@@ -95,7 +104,7 @@ def check_metadata(meta):
     if meta["format_version"] != FORMAT_VERSION:
         errs.append(f"metadata format_version: {meta['format_version']!r} unsupported")
     try:
-        hp = wsinn_ref.hyperparams(meta)
+        hp = _hyperparams(meta)
     except (ValueError, TypeError) as e:
         return errs + [f"metadata: {e}"]
     n = hp["n_classes"]
@@ -138,10 +147,23 @@ def check_metadata(meta):
     return errs
 
 
+def _hyperparams(meta):
+    if meta.get("arch") == "maskrcnn":
+        if maskrcnn_ref is None:
+            raise ValueError("arch maskrcnn needs torchvision")
+        return maskrcnn_ref.hyperparams(meta)
+    return wsinn_ref.hyperparams(meta)
+
+
+def _ref(meta):
+    """The reference module family of an arch (build_model, exported_state)."""
+    return maskrcnn_ref if meta.get("arch") == "maskrcnn" else wsinn_ref
+
+
 def save_model(model, path, meta, dtype="F32"):
     """Writes the module's tensors (without num_batches_tracked) + metadata."""
     state = {k: v.detach().cpu().float().numpy()
-             for k, v in wsinn_ref.exported_state(model).items()}
+             for k, v in _ref(meta).exported_state(model).items()}
     dtypes = {k: dtype for k in state} if dtype != "F32" else None
     safetensors_io.save(path, state, meta, dtypes)
 
@@ -153,8 +175,8 @@ def load_model(path, strict=True):
     errs = check_metadata(meta)
     if errs:
         raise ValueError(f"{path}: " + "; ".join(errs))
-    model = wsinn_ref.build_model(meta)
-    want = wsinn_ref.exported_state(model)
+    model = _ref(meta).build_model(meta)
+    want = _ref(meta).exported_state(model)
     problems = []
     for k, v in want.items():
         if k not in tensors:

@@ -1,11 +1,16 @@
 /* wsimodel-info: prints the facts a model file declares, one "key=value"
  * per line (arch, encoder, classes, class_names, class_colors, preprocess,
- * mpp, patch_size, size_multiple), or one value with --get KEY. Lets shell
- * scripts (pipelines/demo.sh) set up a pipeline for a model. A file
- * segment-fcn would refuse is refused here too (wsi_model_check):
+ * mpp, patch_size, size_multiple; for arch maskrcnn also its backbone,
+ * anchors, mask size and detection settings), or one value with --get KEY.
+ * Lets shell scripts (pipelines/demo.sh) set up a pipeline for a model. A
+ * file segment-fcn (segment-maskrcnn) would refuse is refused here too
+ * (wsi_model_check, wsimrcnn_load):
  *
  *   wsimodel-info MODEL [--get KEY] */
 #include "wsimodel.h"
+#include "wsimrcnn-file.h"
+
+#include <glib.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -29,13 +34,27 @@ emit (const char *key, const char *value)
   found = 1;
 }
 
+/* The arch a file declares is maskrcnn (a file that cannot be read is left
+ * to wsi_model_check's messages). */
+static int
+is_maskrcnn (const char *path)
+{
+  char err[64];
+  WsiSafetensors *st = wsi_safetensors_open (path, err, sizeof err);
+  int yes = st && g_strcmp0 (wsi_safetensors_metadata (st, "arch"),
+      "maskrcnn") == 0;
+  wsi_safetensors_free (st);
+  return yes;
+}
+
 int
 main (int argc, char **argv)
 {
   WsiModelInfo info;
+  WsiMrcnnModelInfo mi;
   char err[512] = "", names[4096] = "", colors[4096] = "", num[64];
   size_t nn = 0, nc = 0;
-  int ret = 0;
+  int ret = 0, mrcnn = 0;
 
   if (argc == 4 && strcmp (argv[2], "--get") == 0)
     wanted = argv[3];
@@ -44,8 +63,20 @@ main (int argc, char **argv)
     return 2;
   }
   memset (&info, 0, sizeof info);
-  /* the same check segment-fcn's loader makes */
-  if (wsi_model_check (argv[1], &info, err, sizeof err) != 0) {
+  memset (&mi, 0, sizeof mi);
+  if (is_maskrcnn (argv[1])) {
+    /* the check segment-maskrcnn's loader makes */
+    wsimrcnn *m = wsimrcnn_load (argv[1], &mi, err, sizeof err);
+    if (!m) {
+      fprintf (stderr, "%s\n", err);
+      return 1;
+    }
+    wsimrcnn_free (m);
+    info = mi.info;
+    memset (&mi.info, 0, sizeof mi.info);
+    mrcnn = 1;
+  } else if (wsi_model_check (argv[1], &info, err, sizeof err) != 0) {
+    /* the same check segment-fcn's loader makes */
     fprintf (stderr, "%s: %s\n", argv[1], err);
     return 1;
   }
@@ -76,6 +107,21 @@ main (int argc, char **argv)
   emit ("patch_size", num);
   snprintf (num, sizeof num, "%d", info.size_multiple);
   emit ("size_multiple", num);
+  if (mrcnn) {
+    /* the Mask R-CNN keys, as the file would be written back */
+    static const char *const common[] = { "format", "format_version",
+      "arch", "n_classes", "class_names", "class_colors", "preprocess",
+      "mean", "std", "input_layout", "input_channels", "mpp", "patch_size",
+      "size_multiple", "bn_eps", NULL
+    };
+    mi.info = info;
+    char **kv = wsimrcnn_metadata_new (&mi, NULL);
+    memset (&mi.info, 0, sizeof mi.info);
+    for (int i = 0; kv[i] && kv[i + 1]; i += 2)
+      if (!g_strv_contains (common, kv[i]))
+        emit (kv[i], kv[i + 1]);
+    g_strfreev (kv);
+  }
   if (wanted && !found) {
     fprintf (stderr, "unknown key '%s'\n", wanted);
     ret = 2;

@@ -27,3 +27,92 @@ mr_load (wsinn_net * net, const char *path, char *err, size_t errlen)
   wsi_safetensors_free (st);
   return rc;
 }
+
+/* ---- model files (models/maskrcnn/wsimrcnn-file.h), for test_modelfile.py */
+#include "wsimrcnn-file.h"
+
+#include <glib.h>
+#include <stdlib.h>
+
+typedef struct
+{
+  wsimrcnn *m;
+  WsiMrcnnModelInfo mi;
+} MrFile;
+
+MrFile *mr_file_load (const char *path, char *err, size_t errlen);
+wsimrcnn *mr_file_model (MrFile * f);
+int mr_file_max_detections (MrFile * f);
+int mr_file_mask_size (MrFile * f);
+float mr_file_mask_threshold (MrFile * f);
+int mr_file_save (MrFile * f, const char *path, char *err, size_t errlen);
+void mr_file_free (MrFile * f);
+int mr_info_load (const char *path, char *err, size_t errlen);
+
+MrFile *
+mr_file_load (const char *path, char *err, size_t errlen)
+{
+  MrFile *f = calloc (1, sizeof *f);
+  if (f && !(f->m = wsimrcnn_load (path, &f->mi, err, errlen))) {
+    free (f);
+    f = NULL;
+  }
+  return f;
+}
+
+wsimrcnn *
+mr_file_model (MrFile * f)
+{
+  return f->m;
+}
+
+int
+mr_file_max_detections (MrFile * f)
+{
+  return f->mi.cfg.det.detections_per_img;
+}
+
+int
+mr_file_mask_size (MrFile * f)
+{
+  return 2 * f->mi.cfg.mask_pool;
+}
+
+float
+mr_file_mask_threshold (MrFile * f)
+{
+  return f->mi.mask_threshold;
+}
+
+/* Saved with the metadata it was loaded with, plus one extra key. */
+int
+mr_file_save (MrFile * f, const char *path, char *err, size_t errlen)
+{
+  const char *extra[] = { "description", "saved by wsimrcnn_save", NULL };
+  char **kv = wsimrcnn_metadata_new (&f->mi, extra);
+  int rc = wsimrcnn_save (f->m, path, (const char *const *) kv, NULL, 0, err,
+      errlen);
+  g_strfreev (kv);
+  return rc;
+}
+
+void
+mr_file_free (MrFile * f)
+{
+  if (!f)
+    return;
+  wsimrcnn_free (f->m);
+  wsimrcnn_model_info_clear (&f->mi);
+  free (f);
+}
+
+/* Metadata only: 0 or -1 + @err. */
+int
+mr_info_load (const char *path, char *err, size_t errlen)
+{
+  WsiMrcnnModelInfo mi;
+  int rc = wsimrcnn_model_info_load (path, &mi, err, errlen);
+  if (rc == 0)
+    wsimrcnn_model_info_clear (&mi);
+  return rc;
+}

@@ -297,6 +297,12 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[2] == "inference":
         import test_inference
         sys.exit(test_inference.main())
+    if len(sys.argv) > 2 and sys.argv[2] == "modelfile":
+        import test_modelfile
+        sys.exit(test_modelfile.main())
+    if len(sys.argv) > 2 and sys.argv[2] == "instances":
+        import test_instances
+        sys.exit(test_instances.main())
     if len(sys.argv) > 2 and sys.argv[2] == "train":
         import test_train
         sys.exit(test_train.main())
