@@ -20,6 +20,7 @@
 
 #include "gstwsiseg.h"
 #include "gstwsiaggregator.h"
+#include "gstwsipair.h"
 #include "gstwsiprops.h"
 #include "gstwsitilemeta.h"
 #include "wsimetrics.h"
@@ -27,12 +28,11 @@
 GST_DEBUG_CATEGORY_STATIC (gst_seg_eval_debug);
 #define GST_CAT_DEFAULT gst_seg_eval_debug
 
-typedef enum
-{
-  SEG_EVAL_MATCH_PATH,
-  SEG_EVAL_MATCH_NAME,
-  SEG_EVAL_MATCH_NONE,
-} GstSegEvalSlideMatch;
+/* slide-match: the slide part of the pairing rule (gst/gstwsipair.h) */
+typedef GstWsiSlideMatch GstSegEvalSlideMatch;
+#define SEG_EVAL_MATCH_PATH GST_WSI_SLIDE_MATCH_PATH
+#define SEG_EVAL_MATCH_NAME GST_WSI_SLIDE_MATCH_NAME
+#define SEG_EVAL_MATCH_NONE GST_WSI_SLIDE_MATCH_NONE
 
 #define GST_TYPE_SEG_EVAL_SLIDE_MATCH (gst_seg_eval_slide_match_get_type ())
 static GType
@@ -125,16 +125,6 @@ typedef struct
   gboolean post_messages;
 } Settings;
 
-/* A buffer waiting for its partner on the other pad. */
-typedef struct
-{
-  GstBuffer *buffer;
-  gchar *key;                   /* slide key per slide-match */
-  gint level;
-  gint64 x, y;
-  guint64 other_seen;           /* other pad's arrivals when this one came */
-} Pending;
-
 /* The image being reassembled for instance metrics. */
 typedef struct
 {
@@ -163,8 +153,7 @@ struct _GstSegEval
   gboolean have_info[2];
   GstCaps *pred_caps;
 
-  GQueue pending[2];
-  guint64 arrivals[2];
+  GstWsiPairQueue *pairs;       /* patches waiting for their partner */
   guint64 unmatched[2];
   gboolean warned_unmatched;
 
@@ -195,39 +184,6 @@ static const gchar *
 side_name (gint side)
 {
   return side == SIDE_PRED ? "prediction" : "annotation";
-}
-
-/* ---- pending buffers ---- */
-
-static void
-pending_free (Pending * p)
-{
-  gst_buffer_unref (p->buffer);
-  g_free (p->key);
-  g_free (p);
-}
-
-static gchar *
-slide_key (GstSegEvalSlideMatch match, const gchar * slide)
-{
-  gchar *base, *dot;
-
-  if (match == SEG_EVAL_MATCH_NONE || !slide)
-    return g_strdup ("");
-  if (match == SEG_EVAL_MATCH_PATH)
-    return g_strdup (slide);
-  base = g_path_get_basename (slide);
-  dot = strrchr (base, '.');
-  if (dot && dot != base)
-    *dot = '\0';
-  return base;
-}
-
-static gboolean
-pending_same_place (const Pending * a, const Pending * b)
-{
-  return a->level == b->level && a->x == b->x && a->y == b->y
-      && g_strcmp0 (a->key, b->key) == 0;
 }
 
 /* ---- instance canvas ---- */
@@ -700,35 +656,37 @@ map_failed:
   return GST_FLOW_ERROR;
 }
 
+/* GstWsiPairUnmatchedFunc: counted in the report, warned about once. */
 static void
-drop_pending (GstSegEval * self, gint side, Pending * p)
+drop_unmatched (gint side, GstBuffer * buf, const GstWsiPlace * place,
+    gpointer user_data)
 {
+  GstSegEval *self = user_data;
+
   self->unmatched[side]++;
   GST_WARNING_OBJECT (self, "dropping %s patch of '%s' at level-0 (%"
       G_GINT64_FORMAT ", %" G_GINT64_FORMAT "): no partner arrived",
-      side_name (side), p->key, p->x, p->y);
+      side_name (side), place->slide, place->x, place->y);
   if (!self->warned_unmatched) {
     self->warned_unmatched = TRUE;
     GST_ELEMENT_WARNING (self, STREAM, FAILED,
         ("A %s patch has no partner on the other pad (slide '%s', level-0 "
             "(%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT ")); unmatched patches"
             " are left out and counted in the report", side_name (side),
-            p->key, p->x, p->y), (NULL));
+            place->slide, place->x, place->y), (NULL));
   }
-  pending_free (p);
 }
 
-/* Takes @buf: pairs it with a waiting partner or queues it. */
+/* Takes @buf: pairs it with a waiting partner (gst/gstwsipair) or queues
+ * it. */
 static GstFlowReturn
 accept_buffer (GstSegEval * self, gint side, GstBuffer * buf)
 {
-  GstWsiTileMeta *meta = gst_buffer_get_wsi_tile_meta (buf);
-  gint other = 1 - side, s;
-  Pending *p;
-  GList *l;
+  GstBuffer *pair[2];
+  gchar *key = NULL;
   GstFlowReturn ret = GST_FLOW_OK;
 
-  if (!meta) {
+  if (!gst_buffer_get_wsi_tile_meta (buf)) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT,
         ("A %s patch has no tile metadata; segeval pairs patches by their "
             "slide position (put slidesrc/patchify upstream)",
@@ -736,38 +694,11 @@ accept_buffer (GstSegEval * self, gint side, GstBuffer * buf)
     gst_buffer_unref (buf);
     return GST_FLOW_ERROR;
   }
-  p = g_new0 (Pending, 1);
-  p->buffer = buf;
-  p->key = slide_key (self->cfg.slide_match, meta->slide);
-  p->level = meta->level;
-  p->x = meta->x;
-  p->y = meta->y;
-  self->arrivals[side]++;
-  p->other_seen = self->arrivals[other];
-
-  for (l = self->pending[other].head; l; l = l->next) {
-    Pending *q = l->data;
-
-    if (pending_same_place (p, q)) {
-      g_queue_delete_link (&self->pending[other], l);
-      ret = side == SIDE_PRED ?
-          evaluate_pair (self, p->buffer, q->buffer, p->key) :
-          evaluate_pair (self, q->buffer, p->buffer, p->key);
-      pending_free (p);
-      pending_free (q);
-      p = NULL;
-      break;
-    }
-  }
-  if (p)
-    g_queue_push_tail (&self->pending[side], p);
-
-  /* a buffer whose partner did not come among the next max-pending buffers
-   * of the other pad is dropped */
-  for (s = 0; s < 2; s++) {
-    while ((p = g_queue_peek_head (&self->pending[s])) &&
-        self->arrivals[1 - s] - p->other_seen > self->cfg.max_pending)
-      drop_pending (self, s, g_queue_pop_head (&self->pending[s]));
+  if (gst_wsi_pair_queue_push (self->pairs, side, buf, pair, &key)) {
+    ret = evaluate_pair (self, pair[SIDE_PRED], pair[SIDE_ANN], key);
+    gst_buffer_unref (pair[SIDE_PRED]);
+    gst_buffer_unref (pair[SIDE_ANN]);
+    g_free (key);
   }
   return ret;
 }
@@ -783,7 +714,6 @@ gst_seg_eval_aggregate (GstAggregator * agg, gboolean timeout)
   GstFlowReturn ret;
   GstBuffer *buf;
   gint side;
-  Pending *p;
 
   /* both pads flushed from upstream (a seek that did not pass here): the
    * evaluation restarts before the first buffer after the flushes */
@@ -824,9 +754,7 @@ gst_seg_eval_aggregate (GstAggregator * agg, gboolean timeout)
       && gst_aggregator_pad_is_eos (self->pads[SIDE_ANN])
       && !gst_aggregator_pad_has_buffer (self->pads[SIDE_PRED])
       && !gst_aggregator_pad_has_buffer (self->pads[SIDE_ANN])) {
-    for (side = 0; side < 2; side++)
-      while ((p = g_queue_pop_head (&self->pending[side])))
-        drop_pending (self, side, p);
+    gst_wsi_pair_queue_drain (self->pairs);
     if (self->cfg.instances)
       canvas_finish (self);
     self->finished = TRUE;
@@ -906,12 +834,9 @@ static void
 reset_state (GstSegEval * self)
 {
   gint side;
-  Pending *p;
 
+  gst_wsi_pair_queue_reset (self->pairs);
   for (side = 0; side < 2; side++) {
-    while ((p = g_queue_pop_head (&self->pending[side])))
-      pending_free (p);
-    self->arrivals[side] = 0;
     self->unmatched[side] = 0;
     self->have_info[side] = FALSE;
   }
@@ -973,6 +898,8 @@ seg_eval_configure (GstSegEval * self)
     }
   }
   reset_state (self);
+  gst_wsi_pair_queue_configure (self->pairs, self->cfg.slide_match,
+      self->cfg.max_pending);
   wsi_confusion_reset (&self->cm);
   return TRUE;
 }
@@ -994,15 +921,11 @@ static void
 restart_evaluation (GstSegEval * self)
 {
   gint side;
-  Pending *p;
   guint i;
 
-  for (side = 0; side < 2; side++) {
-    while ((p = g_queue_pop_head (&self->pending[side])))
-      pending_free (p);
-    self->arrivals[side] = 0;
+  gst_wsi_pair_queue_reset (self->pairs);
+  for (side = 0; side < 2; side++)
     self->unmatched[side] = 0;
-  }
   self->warned_unmatched = FALSE;
   canvas_clear (&self->canvas);
   for (i = 0; i < self->images->len; i++)
@@ -1030,6 +953,7 @@ gst_seg_eval_finalize (GObject * object)
   GstSegEval *self = GST_SEG_EVAL (object);
 
   reset_state (self);
+  gst_wsi_pair_queue_free (self->pairs);
   g_array_free (self->images, TRUE);
   wsi_confusion_clear (&self->cm);
   g_free (self->props.location);
@@ -1051,7 +975,6 @@ gst_seg_eval_init (GstSegEval * self)
     self->pads[side] = g_object_new (GST_TYPE_AGGREGATOR_PAD, "name",
         names[side], "direction", GST_PAD_SINK, "template", templ, NULL);
     gst_element_add_pad (GST_ELEMENT (self), GST_PAD (self->pads[side]));
-    g_queue_init (&self->pending[side]);
   }
   self->props.ignore_index = DEFAULT_IGNORE_INDEX;
   self->props.num_classes = DEFAULT_NUM_CLASSES;
@@ -1063,6 +986,7 @@ gst_seg_eval_init (GstSegEval * self)
   self->props.max_image_pixels = DEFAULT_MAX_IMAGE_PIXELS;
   self->cfg = self->props;
   self->images = g_array_new (FALSE, TRUE, sizeof (WsiImageResult));
+  self->pairs = gst_wsi_pair_queue_new (drop_unmatched, self);
   wsi_confusion_init (&self->cm);
 }
 

@@ -24,6 +24,7 @@
 #include "gstwsiaggregator.h"
 #include "gstwsibatch.h"
 #include "gstwsiclasses.h"
+#include "gstwsipair.h"
 #include "gstwsiprops.h"
 #include "gstwsitensor.h"
 #include "gstwsiseg.h"
@@ -886,17 +887,6 @@ run_inference (GstWsiBatch * batch, guint n, GstBuffer * const *images,
 
 /* ------------------------------------------------------------- training */
 
-static gchar *
-describe_patch (GstBuffer * buf)
-{
-  GstWsiTileMeta *m = gst_buffer_get_wsi_tile_meta (buf);
-
-  if (!m)
-    return g_strdup ("(patch without tile metadata)");
-  return g_strdup_printf ("slide '%s', patch at level-0 (%" G_GINT64_FORMAT
-      ", %" G_GINT64_FORMAT ")", m->slide ? m->slide : "", m->x, m->y);
-}
-
 static gboolean
 save_checkpoint (GstSegmentFcn * self)
 {
@@ -993,7 +983,7 @@ fill_labels (GstSegmentFcn * self, const GstVideoInfo * vinfo,
     memcpy (dst + (gsize) y * self->width, row, self->width);
     for (gint x = 0; x < self->width; x++) {
       if (row[x] > max_label && row[x] != 255) {
-        gchar *where = describe_patch (img);
+        gchar *where = gst_wsi_place_describe (img);
         gst_video_frame_unmap (&frame);
         GST_ELEMENT_ERROR (self, STREAM, DECODE,
             ("Label %u at (%d, %d) of %s is beyond the model's %d classes "
@@ -1253,82 +1243,6 @@ finish_validation (GstSegmentFcn * self)
   return self->final_validation ? GST_FLOW_EOS : GST_FLOW_OK;
 }
 
-/* ------------------------------------------------------------- pairing */
-
-typedef enum
-{
-  PAIR_READY,                   /* *img (and *ann) hold the next pair */
-  PAIR_WAIT,                    /* a pad has no data yet */
-  PAIR_SKIPPED,                 /* an unpaired patch was dropped */
-  PAIR_EOS,                     /* a stream ended */
-  PAIR_ERROR,
-} PairStatus;
-
-/* Image and annotation patches are paired by their tile metadata: both
- * branches of a tee carry the same patch sequence numbers, so a patch whose
- * partner is missing (dropped on one branch) is skipped with a warning.
- * The pair stays queued on the pads (peeked, not popped). */
-static PairStatus
-peek_pair (GstSegmentFcn * self, GstAggregatorPad * ipad,
-    GstAggregatorPad * apad, GstBuffer ** img, GstBuffer ** ann)
-{
-  GstWsiTileMeta *mi, *ma;
-
-  *img = gst_aggregator_pad_peek_buffer (ipad);
-  *ann = apad ? gst_aggregator_pad_peek_buffer (apad) : NULL;
-  if (!*img || (apad && !*ann)) {
-    gboolean img_done = !*img && gst_aggregator_pad_is_eos (ipad);
-    gboolean ann_done = apad && !*ann && gst_aggregator_pad_is_eos (apad);
-    gst_clear_buffer (img);
-    gst_clear_buffer (ann);
-    if (!img_done && !ann_done)
-      return PAIR_WAIT;
-    if (apad && img_done != ann_done)
-      GST_ELEMENT_WARNING (self, STREAM, FAILED,
-          ("The %s stream of pad %s ended before the other one; unpaired "
-              "patches are not used.", img_done ? "image" : "annotation",
-              GST_PAD_NAME (img_done ? ipad : apad)), (NULL));
-    return PAIR_EOS;
-  }
-  if (!*ann)
-    return PAIR_READY;
-  mi = gst_buffer_get_wsi_tile_meta (*img);
-  ma = gst_buffer_get_wsi_tile_meta (*ann);
-  if (mi && ma && mi->frame != ma->frame) {
-    gboolean drop_image = mi->frame < ma->frame;
-    gchar *where = describe_patch (drop_image ? *img : *ann);
-    GST_ELEMENT_WARNING (self, STREAM, FAILED,
-        ("No %s for %s: patch skipped.", drop_image ? "annotation" : "image",
-            where), (NULL));
-    g_free (where);
-    gst_clear_buffer (img);
-    gst_clear_buffer (ann);
-    gst_aggregator_pad_drop_buffer (drop_image ? ipad : apad);
-    return PAIR_SKIPPED;
-  }
-  if (mi && ma && (mi->x != ma->x || mi->y != ma->y
-          || g_strcmp0 (mi->slide, ma->slide) != 0)) {
-    gchar *a = describe_patch (*img), *b = describe_patch (*ann);
-    GST_ELEMENT_ERROR (self, STREAM, FAILED,
-        ("Image and annotation patches disagree: %s vs %s.", a, b),
-        ("Feed both pads from the two branches of one tee after patchify."));
-    g_free (a);
-    g_free (b);
-    gst_clear_buffer (img);
-    gst_clear_buffer (ann);
-    return PAIR_ERROR;
-  }
-  return PAIR_READY;
-}
-
-static void
-take_pair (GstAggregatorPad * ipad, GstAggregatorPad * apad)
-{
-  gst_aggregator_pad_drop_buffer (ipad);
-  if (apad)
-    gst_aggregator_pad_drop_buffer (apad);
-}
-
 /* One pass of the validation stream (tile meta epoch) per run; the first
  * patch of the next pass stays queued for the next run. */
 static GstFlowReturn
@@ -1345,20 +1259,20 @@ validate_next (GstSegmentFcn * self, GstAggregatorPad * vimg,
     self->val_eos = TRUE;
     return finish_validation (self);
   }
-  switch (peek_pair (self, vimg, vann, &img, &ann)) {
-    case PAIR_WAIT:
-    case PAIR_SKIPPED:
+  switch (gst_wsi_pair_peek (GST_ELEMENT (self), vimg, vann, &img, &ann)) {
+    case GST_WSI_PAIR_WAIT:
+    case GST_WSI_PAIR_SKIPPED:
       return GST_FLOW_OK;
-    case PAIR_ERROR:
+    case GST_WSI_PAIR_ERROR:
       return GST_FLOW_ERROR;
-    case PAIR_EOS:
+    case GST_WSI_PAIR_EOS:
       self->val_eos = TRUE;
       if (!self->final_validation)
         GST_ELEMENT_WARNING (self, STREAM, FAILED,
             ("The validation stream ended: no further validation runs."),
             ("Give the validation slidesrc loop=0."));
       return finish_validation (self);
-    case PAIR_READY:
+    case GST_WSI_PAIR_READY:
       break;
   }
   m = gst_buffer_get_wsi_tile_meta (img);
@@ -1381,7 +1295,7 @@ validate_next (GstSegmentFcn * self, GstAggregatorPad * vimg,
     return finish_validation (self);
   }
   self->val_pass = m->epoch;
-  take_pair (vimg, vann);
+  gst_wsi_pair_take (vimg, vann);
   g_ptr_array_add (self->val_pending, img);
   if (ann)
     g_ptr_array_add (self->val_pending_labels, ann);
@@ -1449,18 +1363,18 @@ train_next (GstSegmentFcn * self, GstAggregatorPad * annot,
   if (self->pending->len >= self->batch_size)
     return train_batch (self, vimg);
 
-  switch (peek_pair (self, self->image_pad, train ? annot : NULL, &img, &ann)) {
-    case PAIR_WAIT:
-    case PAIR_SKIPPED:
+  switch (gst_wsi_pair_peek (GST_ELEMENT (self), self->image_pad, train ? annot : NULL, &img, &ann)) {
+    case GST_WSI_PAIR_WAIT:
+    case GST_WSI_PAIR_SKIPPED:
       return GST_FLOW_OK;
-    case PAIR_ERROR:
+    case GST_WSI_PAIR_ERROR:
       return GST_FLOW_ERROR;
-    case PAIR_EOS:
+    case GST_WSI_PAIR_EOS:
       return finish_training (self, vimg);
-    case PAIR_READY:
+    case GST_WSI_PAIR_READY:
       break;
   }
-  take_pair (self->image_pad, train ? annot : NULL);
+  gst_wsi_pair_take (self->image_pad, train ? annot : NULL);
   /* a new pass of the source ends the epoch (partial batch included) */
   m = gst_buffer_get_wsi_tile_meta (img);
   GST_LOG_OBJECT (self, "patch %" G_GUINT64_FORMAT " of pass %d (current %"
