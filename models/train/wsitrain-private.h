@@ -27,3 +27,12 @@ gboolean wsi_train_config_freezes (const WsiTrainConfig * cfg,
     const char *name);
 /* JSON text of the hyperparameters (metadata "train_config"). */
 char *wsi_train_config_to_json (const WsiTrainConfig * cfg);
+
+/* Generic trainer internals used by the models' sources
+ * (wsitrain-segment.c): metadata saved with the parameters. */
+void wsi_trainer_meta_set (WsiTrainer * t, const char *key,
+    const char *value);
+gboolean wsi_trainer_meta_has (WsiTrainer * t, const char *key);
+/* How load errors name the nets (default: the task). */
+void wsi_trainer_set_what (WsiTrainer * t, const char *what);
+const WsiTrainModelClass *wsi_trainer_model_class (const WsiTrainer * t);

@@ -132,6 +132,18 @@ typedef enum
 
 typedef struct _WsiTrainer WsiTrainer;
 
+#define WSI_TRAIN_MAX_LOSSES 8
+
+/* Named loss values of one batch, as a model's step or evaluate gives them. */
+typedef struct
+{
+  double loss;                  /* the value minimised */
+  int n;                        /* named parts (e.g. ce, dice; rpn_box...) */
+  const char *names[WSI_TRAIN_MAX_LOSSES];      /* static strings */
+  double values[WSI_TRAIN_MAX_LOSSES];
+  double accuracy;              /* model's own accuracy figure, 0 if none */
+} WsiLossValues;
+
 typedef struct
 {
   int64_t step;                 /* steps done, this one included */
@@ -140,7 +152,68 @@ typedef struct
   double lr;                    /* learning rate used */
   double grad_norm;             /* global L2 norm before clipping */
   int n_frozen;                 /* params not updated by this step */
+  WsiLossValues losses;         /* the model's named loss values */
 } WsiStepResult;
+
+/* ------------------------------------------------ generic trainer (model) */
+
+/* A trainable model: nets whose parameters the trainer optimises, saves
+ * and loads, plus two callbacks. @batch is the model's own batch type.
+ * step: forward in training mode and backward -- every trainable
+ *   param->grad of the nets written (the gradient of losses->loss) -- and
+ *   the loss values; the trainer then checks them, clips, updates (optimiser,
+ *   schedule, freeze), refuses non-finite steps (BatchNorm statistics
+ *   restored) and calls wsinn_net_params_changed.
+ * evaluate: forward in inference mode and the loss values, nothing
+ *   updated (validation); the model keeps what else it needs (outputs). */
+typedef struct
+{
+  int (*step) (void *model, const WsiTrainConfig * cfg, const void *batch,
+      WsiLossValues * losses, char *err, size_t errlen);
+  int (*evaluate) (void *model, const WsiTrainConfig * cfg,
+      const void *batch, WsiLossValues * losses, char *err, size_t errlen);
+  void (*free) (void *model);
+} WsiTrainModelClass;
+
+/* A trainer of @model (taken: freed with the trainer by klass->free) whose
+ * nets are @nets (param names unique across them, nets owned by the model).
+ * @task names it in checkpoints (metadata train_task, e.g. "maskrcnn");
+ * @metadata: model-file pairs (key, value, ..., NULL) saved with the
+ * parameters (train_* keys skipped). Parameters are used as the nets hold
+ * them: initialise them, or load them with wsi_trainer_load(). */
+WsiTrainer *wsi_trainer_new_for_model (const WsiTrainModelClass * klass,
+    void *model, wsinn_net * const *nets, int n_nets, const char *task,
+    const char *const *metadata, const WsiTrainConfig * cfg, char *err,
+    size_t errlen);
+/* Loads every parameter of the nets from a model file or checkpoint
+ * (missing or unknown tensors are errors); with @resume also the step,
+ * epoch, loss history and optimiser state. */
+int wsi_trainer_load (WsiTrainer * t, const char *path, int resume,
+    char *err, size_t errlen);
+/* One optimiser step on @batch (klass->step + update). 0, or -1 + @err
+ * with nothing changed. */
+int wsi_trainer_step_model (WsiTrainer * t, const void *batch,
+    WsiStepResult * res, char *err, size_t errlen);
+/* klass->evaluate on @batch. */
+int wsi_trainer_evaluate_model (WsiTrainer * t, const void *batch,
+    WsiLossValues * losses, char *err, size_t errlen);
+void *wsi_trainer_model (WsiTrainer * t);
+int wsi_trainer_n_nets (const WsiTrainer * t);
+wsinn_net *wsi_trainer_net_at (WsiTrainer * t, int i);
+/* Value of the named loss part, NAN when absent. */
+double wsi_loss_values_get (const WsiLossValues * v, const char *name);
+
+/* ---------------------------------- segmentation model (U-Net, FCN, DeepLab)
+ * The generic trainer's model for one wsinn net + wsi_loss on its logits
+ * (models/train/wsitrain-segment.c); the calls below build and drive it. */
+
+/* Its batch type (wsi_trainer_step_model / evaluate_model). */
+typedef struct
+{
+  const float *input;           /* n x h x w x 3, NHWC, preprocessed */
+  int n, h, w;
+  const uint8_t *labels;        /* n x h x w (segment; NULL for pretrain) */
+} WsiSegmentBatch;
 
 /* A new net with fresh parameters (wsinn_net_init_params(@seed); FCN-8s
  * upsamplers as bilinear kernels). @metadata: model-file pairs (key, value,
@@ -209,6 +282,7 @@ int wsi_trainer_init_from (WsiTrainer * t, const char *path,
     const char *prefix, WsiInitFromReport * report, char *err,
     size_t errlen);
 
+/* The first (segmentation: the only) net. */
 wsinn_net *wsi_trainer_net (WsiTrainer * t);
 /* Net output (logits, NHWC) of the last step or evaluate call and its
  * channel count; valid until the next call. */

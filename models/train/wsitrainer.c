@@ -1,5 +1,8 @@
-/* The trainer: one call per mini-batch (forward, loss, backward, update),
- * checkpoints with optimiser state, resume, init-from. docs/training.md. */
+/* The generic trainer: the parameters of a model's nets, one optimiser
+ * step per mini-batch (the model's step callback gives the gradients),
+ * checkpoints with optimiser state, resume, init-from, the checkpoint lock.
+ * The segmentation model (one net + wsi_loss) is wsitrain-segment.c.
+ * docs/training.md. */
 #include "wsitrain-private.h"
 
 #include <errno.h>
@@ -20,18 +23,19 @@
 struct _WsiTrainer
 {
   WsiTrainConfig cfg;
-  WsiTrainTask task;
-  wsinn_spec spec;
-  wsinn_net *net;
-  int out_channels;
+  const WsiTrainModelClass *klass;
+  void *model;
+  char *task;                   /* train_task of checkpoints */
+  char *what;                   /* the nets in messages ("arch unet") */
+  wsinn_net **nets;             /* owned by the model */
+  int n_nets;
   GHashTable *meta;             /* model metadata (no train_* keys) */
-  WsiParamState *ps;            /* one per net param */
+  WsiParamState *ps;            /* one per param of every net */
+  int *ps_net;                  /* the net of each */
   size_t n_params;
   int64_t step;
   int epoch;
   GArray *history;              /* HistEntry, the last cfg.loss_history */
-  float *out, *grad;            /* batch buffers */
-  size_t buf_size;
   float *stats_backup;          /* non-trainable params before a step */
   size_t stats_size;
 };
@@ -42,71 +46,31 @@ typedef struct
   double loss;
 } HistEntry;
 
-static const int default_colors[][3] = {
-  {0, 0, 0}, {230, 25, 75}, {60, 180, 75}, {255, 225, 25}, {0, 130, 200},
-  {245, 130, 48}, {145, 30, 180}, {70, 240, 240}, {240, 50, 230},
-  {210, 245, 60}, {250, 190, 212}, {0, 128, 128}
-};
-
 /* ------------------------------------------------------------ metadata */
 
-static void
-meta_set (WsiTrainer * t, const char *key, const char *value)
+void
+wsi_trainer_meta_set (WsiTrainer * t, const char *key, const char *value)
 {
   g_hash_table_replace (t->meta, g_strdup (key), g_strdup (value));
 }
 
-static void
-meta_default (WsiTrainer * t, const char *key, const char *value)
+void
+wsi_trainer_set_what (WsiTrainer * t, const char *what)
 {
-  if (!g_hash_table_contains (t->meta, key))
-    meta_set (t, key, value);
+  g_free (t->what);
+  t->what = g_strdup (what);
 }
 
-/* Fills the required model keys a caller left out (docs/model-format.md). */
-static void
-meta_fill_defaults (WsiTrainer * t)
+static const char *
+wsi_trainer_describe (const WsiTrainer * t)
 {
-  const int n = t->spec.n_classes;
-  GString *s;
-  char buf[32];
+  return t->what ? t->what : t->task;
+}
 
-  meta_default (t, "format", "gst-wsiseg-model");
-  meta_default (t, "format_version", "1");
-  snprintf (buf, sizeof buf, "%d", n);
-  meta_set (t, "n_classes", buf);
-  meta_default (t, "preprocess", "rescale01");
-  meta_default (t, "input_layout", "NCHW");
-  meta_default (t, "input_channels", "RGB");
-  meta_set (t, "output", n == 1 ? "sigmoid" : "softmax");
-  snprintf (buf, sizeof buf, "%d", wsinn_spec_size_multiple (&t->spec));
-  meta_set (t, "size_multiple", buf);
-  meta_default (t, "bn_eps", "1e-05");
-  if (!g_hash_table_contains (t->meta, "class_names")) {
-    s = g_string_new ("[");
-    for (int i = 0; i < n; i++) {
-      if (n == 1)
-        g_string_append (s, "\"foreground\"");
-      else if (i == 0)
-        g_string_append (s, "\"background\"");
-      else
-        g_string_append_printf (s, ", \"class%d\"", i);
-    }
-    g_string_append (s, "]");
-    meta_set (t, "class_names", s->str);
-    g_string_free (s, TRUE);
-  }
-  if (!g_hash_table_contains (t->meta, "class_colors")) {
-    s = g_string_new ("[");
-    for (int i = 0; i < n; i++) {
-      const int *c = default_colors[(n == 1 ? 1 : i) % 12];
-      g_string_append_printf (s, "%s[%d, %d, %d]", i ? ", " : "", c[0], c[1],
-          c[2]);
-    }
-    g_string_append (s, "]");
-    meta_set (t, "class_colors", s->str);
-    g_string_free (s, TRUE);
-  }
+gboolean
+wsi_trainer_meta_has (WsiTrainer * t, const char *key)
+{
+  return g_hash_table_contains (t->meta, key);
 }
 
 /* key, value, ..., NULL in key order, then @extra; strings owned by @t or
@@ -131,113 +95,85 @@ meta_list (WsiTrainer * t, GPtrArray * extra)
 
 /* ------------------------------------------------------------- creation */
 
-static WsiTrainer *
-trainer_alloc (const WsiTrainConfig * cfg, char *err, size_t errlen)
-{
-  WsiTrainer *t;
-
-  if (wsi_train_config_check (cfg, err, errlen) != 0)
-    return NULL;
-  t = g_new0 (WsiTrainer, 1);
-  t->cfg = *cfg;
-  t->meta = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
-  t->history = g_array_new (FALSE, FALSE, sizeof (HistEntry));
-  wsinn_spec_init (&t->spec);
-  return t;
-}
-
-/* Spec from the metadata pairs; builds the net of the task. */
-static int
-trainer_build (WsiTrainer * t, char *err, size_t errlen)
-{
-  GHashTableIter it;
-  gpointer k, v;
-  size_t stats = 0;
-
-  g_hash_table_iter_init (&it, t->meta);
-  while (g_hash_table_iter_next (&it, &k, &v))
-    if (wsinn_spec_set (&t->spec, k, v, err, errlen) != 0)
-      return -1;
-  if (!t->spec.arch[0]) {
-    snprintf (err, errlen, "metadata has no arch (unet, fcn8s, deeplabv3)");
-    return -1;
-  }
-  t->spec.output = WSINN_OUTPUT_LOGITS;
-  if (t->task == WSI_TASK_PRETRAIN) {
-    t->net = wsi_pretrain_net_new (&t->spec, err, errlen);
-    t->out_channels = 3;
-  } else {
-    t->net = wsinn_net_new_from_spec (&t->spec, err, errlen);
-    t->out_channels = t->spec.n_classes;
-  }
-  if (!t->net)
-    return -1;
-  t->n_params = wsinn_net_n_params (t->net);
-  t->ps = g_new0 (WsiParamState, t->n_params);
-  for (size_t i = 0; i < t->n_params; i++) {
-    t->ps[i].param = wsinn_net_param (t->net, i);
-    t->ps[i].freeze_match = wsi_train_config_freezes (&t->cfg,
-        t->ps[i].param->name);
-    if (!t->ps[i].param->trainable)
-      stats += t->ps[i].param->size;
-  }
-  t->stats_size = stats;
-  t->stats_backup = g_new (float, MAX (stats, 1));
-  return 0;
-}
-
-/* FCN-8s upsamplers start as bilinear interpolation, as in the reference. */
 static void
-init_bilinear (wsinn_net * net)
+params_changed (WsiTrainer * t)
 {
-  static const char *const names[] = { "up32.weight", "up16.weight",
-    "up8.weight"
-  };
-  for (guint i = 0; i < G_N_ELEMENTS (names); i++) {
-    wsinn_param *p = wsinn_net_find_param (net, names[i]);
-    int64_t c, k;
-    double factor, center;
-    if (!p || p->ndims != 4 || p->shape[0] != p->shape[1]
-        || p->shape[2] != p->shape[3])
-      continue;
-    c = p->shape[0];
-    k = p->shape[2];
-    factor = (double) ((k + 1) / 2);
-    center = k % 2 == 1 ? factor - 1 : factor - 0.5;
-    memset (p->data, 0, p->size * sizeof (float));
-    for (int64_t ch = 0; ch < c; ch++)
-      for (int64_t y = 0; y < k; y++)
-        for (int64_t x = 0; x < k; x++)
-          p->data[((ch * c + ch) * k + y) * k + x] = (float)
-              ((1 - fabs (y - center) / factor) * (1 - fabs (x - center) /
-                  factor));
+  for (int i = 0; i < t->n_nets; i++)
+    wsinn_net_params_changed (t->nets[i]);
+}
+
+static wsinn_param *
+find_param (WsiTrainer * t, const char *name, int *net)
+{
+  for (int i = 0; i < t->n_nets; i++) {
+    wsinn_param *p = wsinn_net_find_param (t->nets[i], name);
+    if (p) {
+      if (net)
+        *net = i;
+      return p;
+    }
   }
-  wsinn_net_params_changed (net);
+  return NULL;
 }
 
 WsiTrainer *
-wsi_trainer_new (const char *const *metadata, WsiTrainTask task,
-    const WsiTrainConfig * cfg, uint64_t seed, char *err, size_t errlen)
+wsi_trainer_new_for_model (const WsiTrainModelClass * klass, void *model,
+    wsinn_net * const *nets, int n_nets, const char *task,
+    const char *const *metadata, const WsiTrainConfig * cfg, char *err,
+    size_t errlen)
 {
-  WsiTrainer *t = trainer_alloc (cfg, err, errlen);
+  WsiTrainer *t;
+  GHashTable *names;
+  size_t stats = 0, k = 0;
 
-  if (!t)
+  if (wsi_train_config_check (cfg, err, errlen) != 0 || n_nets < 1) {
+    if (n_nets < 1)
+      snprintf (err, errlen, "a trainable model needs at least one net");
+    if (klass && klass->free)
+      klass->free (model);
     return NULL;
-  t->task = task;
+  }
+  t = g_new0 (WsiTrainer, 1);
+  t->cfg = *cfg;
+  t->klass = klass;
+  t->model = model;
+  t->task = g_strdup (task ? task : "segment");
+  t->meta = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  t->history = g_array_new (FALSE, FALSE, sizeof (HistEntry));
+  t->nets = g_memdup2 (nets, n_nets * sizeof (wsinn_net *));
+  t->n_nets = n_nets;
   for (size_t i = 0; metadata && metadata[i]; i += 2) {
     if (!metadata[i + 1]) {
       snprintf (err, errlen, "metadata key '%s' has no value", metadata[i]);
       goto fail;
     }
     if (!g_str_has_prefix (metadata[i], "train_"))
-      meta_set (t, metadata[i], metadata[i + 1]);
+      wsi_trainer_meta_set (t, metadata[i], metadata[i + 1]);
   }
-  if (trainer_build (t, err, errlen) != 0)
-    goto fail;
-  meta_fill_defaults (t);
-  wsinn_net_init_params (t->net, seed);
-  if (task == WSI_TASK_SEGMENT && !strcmp (t->spec.arch, "fcn8s"))
-    init_bilinear (t->net);
+  for (int i = 0; i < n_nets; i++)
+    t->n_params += wsinn_net_n_params (nets[i]);
+  t->ps = g_new0 (WsiParamState, MAX (t->n_params, 1));
+  t->ps_net = g_new0 (int, MAX (t->n_params, 1));
+  names = g_hash_table_new (g_str_hash, g_str_equal);
+  for (int i = 0; i < n_nets; i++) {
+    for (size_t j = 0; j < wsinn_net_n_params (nets[i]); j++, k++) {
+      wsinn_param *p = wsinn_net_param (nets[i], j);
+      t->ps[k].param = p;
+      t->ps_net[k] = i;
+      t->ps[k].freeze_match = wsi_train_config_freezes (&t->cfg, p->name);
+      if (!p->trainable)
+        stats += p->size;
+      if (!g_hash_table_add (names, (gpointer) p->name)) {
+        snprintf (err, errlen, "parameter name '%s' is in two nets",
+            p->name);
+        g_hash_table_unref (names);
+        goto fail;
+      }
+    }
+  }
+  g_hash_table_unref (names);
+  t->stats_size = stats;
+  t->stats_backup = g_new (float, MAX (stats, 1));
   return t;
 fail:
   wsi_trainer_free (t);
@@ -362,63 +298,42 @@ load_optim_state (WsiTrainer * t, WsiSafetensors * st, char *err,
   return 0;
 }
 
-WsiTrainer *
-wsi_trainer_new_from_file (const char *path, const WsiTrainConfig * cfg,
-    int resume, char *err, size_t errlen)
+int
+wsi_trainer_load (WsiTrainer * t, const char *path, int resume, char *err,
+    size_t errlen)
 {
   WsiSafetensors *st = wsi_safetensors_open (path, err, errlen);
-  WsiTrainer *t;
-  const char *task;
-  size_t used = 0, n_optim = 0;
+  size_t n_optim = 0;
+  int ret = -1;
 
   if (!st)
-    return NULL;
-  t = trainer_alloc (cfg, err, errlen);
-  if (!t) {
-    wsi_safetensors_free (st);
-    return NULL;
-  }
-  if (wsi_safetensors_check_model_metadata (st, err, errlen) != 0)
-    goto fail;
-  task = wsi_safetensors_metadata (st, "train_task");
-  t->task = g_strcmp0 (task, "pretrain") == 0 ? WSI_TASK_PRETRAIN :
-      WSI_TASK_SEGMENT;
-  for (size_t i = 0; i < wsi_safetensors_n_metadata (st); i++) {
-    const char *key = wsi_safetensors_metadata_key (st, i);
-    if (!g_str_has_prefix (key, "train_"))
-      meta_set (t, key, wsi_safetensors_metadata (st, key));
-  }
-  if (trainer_build (t, err, errlen) != 0)
-    goto fail;
-  meta_fill_defaults (t);
+    return -1;
   for (size_t i = 0; i < t->n_params; i++) {
     wsinn_param *p = t->ps[i].param;
     const WsiTensor *tt = wsi_safetensors_find (st, p->name);
     const float *data;
     if (!tt) {
-      snprintf (err, errlen, "%s: tensor '%s' missing for arch %s%s", path,
-          p->name, t->spec.arch, t->task == WSI_TASK_PRETRAIN ?
-          " (pretraining net)" : "");
-      goto fail;
+      snprintf (err, errlen, "%s: tensor '%s' missing for %s", path,
+          p->name, wsi_trainer_describe (t));
+      goto done;
     }
     if (tt->n_dims > WSINN_MAX_DIMS) {
       snprintf (err, errlen, "tensor '%s' has %d dims", p->name, tt->n_dims);
-      goto fail;
+      goto done;
     }
     data = wsi_safetensors_f32 (st, tt, err, errlen);
-    if (!data || wsinn_net_set_param (t->net, p->name, data, tt->n_dims,
-            tt->shape, err, errlen) != 0)
-      goto fail;
-    used++;
+    if (!data || wsinn_net_set_param (t->nets[t->ps_net[i]], p->name, data,
+            tt->n_dims, tt->shape, err, errlen) != 0)
+      goto done;
   }
   for (size_t i = 0; i < wsi_safetensors_n_tensors (st); i++) {
     const WsiTensor *tt = wsi_safetensors_tensor (st, i);
     if (g_str_has_prefix (tt->name, OPTIM_PREFIX))
       n_optim++;
-    else if (!wsinn_net_find_param (t->net, tt->name)) {
-      snprintf (err, errlen, "%s: unexpected tensor '%s' for arch %s", path,
-          tt->name, t->spec.arch);
-      goto fail;
+    else if (!find_param (t, tt->name, NULL)) {
+      snprintf (err, errlen, "%s: unexpected tensor '%s' for %s", path,
+          tt->name, wsi_trainer_describe (t));
+      goto done;
     }
   }
   if (resume) {
@@ -433,18 +348,16 @@ wsi_trainer_new_from_file (const char *path, const WsiTrainConfig * cfg,
         && parse_history (t, wsi_safetensors_metadata (st,
                 "train_loss_history")) != 0) {
       snprintf (err, errlen, "%s: bad train_loss_history", path);
-      goto fail;
+      goto done;
     }
     if (n_optim && load_optim_state (t, st, err, errlen) != 0)
-      goto fail;
+      goto done;
   }
-  wsinn_net_params_changed (t->net);
+  params_changed (t);
+  ret = 0;
+done:
   wsi_safetensors_free (st);
-  return t;
-fail:
-  wsi_safetensors_free (st);
-  wsi_trainer_free (t);
-  return NULL;
+  return ret;
 }
 
 void
@@ -455,12 +368,14 @@ wsi_trainer_free (WsiTrainer * t)
   for (size_t i = 0; t->ps && i < t->n_params; i++)
     wsi_param_state_reset (&t->ps[i]);
   g_free (t->ps);
-  if (t->net)
-    wsinn_net_free (t->net);
+  g_free (t->ps_net);
+  if (t->klass && t->klass->free)
+    t->klass->free (t->model);
+  g_free (t->nets);
+  g_free (t->task);
+  g_free (t->what);
   g_hash_table_unref (t->meta);
   g_array_unref (t->history);
-  g_free (t->out);
-  g_free (t->grad);
   g_free (t->stats_backup);
   g_free (t);
 }
@@ -491,45 +406,7 @@ stats_restore (WsiTrainer * t)
     memcpy (p->data, t->stats_backup + off, p->size * sizeof (float));
     off += p->size;
   }
-  wsinn_net_params_changed (t->net);
-}
-
-/* Output buffers for a batch; checks the net maps n x h x w to itself. */
-static int
-prepare_batch (WsiTrainer * t, const float *input, int n, int h, int w,
-    const uint8_t * labels, char *err, size_t errlen)
-{
-  int oc, oh, ow;
-  size_t size;
-
-  if (!input || n < 1 || h < 1 || w < 1) {
-    snprintf (err, errlen, "empty batch");
-    return -1;
-  }
-  if (t->task == WSI_TASK_SEGMENT && !labels) {
-    snprintf (err, errlen, "segmentation training needs labels");
-    return -1;
-  }
-  if (wsinn_net_output_shape (t->net, n, h, w, &oc, &oh, &ow, err,
-          errlen) != 0)
-    return -1;
-  if (oh != h || ow != w || oc != t->out_channels) {
-    snprintf (err, errlen, "the net maps %dx%d to %dx%dx%d, not to the input "
-        "size: use a side that is a multiple of %d", w, h, ow, oh, oc,
-        wsinn_spec_size_multiple (&t->spec));
-    return -1;
-  }
-  size = (size_t) n * h * w * oc;
-  if (size > t->buf_size) {
-    g_free (t->out);
-    g_free (t->grad);
-    t->out = g_new (float, size);
-    t->grad = g_new (float, size);
-    t->buf_size = size;
-  }
-  if (t->cfg.threads > 0)
-    wsinn_set_num_threads (t->cfg.threads);
-  return 0;
+  params_changed (t);
 }
 
 static gboolean
@@ -552,42 +429,26 @@ history_add (WsiTrainer * t, double loss)
 }
 
 int
-wsi_trainer_step (WsiTrainer * t, const float *input, int n, int h, int w,
-    const uint8_t * labels, WsiStepResult * res, char *err, size_t errlen)
+wsi_trainer_step_model (WsiTrainer * t, const void *batch,
+    WsiStepResult * res, char *err, size_t errlen)
 {
-  WsiLossConfig mse;
-  const WsiLossConfig *lc = &t->cfg.loss;
-  WsiLossResult lr;
+  WsiLossValues lv = { 0 };
   WsiStepResult r = { 0 };
   gboolean frozen = freeze_active (t);
   double norm2 = 0;
   float scale = 1.0f;
-  const size_t n_pix = (size_t) n * h * w;
 
-  if (prepare_batch (t, input, n, h, w, labels, err, errlen) != 0)
-    return -1;
-  if (t->task == WSI_TASK_PRETRAIN) {
-    wsi_loss_config_init (&mse);
-    mse.kind = WSI_LOSS_MSE;
-    lc = &mse;
-  }
+  if (t->cfg.threads > 0)
+    wsinn_set_num_threads (t->cfg.threads);
   stats_save (t);
-  wsinn_net_set_training (t->net, 1);
-  if (wsinn_net_forward (t->net, input, n, h, w, t->out, err, errlen) != 0)
+  if (t->klass->step (t->model, &t->cfg, batch, &lv, err, errlen) != 0)
     goto refuse;
-  if (wsi_loss_compute (lc, t->out, n_pix, t->out_channels,
-          t->task == WSI_TASK_PRETRAIN ? NULL : labels,
-          t->task == WSI_TASK_PRETRAIN ? input : NULL, t->grad, &lr, err,
-          errlen) != 0)
-    goto refuse;
-  if (!isfinite (lr.loss)) {
+  if (!isfinite (lv.loss)) {
     snprintf (err, errlen, "step %" G_GINT64_FORMAT " refused: the loss is "
         "%s (parameters kept; lower the learning rate or check the input)",
-        t->step + 1, isnan (lr.loss) ? "NaN" : "Inf");
+        t->step + 1, isnan (lv.loss) ? "NaN" : "Inf");
     goto refuse;
   }
-  if (wsinn_net_backward (t->net, t->grad, NULL, err, errlen) != 0)
-    goto refuse;
   for (size_t i = 0; i < t->n_params; i++) {
     const wsinn_param *p = t->ps[i].param;
     if (!p->trainable || (frozen && t->ps[i].freeze_match))
@@ -622,14 +483,13 @@ wsi_trainer_step (WsiTrainer * t, const float *input, int n, int h, int w,
       }
     }
   }
-  wsinn_net_params_changed (t->net);
+  params_changed (t);
   t->step++;
-  history_add (t, lr.loss);
+  history_add (t, lv.loss);
   r.step = t->step;
-  r.loss = lr.loss;
-  r.ce = lr.ce;
-  r.dice = lr.dice;
-  r.accuracy = lr.n_valid ? (double) lr.n_correct / lr.n_valid : 0;
+  r.loss = lv.loss;
+  r.accuracy = lv.accuracy;
+  r.losses = lv;
   if (res)
     *res = r;
   return 0;
@@ -640,26 +500,27 @@ refuse:
 }
 
 int
-wsi_trainer_evaluate (WsiTrainer * t, const float *input, int n, int h,
-    int w, const uint8_t * labels, WsiLossResult * res, char *err,
-    size_t errlen)
+wsi_trainer_evaluate_model (WsiTrainer * t, const void *batch,
+    WsiLossValues * losses, char *err, size_t errlen)
 {
-  WsiLossConfig mse;
-  const WsiLossConfig *lc = &t->cfg.loss;
+  WsiLossValues lv = { 0 };
+  int ret;
 
-  if (prepare_batch (t, input, n, h, w, labels, err, errlen) != 0)
-    return -1;
-  if (t->task == WSI_TASK_PRETRAIN) {
-    wsi_loss_config_init (&mse);
-    mse.kind = WSI_LOSS_MSE;
-    lc = &mse;
-  }
-  wsinn_net_set_training (t->net, 0);
-  if (wsinn_net_forward (t->net, input, n, h, w, t->out, err, errlen) != 0)
-    return -1;
-  return wsi_loss_compute (lc, t->out, (size_t) n * h * w, t->out_channels,
-      t->task == WSI_TASK_PRETRAIN ? NULL : labels,
-      t->task == WSI_TASK_PRETRAIN ? input : NULL, NULL, res, err, errlen);
+  if (t->cfg.threads > 0)
+    wsinn_set_num_threads (t->cfg.threads);
+  ret = t->klass->evaluate (t->model, &t->cfg, batch, &lv, err, errlen);
+  if (losses)
+    *losses = lv;
+  return ret;
+}
+
+double
+wsi_loss_values_get (const WsiLossValues * v, const char *name)
+{
+  for (int i = 0; i < v->n; i++)
+    if (v->names[i] && strcmp (v->names[i], name) == 0)
+      return v->values[i];
+  return NAN;
 }
 
 /* ----------------------------------------------------------- save, load */
@@ -717,8 +578,7 @@ save_file (WsiTrainer * t, const char *path, gboolean with_state, char *err,
 #define EXTRA(k, v) do { char *_v = (v); g_ptr_array_add (owned, _v); \
     g_ptr_array_add (extra, (gpointer) (k)); g_ptr_array_add (extra, _v); \
   } while (0)
-    EXTRA ("train_task", g_strdup (t->task == WSI_TASK_PRETRAIN ? "pretrain"
-            : "segment"));
+    EXTRA ("train_task", g_strdup (t->task));
     EXTRA ("train_step", g_strdup_printf ("%" G_GINT64_FORMAT, t->step));
     EXTRA ("train_epoch", g_strdup_printf ("%d", t->epoch));
     EXTRA ("train_optimizer", g_strdup (wsi_optim_kind_name (t->cfg.optim)));
@@ -733,9 +593,10 @@ save_file (WsiTrainer * t, const char *path, gboolean with_state, char *err,
     g_string_append (hist, "]");
     EXTRA ("train_loss_history", g_string_free (hist, FALSE));
 #undef EXTRA
-  } else if (t->task == WSI_TASK_PRETRAIN) {
+  } else if (strcmp (t->task, "segment") != 0) {
+    /* a model file of another task says so (e.g. a pretraining net) */
     g_ptr_array_add (extra, (gpointer) "train_task");
-    g_ptr_array_add (extra, (gpointer) "pretrain");
+    g_ptr_array_add (extra, (gpointer) t->task);
   }
   meta = meta_list (t, extra);
   ret = wsi_safetensors_save (path, (const WsiTensorSpec *) specs->data,
@@ -776,11 +637,12 @@ wsi_trainer_init_from (WsiTrainer * t, const char *path, const char *prefix,
   for (size_t i = 0; i < wsi_safetensors_n_tensors (st) && ret == 0; i++) {
     const WsiTensor *tt = wsi_safetensors_tensor (st, i);
     wsinn_param *p;
+    int net = 0;
     gboolean same = TRUE, in_prefix = TRUE;
     const float *data;
     if (g_str_has_prefix (tt->name, OPTIM_PREFIX))
       continue;
-    p = wsinn_net_find_param (t->net, tt->name);
+    p = find_param (t, tt->name, &net);
     if (!p) {
       r.n_unused++;
       continue;
@@ -805,8 +667,8 @@ wsi_trainer_init_from (WsiTrainer * t, const char *path, const char *prefix,
       continue;
     }
     data = wsi_safetensors_f32 (st, tt, err, errlen);
-    if (!data || wsinn_net_set_param (t->net, p->name, data, tt->n_dims,
-            tt->shape, err, errlen) != 0) {
+    if (!data || wsinn_net_set_param (t->nets[net], p->name, data,
+            tt->n_dims, tt->shape, err, errlen) != 0) {
       ret = -1;
       break;
     }
@@ -817,7 +679,7 @@ wsi_trainer_init_from (WsiTrainer * t, const char *path, const char *prefix,
   }
   g_strfreev (prefixes);
   wsi_safetensors_free (st);
-  wsinn_net_params_changed (t->net);
+  params_changed (t);
   if (ret == 0 && r.n_copied == 0) {
     snprintf (err, errlen, "init-from %s: no tensor matches a parameter of "
         "this net by name and shape (%d shape mismatches, %d outside the "
@@ -835,21 +697,31 @@ wsi_trainer_init_from (WsiTrainer * t, const char *path, const char *prefix,
 wsinn_net *
 wsi_trainer_net (WsiTrainer * t)
 {
-  return t->net;
+  return t->nets[0];
 }
 
-const float *
-wsi_trainer_output (const WsiTrainer * t, int *channels)
+void *
+wsi_trainer_model (WsiTrainer * t)
 {
-  if (channels)
-    *channels = t->out_channels;
-  return t->out;
+  return t->model;
 }
 
-WsiTrainTask
-wsi_trainer_task (const WsiTrainer * t)
+const WsiTrainModelClass *
+wsi_trainer_model_class (const WsiTrainer * t)
 {
-  return t->task;
+  return t->klass;
+}
+
+int
+wsi_trainer_n_nets (const WsiTrainer * t)
+{
+  return t->n_nets;
+}
+
+wsinn_net *
+wsi_trainer_net_at (WsiTrainer * t, int i)
+{
+  return i >= 0 && i < t->n_nets ? t->nets[i] : NULL;
 }
 
 int64_t
