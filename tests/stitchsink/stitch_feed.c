@@ -29,41 +29,58 @@ typedef struct
   gdouble mpp;
   guint8 *data;
   gsize patch_bytes;
-  gchar **detections;           /* lines of the detections file */
+  GArray *detections;           /* Detection, from the file */
 } Feed;
+
+typedef struct
+{
+  gint c, r, cls;
+  guint64 id;
+  gdouble score;
+} Detection;
+
+/* Parses the detections file once ("col row id class score" lines). */
+static GArray *
+parse_detections (const gchar * text)
+{
+  GArray *out = g_array_new (FALSE, FALSE, sizeof (Detection));
+  gchar **lines = g_strsplit (text, "\n", -1), **l;
+
+  for (l = lines; *l; l++) {
+    gchar **t = g_strsplit_set (g_strstrip (*l), " \t", -1);
+    if (g_strv_length (t) == 5) {
+      Detection d = { atoi (t[0]), atoi (t[1]), atoi (t[3]),
+        g_ascii_strtoull (t[2], NULL, 10), g_ascii_strtod (t[4], NULL)
+      };
+      g_array_append_val (out, d);
+    }
+    g_strfreev (t);
+  }
+  g_strfreev (lines);
+  return out;
+}
 
 static void
 add_detections (const Feed * f, GstBuffer * buf, gint c, gint r)
 {
-  gchar **l;
+  guint i;
 
-  for (l = f->detections; l && *l; l++) {
-    gint dc, dr, cls;
-    guint64 id;
-    gdouble score;
-    gchar **t = g_strsplit_set (g_strstrip (*l), " \t", -1);
-    if (g_strv_length (t) == 5) {
-      dc = atoi (t[0]);
-      dr = atoi (t[1]);
-      id = g_ascii_strtoull (t[2], NULL, 10);
-      cls = atoi (t[3]);
-      score = g_ascii_strtod (t[4], NULL);
-      if (dc == c && dr == r) {
-        if (id >= 1 && id <= GST_WSI_DETECTION_MAX_ID)
-          gst_wsi_detection_meta_add (buf, (guint) id, cls, "object", score,
-              0, 0, 1, 1);
-        else {
-          GstVideoRegionOfInterestMeta *roi =
-              gst_buffer_add_video_region_of_interest_meta (buf, "object", 0,
-              0, 1, 1);
-          gst_video_region_of_interest_meta_add_param (roi,
-              gst_structure_new (GST_WSI_DETECTION_PARAM, "score",
-                  G_TYPE_DOUBLE, score, "class-id", G_TYPE_INT, cls,
-                  "instance-id", G_TYPE_UINT, (guint) id, NULL));
-        }
-      }
+  for (i = 0; f->detections && i < f->detections->len; i++) {
+    const Detection *d = &g_array_index (f->detections, Detection, i);
+    if (d->c != c || d->r != r)
+      continue;
+    if (d->id >= 1 && d->id <= GST_WSI_DETECTION_MAX_ID)
+      gst_wsi_detection_meta_add (buf, (guint) d->id, d->cls, "object",
+          d->score, 0, 0, 1, 1);
+    else {
+      GstVideoRegionOfInterestMeta *roi =
+          gst_buffer_add_video_region_of_interest_meta (buf, "object", 0, 0,
+          1, 1);
+      gst_video_region_of_interest_meta_add_param (roi,
+          gst_structure_new (GST_WSI_DETECTION_PARAM, "score", G_TYPE_DOUBLE,
+              d->score, "class-id", G_TYPE_INT, d->cls, "instance-id",
+              G_TYPE_UINT, (guint) d->id, NULL));
     }
-    g_strfreev (t);
   }
 }
 
@@ -221,7 +238,7 @@ main (int argc, char **argv)
       g_printerr ("detections file %s missing\n", detections);
       return 1;
     }
-    f.detections = g_strsplit (text, "\n", -1);
+    f.detections = parse_detections (text);
     g_free (text);
   }
 
@@ -264,6 +281,7 @@ main (int argc, char **argv)
   gst_harness_teardown (h);
   gst_object_unref (bus);
   g_free (contents);
-  g_strfreev (f.detections);
+  if (f.detections)
+    g_array_free (f.detections, TRUE);
   return rc;
 }
