@@ -20,6 +20,7 @@
 
 #include "gstwsiseg.h"
 #include "gstwsiaugment.h"
+#include "gstwsidetection.h"
 #include "gstwsiprops.h"
 #include "gstwsitilemeta.h"
 #include "wsiannot.h"
@@ -1119,6 +1120,17 @@ gst_label_patch_transform_caps (GstBaseTransform * trans,
   return res;
 }
 
+/* Instance maps say so in-band (stitchsink merges their objects). */
+static gboolean
+gst_label_patch_set_info (GstVideoFilter * filter, GstCaps * incaps,
+    GstVideoInfo * in_info, GstCaps * outcaps, GstVideoInfo * out_info)
+{
+  if (GST_VIDEO_INFO_FORMAT (out_info) == GST_VIDEO_FORMAT_GRAY16_LE)
+    gst_pad_push_event (GST_BASE_TRANSFORM_SRC_PAD (filter),
+        gst_wsi_instances_event_new ());
+  return TRUE;
+}
+
 /* ---- GObject ---- */
 
 static void
@@ -1308,6 +1320,7 @@ gst_label_patch_class_init (GstLabelPatchClass * klass)
   trans_class->stop = GST_DEBUG_FUNCPTR (gst_label_patch_stop);
   trans_class->transform_caps =
       GST_DEBUG_FUNCPTR (gst_label_patch_transform_caps);
+  filter_class->set_info = GST_DEBUG_FUNCPTR (gst_label_patch_set_info);
   filter_class->transform_frame =
       GST_DEBUG_FUNCPTR (gst_label_patch_transform_frame);
 

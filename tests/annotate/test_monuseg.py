@@ -25,11 +25,11 @@ instances = "{dir}/../instances/{name}_inst.png"
 P, O = 256, 32
 
 
-def stitched(name, label_opts, out):
+def stitched(name, label_opts, out, sink_opts=""):
     img = os.path.join(images, name + ".png")
     p = wsitest.gst_launch(
         f"slidesrc location={img} ! patchify patch-size={P} overlap={O} min-tissue=0 ! "
-        f"labelpatch {label_opts} ! stitchsink location={out}", timeout=60)
+        f"labelpatch {label_opts} ! stitchsink location={out} {sink_opts}", timeout=60)
     ok = c.check(p.returncode == 0, f"{name}: pipeline with labelpatch {label_opts.split('=')[0]}",
                  (p.stderr or p.stdout)[-400:])
     return wsitest.read_png(out) if ok else None
@@ -43,11 +43,22 @@ for name in names:
         ref = (mask > 0).astype(np.uint8)
         c.check(got.shape == ref.shape and np.array_equal(got, ref),
                 f"{name}: stitched label patches == mask", annot.diff_summary(got, ref))
-    got = stitched(name, f"masks={instances} instance-mode=instances", os.path.join(tmp, "i.png"))
+    got = stitched(name, f"masks={instances} instance-mode=instances", os.path.join(tmp, "i.png"),
+                   "instances=off")
     if got is not None:
         c.check(got.dtype == np.uint16 and np.array_equal(got, inst),
-                f"{name}: stitched instance patches == instance map (16-bit)",
+                f"{name}: stitched instance patches, ids kept == instance map (16-bit)",
                 annot.diff_summary(got, inst))
+    # labelpatch marks its output as instances: stitchsink merges them into global ids
+    got = stitched(name, f"masks={instances} instance-mode=instances", os.path.join(tmp, "g.png"))
+    if got is not None:
+        pairs = np.unique(np.stack([got.ravel().astype(np.int64), inst.ravel()]), axis=1)
+        one_to_one = (len(np.unique(pairs[0])) == pairs.shape[1]
+                      and len(np.unique(pairs[1])) == pairs.shape[1])
+        c.check(np.array_equal(got > 0, inst > 0) and one_to_one,
+                f"{name}: merged instances == instance map up to renumbering",
+                f"{pairs.shape[1]} id pairs, {len(np.unique(pairs[0]))} merged ids, "
+                f"{len(np.unique(pairs[1]))} annotated ids")
     got = stitched(name, f"masks={instances} instance-mode=boundary num-classes=3",
                    os.path.join(tmp, "b.png"))
     if got is not None:
