@@ -13,6 +13,7 @@
 #include "wsicolor.h"
 #include "wsipng.h"
 #include "wsislide.h"
+#include "wsitissue.h"
 
 #include <gst/base/gstbasetransform.h>
 #include <gst/video/video.h>
@@ -409,7 +410,7 @@ accumulate_frame (GstVideoFrame * frame, GstBuffer * buf, WsiStainAcc * acc,
   stride = GST_VIDEO_FRAME_PLANE_STRIDE (frame, 0);
   data = (const guint8 *) GST_VIDEO_FRAME_PLANE_DATA (frame, 0) + y0 * stride
       + x0 * 3;
-  tissue = wsi_count_tissue (data, w, h, stride);
+  tissue = wsi_stain_tissue_count (data, w, h, stride);
   if (tissue == 0 || tissue < min_tissue * (gdouble) w * h)
     return FALSE;
   wsi_stain_acc_add (acc, data, w, h, stride,
@@ -496,7 +497,7 @@ load_target (GstColorNorm * self)
     GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
         ("The stain target image \"%s\" has too little H&E tissue.", path),
         ("%s; tissue pixels are those with R, G and B all <= %d", why->str,
-            WSI_TISSUE_MAX_VALUE));
+            WSI_STAIN_TISSUE_MAX_VALUE));
     g_string_free (why, TRUE);
     g_free (path);
     return FALSE;

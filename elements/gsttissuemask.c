@@ -1,5 +1,5 @@
 /* tissuemask: labels every pixel of an RGB frame as tissue (1) or
- * background (0) with the tissue test patchify uses (gst/wsitissue.c).
+ * background (0) with the tissue test patchify uses (patch tissue, elements/core/wsitissue.h).
  * Output is GRAY8 of the same size; padding pixels (outside the valid area
  * of the tile meta) are 0. The tile meta is kept. */
 #ifdef HAVE_CONFIG_H

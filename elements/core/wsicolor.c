@@ -70,7 +70,7 @@ wsi_color_init (void)
           pow ((c + 0.055) / 1.055, 2.4) : c / 12.92);
       od_of_u8[i] = (gfloat) (-log ((i + 1) / WSI_OD_I0));
       bg_weight[i] = (gfloat) CLAMP ((-log ((i + 1) / WSI_OD_I0) -
-              WSI_BACKGROUND_OD) / (WSI_TISSUE_OD - WSI_BACKGROUND_OD), 0.0,
+              WSI_BACKGROUND_OD) / (WSI_STAIN_TISSUE_OD - WSI_BACKGROUND_OD), 0.0,
           1.0);
     }
     for (i = 0; i <= CURVE_N + 1; i++) {
@@ -185,27 +185,6 @@ linear_to_srgb255 (gfloat c)
   return curve (srgb_tab, c);
 }
 
-static inline gboolean
-is_tissue (const guint8 * p)
-{
-  return p[0] <= WSI_TISSUE_MAX_VALUE && p[1] <= WSI_TISSUE_MAX_VALUE
-      && p[2] <= WSI_TISSUE_MAX_VALUE;
-}
-
-gsize
-wsi_count_tissue (const guint8 * rgb, gint width, gint height, gsize stride)
-{
-  gsize n = 0;
-  gint x, y;
-
-  for (y = 0; y < height; y++) {
-    const guint8 *p = rgb + y * stride;
-    for (x = 0; x < width; x++, p += 3)
-      n += is_tissue (p);
-  }
-  return n;
-}
-
 /* --- accumulation -------------------------------------------------------- */
 
 void
@@ -248,7 +227,7 @@ wsi_stain_acc_add (WsiStainAcc * acc, const guint8 * rgb, gint width,
     guint64 nrow = 0;
 
     for (x = 0; x < width; x++, p += 3) {
-      if (!is_tissue (p))
+      if (!wsi_stain_tissue_pixel (p[0], p[1], p[2]))
         continue;
       nrow++;
       if (what & WSI_ACC_LAB) {

@@ -5,15 +5,16 @@
 
 #include <glib.h>
 
+#include "wsitissue.h"
+
 G_BEGIN_DECLS
 
 /* Optical density of an 8-bit value v: OD = -ln((v + 1) / 256); never
  * infinite, 0 for v = 255. */
 #define WSI_OD_I0 256.0
-/* A pixel is tissue when all of R, G, B have OD >= 0.15, i.e. all <= 219. */
-#define WSI_TISSUE_OD 0.15
-#define WSI_TISSUE_MAX_VALUE 219
-/* Fewer tissue pixels than this: no fit (stain step is the identity). */
+/* The fits use stain-fit tissue pixels (wsitissue.h: all of R, G, B have
+ * OD >= WSI_STAIN_TISSUE_OD, i.e. all <= 219). Fewer tissue pixels than
+ * this: no fit (stain step is the identity). */
 #define WSI_MIN_TISSUE_PIXELS 100
 /* Macenko: angle percentiles (alpha, 100 - alpha) and stain maximum
  * concentration percentile. */
@@ -57,13 +58,10 @@ void wsi_default_stain_target (WsiStainParams * out);
 /* Exact conversions (float64), as scikit-image's rgb2lab with D65/2deg. */
 void wsi_rgb8_to_lab (const guint8 rgb[3], gdouble lab[3]);
 
-gsize wsi_count_tissue (const guint8 * rgb, gint width, gint height,
-    gsize stride);
-
 void wsi_stain_acc_init (WsiStainAcc * acc, gsize od_capacity, guint od_step);
 void wsi_stain_acc_reset (WsiStainAcc * acc);
 void wsi_stain_acc_clear (WsiStainAcc * acc);
-/* Adds the tissue pixels of an RGB image (3 bytes per pixel, rows @stride
+/* Adds the stain-fit tissue pixels of an RGB image (3 bytes per pixel, rows @stride
  * bytes apart); returns how many tissue pixels it had. */
 guint64 wsi_stain_acc_add (WsiStainAcc * acc, const guint8 * rgb, gint width,
     gint height, gsize stride, guint what);
@@ -78,7 +76,7 @@ gdouble wsi_percentile (gfloat * v, gsize n, gdouble p);
 
 /* Reinhard background: a pixel whose largest OD (darkest channel) is
  * <= WSI_BACKGROUND_OD (all channels >= 243) keeps its colour, one with
- * largest OD >= WSI_TISSUE_OD (some channel <= 219) is fully normalised,
+ * largest OD >= WSI_STAIN_TISSUE_OD (some channel <= 219) is fully normalised,
  * linear in that OD in between. */
 #define WSI_BACKGROUND_OD 0.05
 

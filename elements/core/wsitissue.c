@@ -41,3 +41,18 @@ wsi_tissue_count_rgb (const WsiTissueTest * test, const guint8 * rgb,
   }
   return count;
 }
+
+gsize
+wsi_stain_tissue_count (const guint8 * rgb, gint width, gint height,
+    gsize stride)
+{
+  gsize n = 0;
+  gint x, y;
+
+  for (y = 0; y < height; y++) {
+    const guint8 *p = rgb + y * stride;
+    for (x = 0; x < width; x++, p += 3)
+      n += wsi_stain_tissue_pixel (p[0], p[1], p[2]);
+  }
+  return n;
+}
