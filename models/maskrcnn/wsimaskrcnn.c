@@ -105,6 +105,13 @@ wsimrcnn_set_detection (wsimrcnn * m, float score_thresh, double nms_iou,
   return 0;
 }
 
+void
+wsimrcnn_set_seed (wsimrcnn * m, uint64_t seed)
+{
+  m->cfg.seed = seed;
+  wsidet_rng_seed (&m->rng, seed);
+}
+
 wsinn_net *
 wsimrcnn_net (wsimrcnn * m, int which)
 {

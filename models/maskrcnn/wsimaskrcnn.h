@@ -51,6 +51,10 @@ const wsimrcnn_config *wsimrcnn_get_config (const wsimrcnn * m);
  * image (the size of the output arrays). 0 / -1 + @err. */
 int wsimrcnn_set_detection (wsimrcnn * m, float score_thresh,
     double nms_iou, int max_detections, char *err, size_t errlen);
+/* Reseeds the training samplers (anchors, RoIs): a trainer seeds each
+ * image's step from its own seed and the step number, so that a resumed
+ * run samples as the uninterrupted one. */
+void wsimrcnn_set_seed (wsimrcnn * m, uint64_t seed);
 /* The three nets (to load parameters by name): 0 features, 1 box head,
  * 2 mask head. */
 wsinn_net *wsimrcnn_net (wsimrcnn * m, int which);

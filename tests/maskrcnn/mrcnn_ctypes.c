@@ -116,3 +116,81 @@ mr_info_load (const char *path, char *err, size_t errlen)
     wsimrcnn_model_info_clear (&mi);
   return rc;
 }
+
+/* ---- the trainer adapter (models/maskrcnn/wsimrcnn-train.h), for
+ * test_trainer.py: SGD @lr momentum 0.9; sampler batches @rpn_batch /
+ * @box_batch (0: the file's). */
+#include "wsimrcnn-train.h"
+
+WsiTrainer *mr_trainer_new (const char *path, int resume, int rpn_batch,
+    int box_batch, double lr, char *err, size_t errlen);
+int mr_trainer_step (WsiTrainer * t, const float *images, int n, int h,
+    int w, const uint16_t * inst, double *losses, char *err, size_t errlen);
+int mr_trainer_save (WsiTrainer * t, const char *path, char *err,
+    size_t errlen);
+void mr_trainer_free (WsiTrainer * t);
+
+WsiTrainer *
+mr_trainer_new (const char *path, int resume, int rpn_batch, int box_batch,
+    double lr, char *err, size_t errlen)
+{
+  WsiTrainConfig cfg;
+  WsiMrcnnModelInfo mi;
+  wsi_train_config_init (&cfg);
+  cfg.lr = lr;
+  if (wsimrcnn_model_info_load (path, &mi, err, errlen) != 0)
+    return NULL;
+  if (rpn_batch > 0)
+    mi.cfg.rpn_batch = rpn_batch;
+  if (box_batch > 0)
+    mi.cfg.box_batch = box_batch;
+  wsimrcnn *m = wsimrcnn_new (&mi.cfg, err, errlen);
+  WsiTrainer *t = m ? wsimrcnn_trainer_new (m, &mi, &cfg, 11, err, errlen) :
+      NULL;
+  wsimrcnn_model_info_clear (&mi);
+  if (t && wsi_trainer_load (t, path, resume, err, errlen) != 0) {
+    wsi_trainer_free (t);
+    t = NULL;
+  }
+  return t;
+}
+
+/* One step on n images with their instance label patches (n x h x w):
+ * targets through wsimrcnn_targets_from_labels. @losses: the 5 parts and
+ * the total. */
+int
+mr_trainer_step (WsiTrainer * t, const float *images, int n, int h, int w,
+    const uint16_t * inst, double *losses, char *err, size_t errlen)
+{
+  WsiMrcnnTargets *tg = calloc ((size_t) n, sizeof *tg);
+  WsiStepResult r;
+  int rc = 0;
+  for (int i = 0; rc == 0 && i < n; i++)
+    rc = wsimrcnn_targets_from_labels (inst + (size_t) i * h * w,
+        (size_t) w * 2, w, h, NULL, 0, 2, WSIMRCNN_INSTANCE_IGNORE, 256, 1,
+        &tg[i], err, errlen);
+  WsiMrcnnBatch b = { images, n, h, w, tg };
+  if (rc == 0)
+    rc = wsi_trainer_step_model (t, &b, &r, err, errlen);
+  if (rc == 0) {
+    for (int i = 0; i < WSIMRCNN_N_LOSSES; i++)
+      losses[i] = wsi_loss_values_get (&r.losses, wsimrcnn_loss_names[i]);
+    losses[WSIMRCNN_N_LOSSES] = r.loss;
+  }
+  for (int i = 0; i < n; i++)
+    wsimrcnn_targets_clear (&tg[i]);
+  free (tg);
+  return rc;
+}
+
+int
+mr_trainer_save (WsiTrainer * t, const char *path, char *err, size_t errlen)
+{
+  return wsi_trainer_save (t, path, err, errlen);
+}
+
+void
+mr_trainer_free (WsiTrainer * t)
+{
+  wsi_trainer_free (t);
+}

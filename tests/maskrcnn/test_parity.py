@@ -300,6 +300,9 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[2] == "modelfile":
         import test_modelfile
         sys.exit(test_modelfile.main())
+    if len(sys.argv) > 2 and sys.argv[2] == "trainer":
+        import test_trainer
+        sys.exit(test_trainer.main())
     if len(sys.argv) > 2 and sys.argv[2] == "instances":
         import test_instances
         sys.exit(test_instances.main())
