@@ -630,6 +630,49 @@ done:
   return ok;
 }
 
+/* The level is coarser than the thumbnail (k > 1, e.g. a stitch upsampled
+ * by target-mpp): each thumbnail pixel is the level pixel under its centre,
+ * read in blocks of whole rows. */
+static gboolean
+thumb_nearest (WsiSlide * s, gint level, gint64 x, gint64 y,
+    const ThumbAxis * ax, const ThumbAxis * ay, const gint * cancel,
+    guint8 * out, WsiSlideReadStats * st, GError ** error)
+{
+  gdouble ds = wsi_slide_get_level_downsample (s, level);
+  gint64 lw = ax->n_lev, rows = MAX (1, (gint64) (THUMB_BLOCK_PIXELS / lw));
+  guint8 *block = g_try_malloc ((gsize) lw * MIN (rows, ay->n_lev) * 3);
+  gint64 b0 = 0, b1 = 0;
+
+  if (!block) {
+    g_set_error (error, WSI_SLIDE_ERROR, WSI_SLIDE_ERROR_NO_MEMORY,
+        "Not enough memory for a thumbnail of \"%s\".", s->path);
+    return FALSE;
+  }
+  for (gint64 v = 0; v < ay->n_out; v++) {
+    gint64 b = MIN (ay->n_lev - 1, (gint64) floor ((v + 0.5) / ay->k));
+    guint8 *o = out + (gsize) v * ax->n_out * 3;
+
+    if (b >= b1) {
+      b0 = b;
+      b1 = MIN (ay->n_lev, b0 + rows);
+      if (cancelled (cancel, s, error) ||
+          !wsi_slide_read_region (s, level, x, y + (gint64) llround (b0 * ds),
+              lw, b1 - b0, block, (gsize) lw * 3, error)) {
+        g_free (block);
+        return FALSE;
+      }
+      st->pixels_read += (guint64) lw * (b1 - b0);
+      st->reads++;
+    }
+    for (gint64 u = 0; u < ax->n_out; u++) {
+      gint64 a = MIN (lw - 1, (gint64) floor ((u + 0.5) / ax->k));
+      memcpy (o + u * 3, block + ((gsize) (b - b0) * lw + a) * 3, 3);
+    }
+  }
+  g_free (block);
+  return TRUE;
+}
+
 /* Window [*w0, *w1) of @q level pixels at the centre of thumbnail pixel @u,
  * inside the region; FALSE when the pixel is past the slide. */
 static gboolean
@@ -706,7 +749,7 @@ wsi_slide_read_thumbnail (WsiSlide * s, gint64 x, gint64 y, gint64 w,
 {
   WsiSlideReadStats dummy;
   WsiSlideReadStats *st = stats ? stats : &dummy;
-  ThumbAxis ax, ay;
+  ThumbAxis ax = { 0 }, ay = { 0 };
   gint level = 0, l;
   gdouble ds;
 
@@ -740,11 +783,18 @@ wsi_slide_read_thumbnail (WsiSlide * s, gint64 x, gint64 y, gint64 w,
     if ((guint64) ax.n_lev * ay.n_lev <= max_read)
       break;
   }
+  if (ax.n_lev == 0) {
+    g_set_error (error, WSI_SLIDE_ERROR, WSI_SLIDE_ERROR_CORRUPT,
+        "\"%s\" has no level with a valid downsample.", s->path);
+    return FALSE;
+  }
   ds = wsi_slide_get_level_downsample (s, level);
   ax.k = ay.k = ds / scale;
   ax.n_out = ow;
   ay.n_out = oh;
   st->level = level;
+  if (ax.k > 1.0 + 1e-9 && (guint64) ax.n_lev * ay.n_lev <= max_read)
+    return thumb_nearest (s, level, x, y, &ax, &ay, cancel, rgb, st, error);
   if ((guint64) ax.n_lev * ay.n_lev <= max_read)
     return thumb_full (s, level, x, y, &ax, &ay, cancel, rgb, st, error);
 

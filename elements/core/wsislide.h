@@ -111,7 +111,9 @@ typedef struct
  * at most @scale coarse whose region is at most @max_read pixels (else
  * coarser ones), in blocks, and averages the pixels of the rule above that
  * fall in each thumbnail pixel: a box average of what slidesrc streams at
- * that level. When even the coarsest level's region is larger than
+ * that level (a level coarser than the thumbnail, as for an upsampled
+ * stitch, gives each thumbnail pixel the level pixel under its centre).
+ * When even the coarsest level's region is larger than
  * @max_read (a single-level TIFF), each thumbnail pixel averages a window
  * of about sqrt (max_read / (out_w * out_h)) level pixels a side at the
  * centre of its footprint, one read each: at most

@@ -318,6 +318,19 @@ GST_START_TEST (test_users_agree)
   g_free (thumb);
   g_free (box);
 
+  /* a thumbnail finer than level 0 (an upsampled stitch): the level-0
+   * pixel under each thumbnail pixel's centre */
+  thumb = g_malloc (40 * 30 * 3);
+  fail_unless (wsi_slide_read_thumbnail (s, 100, 240, 20, 15, 0.5, 40, 30,
+          G_MAXUINT64, NULL, thumb, &st, NULL));
+  fail_unless_equals_int (st.level, 0);
+  for (gint v = 0; v < 30; v++)
+    for (gint u = 0; u < 40; u++)
+      fail_unless (memcmp (thumb + ((gsize) v * 40 + u) * 3,
+              l0 + ((gsize) (240 + v / 2) * W0 + 100 + u / 2) * 3, 3) == 0,
+          "upsampled thumbnail pixel %d,%d", u, v);
+  g_free (thumb);
+
   /* overview: the smallest level's pixels, unaveraged */
   rgb = wsi_slide_read_overview (s, 1 << 20, NULL, &tw, &th, &st, NULL);
   fail_unless (rgb != NULL);
