@@ -579,7 +579,6 @@ evaluate_pair (GstSegEval * self, GstBuffer * pbuf, GstBuffer * abuf,
   GstWsiTileMeta pm, am;
   GstVideoFrame pf, af;
   gint x0, x1, y0, y1, ignore;
-  gint64 rw, rh, px, py;
   WsiLabelView pv, av;
   GstFlowReturn ret = GST_FLOW_OK;
   guint interval;
@@ -598,13 +597,7 @@ evaluate_pair (GstSegEval * self, GstBuffer * pbuf, GstBuffer * abuf,
   }
 
   /* centre crop of the valid area, in patch pixels */
-  gst_wsi_tile_meta_region_level_size (&am, &rw, &rh);
-  px = llround ((am.x - am.region_x) / am.downsample);
-  py = llround ((am.y - am.region_y) / am.downsample);
-  wsi_metrics_crop_span (am.width, am.overlap, am.pad_left, am.valid_width, px, rw,
-      am.col == 0, am.grid_cols > 0 && am.col == am.grid_cols - 1, &x0, &x1);
-  wsi_metrics_crop_span (am.height, am.overlap, am.pad_top, am.valid_height, py, rh,
-      am.row == 0, am.grid_rows > 0 && am.row == am.grid_rows - 1, &y0, &y1);
+  gst_wsi_pair_compared_area (&am, &x0, &x1, &y0, &y1);
 
   if (!gst_video_frame_map (&pf, &self->info[SIDE_PRED], pbuf, GST_MAP_READ))
     goto map_failed;

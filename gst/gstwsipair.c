@@ -1,8 +1,10 @@
 /* Pairing patches by tile metadata: gstwsipair.h. */
+#include <math.h>
 #include <string.h>
 
 #include "gstwsipair.h"
 #include "gstwsitilemeta.h"
+#include "wsimetrics.h"
 
 static gchar *
 slide_key (GstWsiSlideMatch match, const gchar * slide)
@@ -59,6 +61,23 @@ gst_wsi_place_describe (GstBuffer * buf)
     return g_strdup ("(patch without tile metadata)");
   return g_strdup_printf ("slide '%s', patch at level-0 (%" G_GINT64_FORMAT
       ", %" G_GINT64_FORMAT ")", m->slide ? m->slide : "", m->x, m->y);
+}
+
+void
+gst_wsi_pair_compared_area (const GstWsiTileMeta * m, gint * x0, gint * x1,
+    gint * y0, gint * y1)
+{
+  gint64 rw, rh, px, py;
+
+  gst_wsi_tile_meta_region_level_size (m, &rw, &rh);
+  px = llround ((m->x - m->region_x) / m->downsample);
+  py = llround ((m->y - m->region_y) / m->downsample);
+  wsi_metrics_crop_span (m->width, m->overlap, m->pad_left, m->valid_width,
+      px, rw, m->col == 0, m->grid_cols > 0 && m->col == m->grid_cols - 1,
+      x0, x1);
+  wsi_metrics_crop_span (m->height, m->overlap, m->pad_top, m->valid_height,
+      py, rh, m->row == 0, m->grid_rows > 0 && m->row == m->grid_rows - 1,
+      y0, y1);
 }
 
 /* ------------------------------------------------------- ordered streams */

@@ -14,6 +14,8 @@
 #include <gst/gst.h>
 #include <gst/base/gstaggregator.h>
 
+#include "gstwsitilemeta.h"
+
 G_BEGIN_DECLS
 
 typedef enum
@@ -40,6 +42,13 @@ void gst_wsi_place_clear (GstWsiPlace * place);
 gboolean gst_wsi_place_equal (const GstWsiPlace * a, const GstWsiPlace * b);
 /* "slide 'S', patch at level-0 (X, Y)" for messages (g_free). */
 gchar *gst_wsi_place_describe (GstBuffer * buf);
+
+/* What of a pair is compared (segeval, validation metrics): the centre
+ * crop of the valid area, so that overlapping patches count every image
+ * pixel once; @meta fitted to the patch size (valid downsample, overlap
+ * below the patch size). Patch pixel spans [x0, x1) x [y0, y1). */
+void gst_wsi_pair_compared_area (const GstWsiTileMeta * meta,
+    gint * x0, gint * x1, gint * y0, gint * y1);
 
 /* ---- ordered streams: peek at two aggregator pads ---- */
 

@@ -20,6 +20,29 @@ wsi_loss_config_init (WsiLossConfig * cfg)
   cfg->pos_weight = 1.0f;
 }
 
+int
+wsi_loss_config_set_class_weights (WsiLossConfig * cfg, const char *list,
+    char *err, size_t errlen)
+{
+  gchar **w = g_strsplit (list ? list : "", ",", -1);
+  guint n = g_strv_length (w);
+
+  for (guint i = 0; i < n && i < WSI_LOSS_MAX_CLASSES; i++) {
+    gchar *end = NULL;
+    gdouble v = g_ascii_strtod (w[i], &end);
+    if (!end || *end || !(v >= 0) || !isfinite (v)) {
+      snprintf (err, errlen, "class-weights: '%s' is not a weight >= 0",
+          w[i]);
+      g_strfreev (w);
+      return -1;
+    }
+    cfg->class_weights[i] = (float) v;
+  }
+  cfg->n_class_weights = (int) MIN (n, WSI_LOSS_MAX_CLASSES);
+  g_strfreev (w);
+  return 0;
+}
+
 static const char *const loss_names[] = {
   [WSI_LOSS_CE] = "ce",
   [WSI_LOSS_DICE] = "dice",

@@ -348,6 +348,34 @@ wsi_trainer_new_from_file (const char *path, const WsiTrainConfig * cfg,
   return t;
 }
 
+WsiTrainer *
+wsi_trainer_new_pretrain_from_file (const char *path,
+    const WsiTrainConfig * cfg, uint64_t seed, char *err, size_t errlen)
+{
+  WsiSafetensors *st = wsi_safetensors_open (path, err, errlen);
+  GPtrArray *kv;
+  WsiTrainer *t;
+  WsiInitFromReport rep;
+
+  if (!st)
+    return NULL;
+  kv = g_ptr_array_new ();
+  for (size_t i = 0; i < wsi_safetensors_n_metadata (st); i++) {
+    const char *key = wsi_safetensors_metadata_key (st, i);
+    g_ptr_array_add (kv, (gpointer) key);
+    g_ptr_array_add (kv, (gpointer) wsi_safetensors_metadata (st, key));
+  }
+  g_ptr_array_add (kv, NULL);
+  t = wsi_trainer_new ((const char *const *) kv->pdata, WSI_TASK_PRETRAIN,
+      cfg, seed, err, errlen);
+  g_ptr_array_unref (kv);
+  wsi_safetensors_free (st);
+  /* start from the model file's encoder weights */
+  if (t && wsi_trainer_init_from (t, path, NULL, &rep, err, errlen) != 0)
+    g_clear_pointer (&t, wsi_trainer_free);
+  return t;
+}
+
 /* ------------------------------------------------- segmentation calls */
 
 int

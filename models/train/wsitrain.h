@@ -47,6 +47,10 @@ typedef struct
 
 /* Defaults: CE, ignore 255, smooth 1, weights 1/1, pos_weight 1. */
 void wsi_loss_config_init (WsiLossConfig * cfg);
+/* Comma-separated weights >= 0 ("1,2.5") into class_weights; -1 + @err on a
+ * value that is not one. */
+int wsi_loss_config_set_class_weights (WsiLossConfig * cfg, const char *list,
+    char *err, size_t errlen);
 /* "ce", "dice", "ce+dice", "bce", "mse" -> kind; -1 if unknown. */
 int wsi_loss_kind_from_string (const char *s);
 const char *wsi_loss_kind_name (WsiLossKind kind);
@@ -226,6 +230,10 @@ WsiTrainer *wsi_trainer_new (const char *const *metadata, WsiTrainTask task,
  * comes from its metadata); without, only the parameters are used. */
 WsiTrainer *wsi_trainer_new_from_file (const char *path,
     const WsiTrainConfig * cfg, int resume, char *err, size_t errlen);
+/* Autoencoder pretraining of a model file's encoder: the file's metadata,
+ * a new pretraining net (@seed), the file's encoder weights copied. */
+WsiTrainer *wsi_trainer_new_pretrain_from_file (const char *path,
+    const WsiTrainConfig * cfg, uint64_t seed, char *err, size_t errlen);
 void wsi_trainer_free (WsiTrainer * t);
 
 /* One mini-batch: @input n x h x w x 3 (NHWC, preprocessed), @labels
