@@ -15,28 +15,19 @@
 #include "config.h"
 #endif
 
-#include <math.h>
-#include <string.h>
-
 #include <gst/base/gstaggregator.h>
 #include <gst/video/video.h>
 
 #include "gstwsiaggregator.h"
 #include "gstwsibatch.h"
-#include "gstwsiclasses.h"
-#include "gstwsipair.h"
 #include "gstwsipatch.h"
 #include "gstwsiprops.h"
-#include "gstwsitensor.h"
 #include "gstwsiseg.h"
-#include "gstwsitilemeta.h"
+#include "gstwsitensor.h"
 #include "gstwsitrain.h"
-#include "safetensors.h"
-#include "wsimetrics.h"
 #include "wsiargmax.h"
 #include "wsimodel.h"
 #include "wsinn.h"
-#include "wsitrain.h"
 
 GST_DEBUG_CATEGORY_STATIC (gst_segment_fcn_debug);
 #define GST_CAT_DEFAULT gst_segment_fcn_debug
@@ -69,56 +60,11 @@ gst_segment_output_get_type (void)
   return type;
 }
 
-typedef enum
-{
-  SEGMENT_MODE_INFER,
-  SEGMENT_MODE_TRAIN,
-  SEGMENT_MODE_PRETRAIN,
-} SegmentMode;
-
-#define GST_TYPE_SEGMENT_MODE (gst_segment_mode_get_type ())
-static GType
-gst_segment_mode_get_type (void)
-{
-  static GType type = 0;
-  static const GEnumValue values[] = {
-    {SEGMENT_MODE_INFER, "Segment patches with the model", "infer"},
-    {SEGMENT_MODE_TRAIN, "Train on image + annotation pairs "
-          "(request the 'annotation' pad)", "train"},
-    {SEGMENT_MODE_PRETRAIN, "Autoencoder pretraining of the encoder on "
-          "unlabelled patches", "pretrain"},
-    {0, NULL, NULL}
-  };
-
-  if (g_once_init_enter (&type)) {
-    GType t = g_enum_register_static ("GstSegmentFcnMode", values);
-    g_once_init_leave (&type, t);
-  }
-  return type;
-}
-
-/* The loss: a registered enum whose nicks are the strings the trainer
- * parses (wsi_loss_kind_from_string), so pipelines keep their text. The
- * other training settings are gst/gstwsitrain's. */
-#define GST_TYPE_SEGMENT_LOSS (gst_segment_loss_get_type ())
-static GType
-gst_segment_loss_get_type (void)
-{
-  static GType type = 0;
-  static const GEnumValue values[] = {
-    {WSI_LOSS_CE, "Softmax cross-entropy (class-weights)", "ce"},
-    {WSI_LOSS_DICE, "Soft Dice over all classes", "dice"},
-    {WSI_LOSS_CE_DICE, "Cross-entropy + soft Dice", "ce+dice"},
-    {WSI_LOSS_BCE, "Binary cross-entropy (one-class models)", "bce"},
-    {0, NULL, NULL}
-  };
-
-  if (g_once_init_enter (&type)) {
-    GType t = g_enum_register_static ("GstSegmentFcnLoss", values);
-    g_once_init_leave (&type, t);
-  }
-  return type;
-}
+/* mode and loss: gst/gstwsitrain's registered enums */
+typedef GstWsiTrainMode SegmentMode;
+#define SEGMENT_MODE_INFER GST_WSI_TRAIN_MODE_INFER
+#define SEGMENT_MODE_TRAIN GST_WSI_TRAIN_MODE_TRAIN
+#define SEGMENT_MODE_PRETRAIN GST_WSI_TRAIN_MODE_PRETRAIN
 
 #define GST_TYPE_SEGMENT_FCN (gst_segment_fcn_get_type ())
 G_DECLARE_FINAL_TYPE (GstSegmentFcn, gst_segment_fcn, GST, SEGMENT_FCN,
@@ -129,22 +75,17 @@ struct _GstSegmentFcn
   GstAggregator parent;
 
   /* properties */
-  gchar *model_path;
-  guint batch_size;
-  guint64 batch_timeout;
-  guint threads;
+  GstWsiSegmentSettings seg;    /* model, batch-size, ... (gstwsipatch) */
   SegmentOutput output;
   guint class_index;
   SegmentMode mode;
   WsiLossKind loss;
   gchar *class_weights;
   guint64 seed;
-  guint64 max_memory;
   gboolean post_messages;
 
   gint running;                 /* between start and stop (gstwsiprops) */
-  gchar *classes;               /* the loaded model's class list, object lock */
-  GstEvent *classes_event;      /* the same in-band, until stored on src */
+  GstWsiModelClasses classes;   /* the model's classes, text and event */
 
   /* the model */
   WsiModel *model;              /* inference */
@@ -160,18 +101,13 @@ struct _GstSegmentFcn
 
   /* outputs and validation counts */
   gfloat *out_batch;
-  guint8 *val_pred_labels;
-  gsize out_capacity, val_pred_capacity;
+  gsize out_capacity;
   WsiConfusion val_cm;          /* centre crops, as segeval counts */
 };
 
 enum
 {
   PROP_0,
-  PROP_MODEL,
-  PROP_BATCH_SIZE,
-  PROP_BATCH_TIMEOUT,
-  PROP_THREADS,
   PROP_OUTPUT,
   PROP_CLASS,
   PROP_CLASSES,
@@ -179,16 +115,10 @@ enum
   PROP_LOSS,
   PROP_CLASS_WEIGHTS,
   PROP_SEED,
-  PROP_MAX_MEMORY,
   PROP_POST_MESSAGES,
-  PROP_TRAIN_FIRST,             /* gst/gstwsitrain's properties follow */
+  PROP_SEGMENT_FIRST,           /* gst/gstwsipatch's properties follow */
+  PROP_TRAIN_FIRST = PROP_SEGMENT_FIRST + GST_WSI_SEGMENT_N_PROPS,
 };
-
-#define DEFAULT_BATCH_SIZE 1
-#define DEFAULT_BATCH_TIMEOUT (100 * GST_MSECOND)
-#define DEFAULT_THREADS 0
-#define DEFAULT_MAX_MEMORY (G_GUINT64_CONSTANT (4) << 30)
-
 
 static GstStaticPadTemplate sink_template =
 GST_STATIC_PAD_TEMPLATE ("sink", GST_PAD_SINK, GST_PAD_ALWAYS,
@@ -214,7 +144,6 @@ G_DEFINE_TYPE (GstSegmentFcn, gst_segment_fcn, GST_TYPE_AGGREGATOR);
 GST_ELEMENT_REGISTER_DEFINE (segment_fcn, "segment-fcn", GST_RANK_NONE,
     GST_TYPE_SEGMENT_FCN);
 
-
 static const WsiModelInfo *
 model_info (GstSegmentFcn * self)
 {
@@ -227,26 +156,6 @@ have_model (GstSegmentFcn * self)
   return self->model != NULL || gst_wsi_train_trainer (self->train) != NULL;
 }
 
-/* The model file's metadata as key, value, ..., NULL (for a new trainer). */
-static gchar **
-read_metadata_pairs (const gchar * path, gchar * err, gsize errlen)
-{
-  WsiSafetensors *st = wsi_safetensors_open (path, err, errlen);
-  GPtrArray *kv;
-
-  if (!st)
-    return NULL;
-  kv = g_ptr_array_new ();
-  for (gsize i = 0; i < wsi_safetensors_n_metadata (st); i++) {
-    const gchar *key = wsi_safetensors_metadata_key (st, i);
-    g_ptr_array_add (kv, g_strdup (key));
-    g_ptr_array_add (kv, g_strdup (wsi_safetensors_metadata (st, key)));
-  }
-  g_ptr_array_add (kv, NULL);
-  wsi_safetensors_free (st);
-  return (gchar **) g_ptr_array_free (kv, FALSE);
-}
-
 /* GstWsiTrainFuncs.configure: the loss and its class weights. */
 static gboolean
 train_configure (gpointer user, WsiTrainConfig * cfg, gchar * err,
@@ -254,7 +163,7 @@ train_configure (gpointer user, WsiTrainConfig * cfg, gchar * err,
 {
   GstSegmentFcn *self = user;
 
-  cfg->threads = (int) self->threads;
+  cfg->threads = (int) self->seg.threads;
   cfg->loss.kind = self->mode == SEGMENT_MODE_PRETRAIN ? WSI_LOSS_MSE :
       self->loss;
   return !self->class_weights || !*self->class_weights
@@ -262,42 +171,19 @@ train_configure (gpointer user, WsiTrainConfig * cfg, gchar * err,
       err, errlen) == 0;
 }
 
-/* Stores the pending classes event on the source pad (once it is active):
- * it goes downstream before the next buffer, GAP or EOS. */
-static void
-send_classes (GstSegmentFcn * self)
-{
-  if (self->classes_event && gst_pad_store_sticky_event
-      (GST_AGGREGATOR_SRC_PAD (self), self->classes_event) == GST_FLOW_OK)
-    gst_clear_event (&self->classes_event);
-}
-
-/* The class list of the classes property, kept under the object lock so
- * that readers never touch model state that stop() frees; and the same
- * in-band (a sticky wsi-classes event on the source pad, sent before the
- * next buffer or GAP after the caps). */
+/* The classes property and the same in-band (a sticky wsi-classes event
+ * on the source pad, sent before the next buffer or GAP after the caps). */
 static void
 update_classes (GstSegmentFcn * self)
 {
-  GString *s = g_string_new (NULL);
-  const WsiModelInfo *info = model_info (self);
-  gchar *old;
+  gst_wsi_model_classes_update (&self->classes, GST_ELEMENT (self),
+      GST_AGGREGATOR_SRC_PAD (self), model_info (self));
+}
 
-  for (gint c = 0; c < info->n_classes; c++)
-    g_string_append_printf (s, "%s%s:#%02x%02x%02x", c ? "," : "",
-        info->class_names[c], info->class_colors[c][0],
-        info->class_colors[c][1], info->class_colors[c][2]);
-  GST_OBJECT_LOCK (self);
-  old = self->classes;
-  self->classes = g_string_free (s, FALSE);
-  GST_OBJECT_UNLOCK (self);
-  g_free (old);
-  gst_clear_event (&self->classes_event);
-  if (info->n_classes > 0)
-    self->classes_event = gst_wsi_classes_event_new_rgb ((guint)
-        info->n_classes, (const gchar * const *) info->class_names,
-        (const guint8 (*)[3]) info->class_colors);
-  send_classes (self);
+static void
+send_classes (GstSegmentFcn * self)
+{
+  gst_wsi_model_classes_send (&self->classes, GST_AGGREGATOR_SRC_PAD (self));
 }
 
 /* GstWsiTrainFuncs.create: the trainer of the model file (a new decoder
@@ -310,23 +196,23 @@ train_create (gpointer user, const WsiTrainConfig * cfg, gboolean resume)
   gchar err[512] = "";
 
   if (gst_wsi_report_unreadable (GST_ELEMENT (self), "Model",
-          self->model_path))
+          self->seg.model))
     return NULL;
-  if (wsi_model_info_load (self->model_path, &self->train_info, err,
+  if (wsi_model_info_load (self->seg.model, &self->train_info, err,
           sizeof err) != 0)
     goto load_failed;
   if (self->mode == SEGMENT_MODE_PRETRAIN && !resume)
-    trainer = wsi_trainer_new_pretrain_from_file (self->model_path, cfg,
+    trainer = wsi_trainer_new_pretrain_from_file (self->seg.model, cfg,
         self->seed, err, sizeof err);
   else
-    trainer = wsi_trainer_new_from_file (self->model_path, cfg, resume, err,
+    trainer = wsi_trainer_new_from_file (self->seg.model, cfg, resume, err,
         sizeof err);
   if (trainer)
     return trainer;
 
 load_failed:
   GST_ELEMENT_ERROR (self, STREAM, DECODE,
-      ("Could not load model \"%s\" for training: %s", self->model_path,
+      ("Could not load model \"%s\" for training: %s", self->seg.model,
           err), (NULL));
   return NULL;
 }
@@ -334,11 +220,9 @@ load_failed:
 static gboolean
 ensure_model (GstSegmentFcn * self)
 {
-  gchar err[512] = "";
-
   if (have_model (self))
     return TRUE;
-  if (!self->model_path || !*self->model_path) {
+  if (!self->seg.model || !*self->seg.model) {
     GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
         ("No model file given."), ("Set the 'model' property to a "
             ".safetensors model file (see docs/model-format.md)."));
@@ -350,40 +234,13 @@ ensure_model (GstSegmentFcn * self)
     update_classes (self);
     return TRUE;
   }
-  if (gst_wsi_report_unreadable (GST_ELEMENT (self), "Model",
-          self->model_path))
+  if (!(self->model = gst_wsi_patch_load_model (GST_ELEMENT (self),
+              self->seg.model, self->seg.threads)))
     return FALSE;
-  self->model = wsi_model_load (self->model_path, (int) self->threads, err,
-      sizeof err);
-  if (!self->model) {
-    GST_ELEMENT_ERROR (self, STREAM, DECODE,
-        ("Could not load model \"%s\": %s", self->model_path, err), (NULL));
-    return FALSE;
-  }
-  GST_INFO_OBJECT (self, "loaded %s (%s, %d classes)", self->model_path,
+  GST_INFO_OBJECT (self, "loaded %s (%s, %d classes)", self->seg.model,
       model_info (self)->arch, model_info (self)->n_classes);
   update_classes (self);
   return TRUE;
-}
-
-/* A net of the model file's architecture (weights not loaded), for
- * memory estimates of an inference model. */
-static wsinn_net *
-net_of_model_file (const gchar * path)
-{
-  gchar err[256];
-  gchar **meta = read_metadata_pairs (path, err, sizeof err);
-  wsinn_spec spec;
-  wsinn_net *net = NULL;
-  gboolean ok = meta != NULL;
-
-  wsinn_spec_init (&spec);
-  for (guint i = 0; ok && meta[i] && meta[i + 1]; i += 2)
-    ok = wsinn_spec_set (&spec, meta[i], meta[i + 1], err, sizeof err) == 0;
-  if (ok)
-    net = wsinn_net_new_from_spec (&spec, err, sizeof err);
-  g_strfreev (meta);
-  return net;
 }
 
 /* Estimated memory of a batch of @n patches: the engine's activations
@@ -402,11 +259,8 @@ estimate_batch_bytes (GstSegmentFcn * self, gint width, gint height,
     engine = wsinn_net_memory_estimate (wsi_trainer_net (gst_wsi_train_trainer
             (self->train)), (int) n, height, width, 1);
   } else {
-    wsinn_net *net = net_of_model_file (self->model_path);
-    if (net) {
-      engine = wsinn_net_memory_estimate (net, (int) n, height, width, 0);
-      wsinn_net_free (net);
-    }
+    engine = gst_wsi_patch_model_file_bytes (self->seg.model, n, width,
+        height);
   }
   return engine + arrays;
 }
@@ -453,14 +307,8 @@ set_input_caps (GstSegmentFcn * self, GstCaps * caps)
   if (!gst_wsi_patch_caps_parse (GST_ELEMENT (self), caps, &width, &height,
           &is_tensor, &vinfo))
     return FALSE;
-  if (info->size_multiple > 1 && (width % info->size_multiple
-          || height % info->size_multiple)) {
-    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
-        ("Patch size %dx%d does not suit model %s: sides must be multiples "
-            "of %d.", width, height, info->arch, info->size_multiple),
-        ("Set patchify patch-size to a multiple of %d.", info->size_multiple));
+  if (!gst_wsi_patch_check_size (GST_ELEMENT (self), info, width, height))
     return FALSE;
-  }
   if (self->output == SEGMENT_OUTPUT_CLASS_MAP
       && (gint) self->class_index >= info->n_classes) {
     GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
@@ -474,9 +322,9 @@ set_input_caps (GstSegmentFcn * self, GstCaps * caps)
             info->n_classes), ("Use output=probabilities."));
     return FALSE;
   }
-  batch_bytes = estimate_batch_bytes (self, width, height, self->batch_size);
-  if (!gst_wsi_batch_check_memory (self->batch, self->batch_size, width,
-          height, batch_bytes, self->max_memory))
+  batch_bytes = estimate_batch_bytes (self, width, height, self->seg.batch_size);
+  if (!gst_wsi_batch_check_memory (self->batch, self->seg.batch_size, width,
+          height, batch_bytes, self->seg.max_memory))
     return FALSE;
   /* patches of the old size go out before the size changes */
   resized = gst_wsi_patch_input_differs (&self->in, width, height,
@@ -610,6 +458,21 @@ run_inference (GstWsiBatch * batch, guint n, GstBuffer * const *images,
 
 /* ------------------------------------------------- training (callbacks) */
 
+/* The float input and (with annotations) the label arrays of a training
+ * or validation batch; FALSE with the error posted. */
+static gboolean
+fill_pairs (GstSegmentFcn * self, guint n, GstBuffer * const *images,
+    GstBuffer * const *annotations, gboolean validation, gfloat ** in,
+    guint8 ** labels)
+{
+  *labels = NULL;
+  if (!(*in = gst_wsi_patch_input_fill (&self->in, GST_ELEMENT (self),
+              model_info (self), n, images)))
+    return FALSE;
+  return !annotations || (*labels = gst_wsi_train_read_labels (self->train,
+          validation, n, annotations, images, model_info (self)->n_classes));
+}
+
 /* GstWsiTrainFuncs.step: one U-Net + wsi_loss step (models/train). */
 static GstWsiTrainStatus
 train_step (gpointer user, WsiTrainer * trainer, guint n,
@@ -617,14 +480,10 @@ train_step (gpointer user, WsiTrainer * trainer, guint n,
     WsiStepResult * res, gchar * err, gsize errlen)
 {
   GstSegmentFcn *self = user;
-  guint8 *labels = NULL;
+  guint8 *labels;
   gfloat *in;
 
-  if (!(in = gst_wsi_patch_input_fill (&self->in, GST_ELEMENT (self),
-              model_info (self), n, images))
-      || (annotations && !(labels = gst_wsi_train_read_labels (self->train,
-                  FALSE, n, annotations, images,
-                  model_info (self)->n_classes))))
+  if (!fill_pairs (self, n, images, annotations, FALSE, &in, &labels))
     return GST_WSI_TRAIN_ERROR_POSTED;
   if (wsi_trainer_step (trainer, in, (int) n, self->in.height,
           self->in.width, labels, res, err, errlen) != 0)
@@ -641,40 +500,22 @@ train_validate (gpointer user, WsiTrainer * trainer, guint n,
 {
   GstSegmentFcn *self = user;
   const gint w = self->in.width, h = self->in.height;
-  const gsize npix = (gsize) w * h;
-  guint8 *labels = NULL;
+  guint8 *labels;
   WsiLossResult res;
   const gfloat *out;
   gfloat *in;
   gint nc;
 
-  if (!(in = gst_wsi_patch_input_fill (&self->in, GST_ELEMENT (self),
-              model_info (self), n, images))
-      || (annotations && !(labels = gst_wsi_train_read_labels (self->train,
-                  TRUE, n, annotations, images,
-                  model_info (self)->n_classes))))
+  if (!fill_pairs (self, n, images, annotations, TRUE, &in, &labels))
     return GST_WSI_TRAIN_ERROR_POSTED;
   if (wsi_trainer_evaluate (trainer, in, (int) n, h, w, labels, &res, err,
           errlen) != 0)
     return GST_WSI_TRAIN_FAILED;
   losses->loss = res.loss;
-  if (!labels)
-    return GST_WSI_TRAIN_OK;
-  if (!gst_wsi_batch_grow ((gpointer *) & self->val_pred_labels,
-          &self->val_pred_capacity, npix * n, 1)) {
-    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
-        ("Not enough memory for the validation labels."), (NULL));
-    return GST_WSI_TRAIN_ERROR_POSTED;
-  }
   out = wsi_trainer_output (trainer, &nc);
-  for (gsize i = 0; i < npix * n; i++) {
-    const gfloat *p = out + i * nc;
-    self->val_pred_labels[i] = nc == 1 ? p[0] > 0.0f :
-        (guint8) wsi_argmax (p, nc);
-  }
-  for (guint i = 0; i < n; i++)
-    gst_wsi_train_count_pixels (&self->val_cm, images[i], annotations[i],
-        self->val_pred_labels + npix * i, labels + npix * i, w, h);
+  if (labels && !gst_wsi_train_count_logits (self->train, &self->val_cm, n,
+          images, annotations, out, nc, labels))
+    return GST_WSI_TRAIN_ERROR_POSTED;
   return GST_WSI_TRAIN_OK;
 }
 
@@ -779,7 +620,7 @@ gst_segment_fcn_start (GstAggregator * agg)
 
   gst_wsi_set_running (GST_ELEMENT (self), &self->running, TRUE);
   gst_wsi_batch_reset_stats (self->batch);
-  gst_wsi_batch_set_size (self->batch, self->batch_size);
+  gst_wsi_batch_set_size (self->batch, self->seg.batch_size);
   if (infer && gst_wsi_train_has_pads (self->train)) {
     GST_ELEMENT_ERROR (self, CORE, PAD,
         ("Annotation and validation pads are for mode=train only."),
@@ -789,9 +630,9 @@ gst_segment_fcn_start (GstAggregator * agg)
   self->input_ok = FALSE;
   gst_wsi_patch_input_clear (&self->in);
   /* a partial batch of a live inference stream waits at most batch-timeout */
-  gst_wsi_batch_set_timeout (self->batch, infer ? self->batch_timeout : 0);
+  gst_wsi_batch_set_timeout (self->batch, infer ? self->seg.batch_timeout : 0);
   if (!infer && !gst_wsi_train_start (self->train,
-          self->mode == SEGMENT_MODE_TRAIN, self->batch_size))
+          self->mode == SEGMENT_MODE_TRAIN, self->seg.batch_size))
     return FALSE;
   return ensure_model (self);
 }
@@ -800,20 +641,13 @@ static gboolean
 gst_segment_fcn_stop (GstAggregator * agg)
 {
   GstSegmentFcn *self = GST_SEGMENT_FCN (agg);
-  gchar *classes;
 
   gst_wsi_batch_clear (self->batch);
   gst_wsi_train_stop (self->train);
   gst_wsi_patch_input_clear (&self->in);
   g_clear_pointer (&self->out_batch, g_free);
-  g_clear_pointer (&self->val_pred_labels, g_free);
   self->out_capacity = 0;
-  self->val_pred_capacity = 0;
-  GST_OBJECT_LOCK (self);
-  classes = g_steal_pointer (&self->classes);
-  GST_OBJECT_UNLOCK (self);
-  g_free (classes);
-  gst_clear_event (&self->classes_event);
+  gst_wsi_model_classes_clear (&self->classes, GST_ELEMENT (self));
   g_clear_pointer (&self->model, wsi_model_free);
   wsi_model_info_clear (&self->train_info);
   gst_caps_replace (&self->src_caps, NULL);
@@ -849,19 +683,6 @@ gst_segment_fcn_set_property (GObject * object, guint prop_id,
     return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_MODEL:
-      g_free (self->model_path);
-      self->model_path = g_value_dup_string (value);
-      break;
-    case PROP_BATCH_SIZE:
-      self->batch_size = g_value_get_uint (value);
-      break;
-    case PROP_BATCH_TIMEOUT:
-      self->batch_timeout = g_value_get_uint64 (value);
-      break;
-    case PROP_THREADS:
-      self->threads = g_value_get_uint (value);
-      break;
     case PROP_OUTPUT:
       self->output = g_value_get_enum (value);
       break;
@@ -881,15 +702,14 @@ gst_segment_fcn_set_property (GObject * object, guint prop_id,
     case PROP_SEED:
       self->seed = g_value_get_uint64 (value);
       break;
-    case PROP_MAX_MEMORY:
-      self->max_memory = g_value_get_uint64 (value);
-      break;
     case PROP_POST_MESSAGES:
       g_atomic_int_set (&self->post_messages, g_value_get_boolean (value));
       break;
     default:
-      if (!gst_wsi_train_settings_set (gst_wsi_train_settings (self->train),
-              prop_id - PROP_TRAIN_FIRST, value))
+      if (!gst_wsi_segment_settings_set (&self->seg, prop_id -
+              PROP_SEGMENT_FIRST, value)
+          && !gst_wsi_train_settings_set (gst_wsi_train_settings
+              (self->train), prop_id - PROP_TRAIN_FIRST, value))
         G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
   }
@@ -904,18 +724,6 @@ gst_segment_fcn_get_property (GObject * object, guint prop_id, GValue * value,
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_MODEL:
-      g_value_set_string (value, self->model_path);
-      break;
-    case PROP_BATCH_SIZE:
-      g_value_set_uint (value, self->batch_size);
-      break;
-    case PROP_BATCH_TIMEOUT:
-      g_value_set_uint64 (value, self->batch_timeout);
-      break;
-    case PROP_THREADS:
-      g_value_set_uint (value, self->threads);
-      break;
     case PROP_OUTPUT:
       g_value_set_enum (value, self->output);
       break;
@@ -923,7 +731,8 @@ gst_segment_fcn_get_property (GObject * object, guint prop_id, GValue * value,
       g_value_set_uint (value, self->class_index);
       break;
     case PROP_CLASSES:
-      g_value_set_string (value, self->classes ? self->classes : "");
+      g_value_set_string (value, self->classes.text ? self->classes.text :
+          "");
       break;
     case PROP_MODE:
       g_value_set_enum (value, self->mode);
@@ -937,15 +746,14 @@ gst_segment_fcn_get_property (GObject * object, guint prop_id, GValue * value,
     case PROP_SEED:
       g_value_set_uint64 (value, self->seed);
       break;
-    case PROP_MAX_MEMORY:
-      g_value_set_uint64 (value, self->max_memory);
-      break;
     case PROP_POST_MESSAGES:
       g_value_set_boolean (value, g_atomic_int_get (&self->post_messages));
       break;
     default:
-      if (!gst_wsi_train_settings_get (gst_wsi_train_settings (self->train),
-              prop_id - PROP_TRAIN_FIRST, value))
+      if (!gst_wsi_segment_settings_get (&self->seg, prop_id -
+              PROP_SEGMENT_FIRST, value)
+          && !gst_wsi_train_settings_get (gst_wsi_train_settings
+              (self->train), prop_id - PROP_TRAIN_FIRST, value))
         G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
   }
@@ -957,13 +765,11 @@ gst_segment_fcn_finalize (GObject * object)
 {
   GstSegmentFcn *self = GST_SEGMENT_FCN (object);
 
-  g_free (self->model_path);
+  gst_wsi_segment_settings_clear (&self->seg);
   g_free (self->class_weights);
-  g_free (self->classes);
-  gst_clear_event (&self->classes_event);
+  gst_wsi_model_classes_clear (&self->classes, GST_ELEMENT (self));
   gst_wsi_patch_input_clear (&self->in);
   g_free (self->out_batch);
-  g_free (self->val_pred_labels);
   wsi_confusion_clear (&self->val_cm);
   gst_wsi_train_free (self->train);
   gst_wsi_batch_free (self->batch);
@@ -987,30 +793,7 @@ gst_segment_fcn_class_init (GstSegmentFcnClass * klass)
   gobject_class->get_property = gst_segment_fcn_get_property;
   gobject_class->finalize = gst_segment_fcn_finalize;
 
-  g_object_class_install_property (gobject_class, PROP_MODEL,
-      g_param_spec_string ("model", "Model",
-          "Model file (.safetensors) holding the architecture, weights, "
-          "classes and preprocessing", NULL,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_READY));
-  g_object_class_install_property (gobject_class, PROP_BATCH_SIZE,
-      g_param_spec_uint ("batch-size", "Batch size",
-          "Patches per forward pass", 1, 256, DEFAULT_BATCH_SIZE,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_READY));
-  g_object_class_install_property (gobject_class, PROP_BATCH_TIMEOUT,
-      g_param_spec_uint64 ("batch-timeout", "Batch timeout",
-          "Live streams: longest time (ns) a partial batch waits for more "
-          "patches (becomes the aggregator latency when upstream is live)", 0, G_MAXUINT64,
-          DEFAULT_BATCH_TIMEOUT,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_READY));
-  g_object_class_install_property (gobject_class, PROP_THREADS,
-      g_param_spec_uint ("threads", "Threads",
-          "Compute threads for the engine (0 = all cores)", 0, 1024,
-          DEFAULT_THREADS,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_READY));
+  gst_wsi_segment_install_properties (gobject_class, PROP_SEGMENT_FIRST);
   g_object_class_install_property (gobject_class, PROP_OUTPUT,
       g_param_spec_enum ("output", "Output",
           "What the element emits per patch", GST_TYPE_SEGMENT_OUTPUT,
@@ -1032,10 +815,10 @@ gst_segment_fcn_class_init (GstSegmentFcnClass * klass)
   g_object_class_install_property (gobject_class, PROP_MODE,
       g_param_spec_enum ("mode", "Mode", "Inference, training (with the "
           "annotation pad) or autoencoder pretraining",
-          GST_TYPE_SEGMENT_MODE, SEGMENT_MODE_INFER, TRAIN_FLAGS));
+          GST_TYPE_WSI_TRAIN_MODE, SEGMENT_MODE_INFER, TRAIN_FLAGS));
   g_object_class_install_property (gobject_class, PROP_LOSS,
       g_param_spec_enum ("loss", "Loss", "Training loss (bce: one-class "
-          "models)", GST_TYPE_SEGMENT_LOSS, WSI_LOSS_CE, TRAIN_FLAGS));
+          "models)", GST_TYPE_WSI_TRAIN_LOSS, WSI_LOSS_CE, TRAIN_FLAGS));
   g_object_class_install_property (gobject_class, PROP_CLASS_WEIGHTS,
       g_param_spec_string ("class-weights", "Class weights",
           "Training: comma-separated cross-entropy weight per class", NULL,
@@ -1046,14 +829,6 @@ gst_segment_fcn_class_init (GstSegmentFcnClass * klass)
           G_MAXUINT64, 1, TRAIN_FLAGS));
 
   gst_wsi_train_install_properties (gobject_class, PROP_TRAIN_FIRST);
-  g_object_class_install_property (gobject_class, PROP_MAX_MEMORY,
-      g_param_spec_uint64 ("max-memory", "Maximum memory",
-          "Largest estimated memory (bytes) of one batch: the engine's "
-          "activations (with gradients when training) and the batch arrays; "
-          "a patch size or batch-size needing more is refused", 1 << 20,
-          G_MAXUINT64, DEFAULT_MAX_MEMORY,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_POST_MESSAGES,
       gst_wsi_param_spec_post_messages ());
 
@@ -1087,8 +862,6 @@ gst_segment_fcn_class_init (GstSegmentFcnClass * klass)
       GST_DEBUG_FUNCPTR (gst_segment_fcn_update_src_caps);
 
   gst_type_mark_as_plugin_api (GST_TYPE_SEGMENT_OUTPUT, 0);
-  gst_type_mark_as_plugin_api (GST_TYPE_SEGMENT_MODE, 0);
-  gst_type_mark_as_plugin_api (GST_TYPE_SEGMENT_LOSS, 0);
 }
 
 static const GstWsiTrainFuncs train_funcs = {
@@ -1106,14 +879,11 @@ gst_segment_fcn_init (GstSegmentFcn * self)
 
   gst_element_add_pad (GST_ELEMENT (self), pad);
   self->image_pad = GST_AGGREGATOR_PAD (pad);
-  self->batch_size = DEFAULT_BATCH_SIZE;
-  self->batch_timeout = DEFAULT_BATCH_TIMEOUT;
-  self->threads = DEFAULT_THREADS;
+  gst_wsi_segment_settings_init (&self->seg);
   self->output = SEGMENT_OUTPUT_LABELS;
   self->class_index = 1;
   self->loss = WSI_LOSS_CE;
   self->seed = 1;
-  self->max_memory = DEFAULT_MAX_MEMORY;
   wsi_confusion_init (&self->val_cm);
   self->batch = gst_wsi_batch_new (GST_AGGREGATOR (self), run_inference,
       accept_patch, self);

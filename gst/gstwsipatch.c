@@ -1,13 +1,17 @@
 /* The image-patch input of segmentation elements: gstwsipatch.h. */
 #include <errno.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <glib/gstdio.h>
 
 #include "gstwsibatch.h"
+#include "gstwsiclasses.h"
 #include "gstwsipatch.h"
 #include "gstwsitensor.h"
 #include "gstwsitilemeta.h"
+#include "safetensors.h"
+#include "wsinn.h"
 
 gboolean
 gst_wsi_patch_caps_parse (GstElement * element, GstCaps * caps,
@@ -158,4 +162,221 @@ gst_wsi_report_unreadable (GstElement * element, const gchar * what,
     return TRUE;
   }
   return FALSE;
+}
+
+/* ------------------------------------------------------------ settings */
+
+enum
+{
+  P_MODEL,
+  P_BATCH_SIZE,
+  P_BATCH_TIMEOUT,
+  P_THREADS,
+  P_MAX_MEMORY,
+};
+
+#define DEFAULT_BATCH_TIMEOUT (100 * GST_MSECOND)
+#define DEFAULT_MAX_MEMORY (G_GUINT64_CONSTANT (4) << 30)
+
+void
+gst_wsi_segment_install_properties (GObjectClass * klass, guint first)
+{
+  const GParamFlags flags = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+      GST_PARAM_MUTABLE_READY;
+
+  g_object_class_install_property (klass, first + P_MODEL,
+      g_param_spec_string ("model", "Model",
+          "Model file (.safetensors) holding the architecture, weights, "
+          "classes and preprocessing", NULL, flags));
+  g_object_class_install_property (klass, first + P_BATCH_SIZE,
+      g_param_spec_uint ("batch-size", "Batch size",
+          "Patches per forward pass", 1, 256, 1, flags));
+  g_object_class_install_property (klass, first + P_BATCH_TIMEOUT,
+      g_param_spec_uint64 ("batch-timeout", "Batch timeout",
+          "Live streams: longest time (ns) a partial batch waits for more "
+          "patches (becomes the aggregator latency when upstream is live)",
+          0, G_MAXUINT64, DEFAULT_BATCH_TIMEOUT, flags));
+  g_object_class_install_property (klass, first + P_THREADS,
+      g_param_spec_uint ("threads", "Threads",
+          "Compute threads for the engine (0 = all cores)", 0, 1024, 0,
+          flags));
+  g_object_class_install_property (klass, first + P_MAX_MEMORY,
+      g_param_spec_uint64 ("max-memory", "Maximum memory",
+          "Largest estimated memory (bytes) of one batch: the engine's "
+          "activations (with gradients when training) and the batch arrays; "
+          "a patch size or batch-size needing more is refused", 1 << 20,
+          G_MAXUINT64, DEFAULT_MAX_MEMORY, flags));
+}
+
+void
+gst_wsi_segment_settings_init (GstWsiSegmentSettings * s)
+{
+  memset (s, 0, sizeof *s);
+  s->batch_size = 1;
+  s->batch_timeout = DEFAULT_BATCH_TIMEOUT;
+  s->max_memory = DEFAULT_MAX_MEMORY;
+}
+
+void
+gst_wsi_segment_settings_clear (GstWsiSegmentSettings * s)
+{
+  g_clear_pointer (&s->model, g_free);
+}
+
+gboolean
+gst_wsi_segment_settings_set (GstWsiSegmentSettings * s, guint id,
+    const GValue * value)
+{
+  switch (id) {
+    case P_MODEL:
+      g_free (s->model);
+      s->model = g_value_dup_string (value);
+      return TRUE;
+    case P_BATCH_SIZE:
+      s->batch_size = g_value_get_uint (value);
+      return TRUE;
+    case P_BATCH_TIMEOUT:
+      s->batch_timeout = g_value_get_uint64 (value);
+      return TRUE;
+    case P_THREADS:
+      s->threads = g_value_get_uint (value);
+      return TRUE;
+    case P_MAX_MEMORY:
+      s->max_memory = g_value_get_uint64 (value);
+      return TRUE;
+  }
+  return FALSE;
+}
+
+gboolean
+gst_wsi_segment_settings_get (const GstWsiSegmentSettings * s, guint id,
+    GValue * value)
+{
+  switch (id) {
+    case P_MODEL:
+      g_value_set_string (value, s->model);
+      return TRUE;
+    case P_BATCH_SIZE:
+      g_value_set_uint (value, s->batch_size);
+      return TRUE;
+    case P_BATCH_TIMEOUT:
+      g_value_set_uint64 (value, s->batch_timeout);
+      return TRUE;
+    case P_THREADS:
+      g_value_set_uint (value, s->threads);
+      return TRUE;
+    case P_MAX_MEMORY:
+      g_value_set_uint64 (value, s->max_memory);
+      return TRUE;
+  }
+  return FALSE;
+}
+
+/* --------------------------------------------------------------- model */
+
+WsiModel *
+gst_wsi_patch_load_model (GstElement * element, const gchar * path,
+    guint threads)
+{
+  gchar err[512] = "";
+  WsiModel *model;
+
+  if (!path || !*path) {
+    GST_ELEMENT_ERROR (element, RESOURCE, SETTINGS,
+        ("No model file given."), ("Set the 'model' property to a "
+            ".safetensors model file (see docs/model-format.md)."));
+    return NULL;
+  }
+  if (gst_wsi_report_unreadable (element, "Model", path))
+    return NULL;
+  model = wsi_model_load (path, (int) threads, err, sizeof err);
+  if (!model)
+    GST_ELEMENT_ERROR (element, STREAM, DECODE,
+        ("Could not load model \"%s\": %s", path, err), (NULL));
+  return model;
+}
+
+gdouble
+gst_wsi_patch_model_file_bytes (const gchar * path, guint n, gint width,
+    gint height)
+{
+  gchar err[256];
+  WsiSafetensors *st = wsi_safetensors_open (path, err, sizeof err);
+  wsinn_spec spec;
+  wsinn_net *net = NULL;
+  gboolean ok = st != NULL;
+  gdouble bytes = 0;
+
+  wsinn_spec_init (&spec);
+  for (gsize i = 0; ok && i < wsi_safetensors_n_metadata (st); i++) {
+    const gchar *key = wsi_safetensors_metadata_key (st, i);
+    ok = wsinn_spec_set (&spec, key, wsi_safetensors_metadata (st, key), err,
+        sizeof err) == 0;
+  }
+  if (st)
+    wsi_safetensors_free (st);
+  if (ok && (net = wsinn_net_new_from_spec (&spec, err, sizeof err))) {
+    bytes = wsinn_net_memory_estimate (net, (int) n, height, width, 0);
+    wsinn_net_free (net);
+  }
+  return bytes;
+}
+
+gboolean
+gst_wsi_patch_check_size (GstElement * element, const WsiModelInfo * info,
+    gint width, gint height)
+{
+  if (info->size_multiple <= 1 || (width % info->size_multiple == 0
+          && height % info->size_multiple == 0))
+    return TRUE;
+  GST_ELEMENT_ERROR (element, STREAM, FORMAT,
+      ("Patch size %dx%d does not suit model %s: sides must be multiples "
+          "of %d.", width, height, info->arch, info->size_multiple),
+      ("Set patchify patch-size to a multiple of %d.", info->size_multiple));
+  return FALSE;
+}
+
+/* ------------------------------------------------------------- classes */
+
+void
+gst_wsi_model_classes_send (GstWsiModelClasses * c, GstPad * src)
+{
+  if (c->event && gst_pad_store_sticky_event (src, c->event) == GST_FLOW_OK)
+    gst_clear_event (&c->event);
+}
+
+void
+gst_wsi_model_classes_update (GstWsiModelClasses * c, GstElement * element,
+    GstPad * src, const WsiModelInfo * info)
+{
+  GString *s = g_string_new (NULL);
+  gchar *old;
+
+  for (gint i = 0; i < info->n_classes; i++)
+    g_string_append_printf (s, "%s%s:#%02x%02x%02x", i ? "," : "",
+        info->class_names[i], info->class_colors[i][0],
+        info->class_colors[i][1], info->class_colors[i][2]);
+  GST_OBJECT_LOCK (element);
+  old = c->text;
+  c->text = g_string_free (s, FALSE);
+  GST_OBJECT_UNLOCK (element);
+  g_free (old);
+  gst_clear_event (&c->event);
+  if (info->n_classes > 0)
+    c->event = gst_wsi_classes_event_new_rgb ((guint) info->n_classes,
+        (const gchar * const *) info->class_names,
+        (const guint8 (*)[3]) info->class_colors);
+  gst_wsi_model_classes_send (c, src);
+}
+
+void
+gst_wsi_model_classes_clear (GstWsiModelClasses * c, GstElement * element)
+{
+  gchar *text;
+
+  GST_OBJECT_LOCK (element);
+  text = g_steal_pointer (&c->text);
+  GST_OBJECT_UNLOCK (element);
+  g_free (text);
+  gst_clear_event (&c->event);
 }

@@ -44,6 +44,62 @@ void gst_wsi_patch_input_check_resolution (GstWsiPatchInput * in,
 /* Frees the batch and the slide seen (stop, finalize). */
 void gst_wsi_patch_input_clear (GstWsiPatchInput * in);
 
+/* ---- the settings every segmentation element has ---- */
+
+typedef struct
+{
+  gchar *model;                 /* model file */
+  guint batch_size;
+  guint64 batch_timeout;        /* ns, live streams */
+  guint threads;                /* engine threads, 0 = all cores */
+  guint64 max_memory;           /* bytes of one batch */
+} GstWsiSegmentSettings;
+
+/* Installs model, batch-size, batch-timeout, threads, max-memory with ids
+ * @first_id ... @first_id + 4 (GST_PARAM_MUTABLE_READY). */
+#define GST_WSI_SEGMENT_N_PROPS 5
+void gst_wsi_segment_install_properties (GObjectClass * klass,
+    guint first_id);
+void gst_wsi_segment_settings_init (GstWsiSegmentSettings * s);
+void gst_wsi_segment_settings_clear (GstWsiSegmentSettings * s);
+/* set/get_property of those ids (@id - first_id); FALSE for others. */
+gboolean gst_wsi_segment_settings_set (GstWsiSegmentSettings * s, guint id,
+    const GValue * value);
+gboolean gst_wsi_segment_settings_get (const GstWsiSegmentSettings * s,
+    guint id, GValue * value);
+
+/* The model file of an inference run (wsi_model_load); NULL with the error
+ * posted (no model given, unreadable, malformed). */
+WsiModel *gst_wsi_patch_load_model (GstElement * element, const gchar * path,
+    guint threads);
+/* Estimated engine memory of a batch of @n patches for the net of a model
+ * file (inference), 0 when unknown. */
+gdouble gst_wsi_patch_model_file_bytes (const gchar * path, guint n,
+    gint width, gint height);
+/* FALSE with a FORMAT error when the patch sides are not multiples of the
+ * model's size multiple. */
+gboolean gst_wsi_patch_check_size (GstElement * element,
+    const WsiModelInfo * info, gint width, gint height);
+
+/* ---- the model's classes: property text and in-band event ---- */
+
+typedef struct
+{
+  gchar *text;                  /* "name:#rrggbb,...", the object lock */
+  GstEvent *event;              /* wsi-classes, until stored on the src pad */
+} GstWsiModelClasses;
+
+/* From the model's class names and colours: the text (swapped under
+ * @element's object lock, so readers never see freed model state) and the
+ * sticky wsi-classes event, stored on @src at once when possible. */
+void gst_wsi_model_classes_update (GstWsiModelClasses * c,
+    GstElement * element, GstPad * src, const WsiModelInfo * info);
+/* Stores a pending event on @src (it goes before the next buffer, GAP or
+ * EOS); call after the caps. */
+void gst_wsi_model_classes_send (GstWsiModelClasses * c, GstPad * src);
+void gst_wsi_model_classes_clear (GstWsiModelClasses * c,
+    GstElement * element);
+
 /* Posts the error for a file that cannot be read (missing: NOT_FOUND,
  * directory or no permission: OPEN_READ) and returns TRUE; FALSE when it is
  * readable (a later failure then means malformed content). */

@@ -12,6 +12,7 @@
 #include "gstwsiprops.h"
 #include "gstwsitilemeta.h"
 #include "gstwsitrain.h"
+#include "wsiargmax.h"
 
 GST_DEBUG_CATEGORY_STATIC (gst_wsi_train_debug);
 #define GST_CAT_DEFAULT gst_wsi_train_debug
@@ -36,8 +37,8 @@ struct _GstWsiTrain
   gboolean annot_caps_ok, val_annot_caps_ok;
   gint val_width, val_height;   /* the validation pad's patches */
   gboolean val_is_tensor, val_caps_ok;
-  guint8 *labels;               /* label arrays of a batch */
-  gsize label_capacity;
+  guint8 *labels, *preds;       /* label arrays of a batch */
+  gsize label_capacity, pred_capacity;
   GstWsiBatch *batch, *val_batch;
   gint lock_fd;                 /* flock on CHECKPOINT.lock, -1 none */
   gboolean need_gap;            /* a GAP event prerolls downstream */
@@ -97,6 +98,47 @@ gst_wsi_train_schedule_get_type (void)
 
   if (g_once_init_enter (&type)) {
     GType t = g_enum_register_static ("GstSegmentFcnSchedule", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
+
+GType
+gst_wsi_train_mode_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {GST_WSI_TRAIN_MODE_INFER, "Segment patches with the model", "infer"},
+    {GST_WSI_TRAIN_MODE_TRAIN, "Train on image + annotation pairs "
+          "(request the 'annotation' pad)", "train"},
+    {GST_WSI_TRAIN_MODE_PRETRAIN, "Autoencoder pretraining of the encoder "
+          "on unlabelled patches", "pretrain"},
+    {0, NULL, NULL}
+  };
+
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstSegmentFcnMode", values);
+    gst_type_mark_as_plugin_api (t, 0);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
+
+GType
+gst_wsi_train_loss_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {WSI_LOSS_CE, "Softmax cross-entropy (class-weights)", "ce"},
+    {WSI_LOSS_DICE, "Soft Dice over all classes", "dice"},
+    {WSI_LOSS_CE_DICE, "Cross-entropy + soft Dice", "ce+dice"},
+    {WSI_LOSS_BCE, "Binary cross-entropy (one-class models)", "bce"},
+    {0, NULL, NULL}
+  };
+
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstSegmentFcnLoss", values);
+    gst_type_mark_as_plugin_api (t, 0);
     g_once_init_leave (&type, t);
   }
   return type;
@@ -397,6 +439,7 @@ gst_wsi_train_free (GstWsiTrain * t)
   g_clear_pointer (&t->deferred_epoch, gst_structure_free);
   g_clear_pointer (&t->trainer, wsi_trainer_free);
   g_free (t->labels);
+  g_free (t->preds);
   settings_clear (&t->props);
   settings_clear (&t->cfg);
   g_free (t->prefix);
@@ -514,7 +557,8 @@ gst_wsi_train_stop (GstWsiTrain * t)
   g_clear_pointer (&t->deferred_epoch, gst_structure_free);
   g_clear_pointer (&t->trainer, wsi_trainer_free);
   g_clear_pointer (&t->labels, g_free);
-  t->label_capacity = 0;
+  g_clear_pointer (&t->preds, g_free);
+  t->label_capacity = t->pred_capacity = 0;
   reset_epoch (t);
   wsi_checkpoint_unlock (t->cfg.checkpoint, t->lock_fd);
   t->lock_fd = -1;
@@ -728,6 +772,30 @@ gst_wsi_train_count_pixels (WsiConfusion * cm, GstBuffer * img,
   pv.data = pred + (gsize) y0 * width + x0;
   tv.data = truth + (gsize) y0 * width + x0;
   wsi_confusion_add (cm, &pv, &tv, x1 - x0, y1 - y0, 255);
+}
+
+gboolean
+gst_wsi_train_count_logits (GstWsiTrain * t, WsiConfusion * cm, guint n,
+    GstBuffer * const *images, GstBuffer * const *annotations,
+    const gfloat * logits, gint channels, const guint8 * labels)
+{
+  const gsize npix = (gsize) t->width * t->height;
+
+  if (!gst_wsi_batch_grow ((gpointer *) & t->preds, &t->pred_capacity,
+          npix * n, 1)) {
+    GST_ELEMENT_ERROR (t->agg, RESOURCE, NO_SPACE_LEFT,
+        ("Not enough memory for the validation labels."), (NULL));
+    return FALSE;
+  }
+  for (gsize i = 0; i < npix * n; i++) {
+    const gfloat *p = logits + i * channels;
+    t->preds[i] = channels == 1 ? p[0] > 0.0f :
+        (guint8) wsi_argmax (p, channels);
+  }
+  for (guint i = 0; i < n; i++)
+    gst_wsi_train_count_pixels (cm, images[i], annotations[i],
+        t->preds + npix * i, labels + npix * i, t->width, t->height);
+  return TRUE;
 }
 
 void

@@ -20,6 +20,20 @@ G_BEGIN_DECLS
 
 typedef struct _GstWsiTrain GstWsiTrain;
 
+/* The mode property's enum (nicks infer, train, pretrain) and the pixel
+ * losses' (ce, dice, ce+dice, bce: wsi_loss_kind_from_string's strings);
+ * type names as segment-fcn first registered them. */
+typedef enum
+{
+  GST_WSI_TRAIN_MODE_INFER,
+  GST_WSI_TRAIN_MODE_TRAIN,
+  GST_WSI_TRAIN_MODE_PRETRAIN,
+} GstWsiTrainMode;
+#define GST_TYPE_WSI_TRAIN_MODE (gst_wsi_train_mode_get_type ())
+GType gst_wsi_train_mode_get_type (void);
+#define GST_TYPE_WSI_TRAIN_LOSS (gst_wsi_train_loss_get_type ())
+GType gst_wsi_train_loss_get_type (void);
+
 /* Properties, as set (under the element's object lock). */
 typedef struct
 {
@@ -135,6 +149,12 @@ guint8 *gst_wsi_train_read_labels (GstWsiTrain * t, gboolean validation,
 void gst_wsi_train_count_pixels (WsiConfusion * cm, GstBuffer * img,
     GstBuffer * ann, const guint8 * pred, const guint8 * truth, gint width,
     gint height);
+/* The same for @n patches of logits (NHWC, @channels; one channel: a
+ * logit > 0 is class 1) against @labels (gst_wsi_train_read_labels); FALSE
+ * with the error posted. */
+gboolean gst_wsi_train_count_logits (GstWsiTrain * t, WsiConfusion * cm,
+    guint n, GstBuffer * const *images, GstBuffer * const *annotations,
+    const gfloat * logits, gint channels, const guint8 * labels);
 void gst_wsi_train_report_pixels (const WsiConfusion * cm, gint n_labels,
     GstStructure * validation, GstStructure * epoch);
 gboolean gst_wsi_train_caps_changing (GstWsiTrain * t);

@@ -314,6 +314,21 @@ wsi_trainer_new (const char *const *metadata, WsiTrainTask task,
   return t;
 }
 
+/* The file's metadata as key, value, ..., NULL (strings owned by @st). */
+static GPtrArray *
+metadata_pairs (WsiSafetensors * st)
+{
+  GPtrArray *kv = g_ptr_array_new ();
+
+  for (size_t i = 0; i < wsi_safetensors_n_metadata (st); i++) {
+    const char *key = wsi_safetensors_metadata_key (st, i);
+    g_ptr_array_add (kv, (gpointer) key);
+    g_ptr_array_add (kv, (gpointer) wsi_safetensors_metadata (st, key));
+  }
+  g_ptr_array_add (kv, NULL);
+  return kv;
+}
+
 WsiTrainer *
 wsi_trainer_new_from_file (const char *path, const WsiTrainConfig * cfg,
     int resume, char *err, size_t errlen)
@@ -332,13 +347,7 @@ wsi_trainer_new_from_file (const char *path, const WsiTrainConfig * cfg,
   }
   task = g_strcmp0 (wsi_safetensors_metadata (st, "train_task"),
       "pretrain") == 0 ? WSI_TASK_PRETRAIN : WSI_TASK_SEGMENT;
-  kv = g_ptr_array_new ();
-  for (size_t i = 0; i < wsi_safetensors_n_metadata (st); i++) {
-    const char *key = wsi_safetensors_metadata_key (st, i);
-    g_ptr_array_add (kv, (gpointer) key);
-    g_ptr_array_add (kv, (gpointer) wsi_safetensors_metadata (st, key));
-  }
-  g_ptr_array_add (kv, NULL);
+  kv = metadata_pairs (st);
   t = seg_trainer_new ((const char *const *) kv->pdata, task, cfg, err,
       errlen);
   g_ptr_array_unref (kv);
@@ -359,13 +368,7 @@ wsi_trainer_new_pretrain_from_file (const char *path,
 
   if (!st)
     return NULL;
-  kv = g_ptr_array_new ();
-  for (size_t i = 0; i < wsi_safetensors_n_metadata (st); i++) {
-    const char *key = wsi_safetensors_metadata_key (st, i);
-    g_ptr_array_add (kv, (gpointer) key);
-    g_ptr_array_add (kv, (gpointer) wsi_safetensors_metadata (st, key));
-  }
-  g_ptr_array_add (kv, NULL);
+  kv = metadata_pairs (st);
   t = wsi_trainer_new ((const char *const *) kv->pdata, WSI_TASK_PRETRAIN,
       cfg, seed, err, errlen);
   g_ptr_array_unref (kv);

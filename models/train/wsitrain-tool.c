@@ -54,18 +54,6 @@ file_size (const char *path)
   return n < 0 ? 0 : (size_t) n;
 }
 
-static int
-parse_weights (WsiLossConfig * lc, const char *s)
-{
-  gchar **parts = g_strsplit (s, ",", -1);
-  int n = 0;
-  for (; parts[n] && n < WSI_LOSS_MAX_CLASSES; n++)
-    lc->class_weights[n] = (float) g_ascii_strtod (parts[n], NULL);
-  lc->n_class_weights = n;
-  g_strfreev (parts);
-  return n;
-}
-
 typedef struct
 {
   WsiTrainConfig cfg;
@@ -137,8 +125,13 @@ parse_opts (Opts * o, int argc, char **argv, int first)
       o->cfg.freeze_steps = atoll (v);
     else if (IS ("--loss"))
       o->cfg.loss.kind = wsi_loss_kind_from_string (v);
-    else if (IS ("--weights"))
-      parse_weights (&o->cfg.loss, v);
+    else if (IS ("--weights")) {
+      if (wsi_loss_config_set_class_weights (&o->cfg.loss, v, err,
+              sizeof err) != 0) {
+        fprintf (stderr, "%s\n", err);
+        exit (2);
+      }
+    }
     else if (IS ("--ignore"))
       o->cfg.loss.ignore_index = atoi (v);
     else if (IS ("--smooth"))
