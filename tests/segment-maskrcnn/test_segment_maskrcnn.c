@@ -402,15 +402,6 @@ GST_START_TEST (test_bad_model_files)
 
 GST_END_TEST;
 
-/* TODO(train): until gst/gstwsitrain lands, mode=train says so. */
-GST_START_TEST (test_train_refused)
-{
-  expect_start_error_mode (model_path, 1, "mode=train is not available",
-      GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS);
-}
-
-GST_END_TEST;
-
 GST_START_TEST (test_bad_caps)
 {
   expect_error ("", "video/x-raw,format=RGB,width=48,height=64,"
@@ -445,7 +436,6 @@ segment_maskrcnn_suite (void)
   tcase_add_test (tc, test_live_batch_timeout);
   tcase_add_test (tc, test_bad_model_files);
   tcase_add_test (tc, test_bad_caps);
-  tcase_add_test (tc, test_train_refused);
   return s;
 }
 
