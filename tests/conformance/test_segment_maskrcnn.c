@@ -1,4 +1,5 @@
-/* Conformance: segment-maskrcnn (docs/conformance.md), in inference. The
+/* Conformance: segment-maskrcnn (docs/conformance.md), in inference and in
+ * training (mode=train through gst-launch, as segment-fcn's). The
  * model is the small random Mask R-CNN of the element's tests (sides must
  * be multiples of 32). */
 #include "conformance.h"
@@ -102,12 +103,41 @@ check_flushing_seek (void)
       "video/x-raw,format=RGB,width=64,height=64,framerate=100/1 ! "
       "segment-maskrcnn model=%s batch-size=4 threads=1 ! "
       "fakesink sync=true", model_path);
-  gchar *err = conf_run_pipeline (desc, 0.3, 120);
+  gchar *err = conf_run_pipeline (desc, 0.3, 120), *err2, *ckpt;
+  gchar *img = g_build_filename (tmp_dir, "img.png", NULL);
+  gchar *mask = g_build_filename (tmp_dir, "inst.png", NULL);
 
-  conf_result ("flushing-seek", !err, "inference: %s", err ? err :
-      "EOS after seek");
-  g_free (err);
   g_free (desc);
+  /* mode=train with image + instance annotation branches (the bars of
+   * smpte are the instances, white = 65535 = ignore) */
+  desc = g_strdup_printf ("videotestsrc num-buffers=1 ! "
+      "video/x-raw,format=RGB,width=128,height=128 ! pngenc ! filesink "
+      "location=%s", img);
+  g_free (conf_run_pipeline (desc, -1, 30));
+  g_free (desc);
+  desc = g_strdup_printf ("videotestsrc num-buffers=1 pattern=smpte ! "
+      "video/x-raw,format=GRAY16_BE,width=128,height=128 ! pngenc ! "
+      "filesink location=%s", mask);
+  g_free (conf_run_pipeline (desc, -1, 30));
+  g_free (desc);
+  ckpt = g_build_filename (tmp_dir, "seek.safetensors", NULL);
+  desc = g_strdup_printf ("slidesrc location=%s loop=6 ! patchify "
+      "patch-size=64 ! tee name=t t. ! queue ! colornorm mode=rescale01 ! "
+      "seg.sink t. ! queue ! labelpatch masks=%s instance-mode=instances ! "
+      "seg.annotation segment-maskrcnn name=seg mode=train model=%s "
+      "threads=1 checkpoint=%s batch-size=2 optimizer=adam "
+      "learning-rate=0.0001 ! fakesink", img, mask,
+      model_path, ckpt);
+  err2 = conf_run_pipeline (desc, 0.3, 300);
+  conf_result ("flushing-seek", !err && !err2, "inference: %s; train: %s",
+      err ? err : "EOS after seek", err2 ? err2 :
+      "EOS (slidesrc cannot seek: the seek is refused, streaming goes on)");
+  g_free (err);
+  g_free (err2);
+  g_free (desc);
+  g_free (ckpt);
+  g_free (img);
+  g_free (mask);
 }
 
 static void
