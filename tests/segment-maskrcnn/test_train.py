@@ -175,6 +175,34 @@ if c.check(p.returncode == 0 and runs, "a resumed run validates", p.stderr[-500:
         c.check(n_pred == agg["pred_objects"], "same number of predicted objects",
                 f"validation {n_pred}, segeval {agg['pred_objects']}")
 
+# ---- class_map pad: the class of each object from GRAY8 class patches of the same tee
+def class_masks(folder, value):
+    out = os.path.join(folder, f"classes{value}")
+    os.makedirs(out, exist_ok=True)
+    import skimage.io
+    for f in sorted(os.listdir(os.path.join(folder, "labels"))):
+        inst = skimage.io.imread(os.path.join(folder, "labels", f))
+        png_rgb(os.path.join(out, f), ((inst > 0) * value).astype(np.uint8))
+    return out
+
+
+def class_run(value):
+    cls = class_masks(train, value)
+    return wsitest.gst_launch(
+        f"slidesrc location='{train}/images/*.png' {tiles} ! {cut} ! tee name=t "
+        f"t. ! queue ! seg.sink t. ! queue ! {labels.format(train)} ! seg.annotation "
+        f"t. ! queue ! labelpatch masks={cls}/{{name}}.png ! seg.class_map "
+        f"segment-maskrcnn name=seg mode=train model={init} batch-size=2 threads=1 "
+        f"optimizer=adam learning-rate=0.001 ! fakesink", messages=True, timeout=300)
+
+
+p = class_run(1)
+c.check(p.returncode == 0 and re.search(rf"{PREFIX}-epoch, ", p.stdout),
+        "training with a class_map pad completes", (p.stderr + p.stdout)[-600:])
+p = class_run(3)
+c.check(p.returncode != 0 and "class map value 3" in p.stderr + p.stdout,
+        "a class beyond the model's classes is an error naming it", (p.stderr + p.stdout)[-600:])
+
 # ---- more instances than max-instances: an error naming the limit
 p = train_pipeline(init, 1, "max-instances=2", val_branch=False)
 c.check(p.returncode != 0 and "max-instances" in p.stderr + p.stdout
