@@ -431,6 +431,7 @@ run_inference (GstWsiBatch * batch, guint n, GstBuffer * const *images,
   const gsize out_elems = (gsize) w * h * model_info (self)->n_classes;
   GstFlowReturn ret = GST_FLOW_OK;
   gchar err[512] = "";
+  gint64 t0;
   gfloat *in;
 
   if (!(in = gst_wsi_patch_input_fill (&self->in, GST_ELEMENT (self),
@@ -443,12 +444,14 @@ run_inference (GstWsiBatch * batch, guint n, GstBuffer * const *images,
         ("Lower batch-size or the patch size."));
     return GST_FLOW_ERROR;
   }
+  t0 = g_get_monotonic_time ();
   if (wsi_model_forward (self->model, in, (int) n, h, w, self->out_batch,
           err, sizeof err) != 0) {
     GST_ELEMENT_ERROR (self, LIBRARY, FAILED,
         ("Inference failed: %s", err), (NULL));
     return GST_FLOW_ERROR;
   }
+  gst_wsi_batch_busy (batch, t0);
   for (guint i = 0; i < n && ret == GST_FLOW_OK; i++)
     ret = gst_wsi_batch_finish_buffer (batch, make_output (self, images[i],
             self->out_batch + out_elems * i), images[i], w, h,

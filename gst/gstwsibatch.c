@@ -19,6 +19,7 @@ struct _GstWsiBatch
   gint64 last_stats_msg_us, first_time;
   guint64 patches, batches;
   gdouble busy_seconds;
+  gboolean busy_marked;         /* the run callback timed its own work */
 };
 
 GstWsiBatch *
@@ -101,10 +102,12 @@ gst_wsi_batch_drain (GstWsiBatch * batch)
   t0 = g_get_monotonic_time ();
   if (batch->first_time == 0)
     batch->first_time = t0;
+  batch->busy_marked = FALSE;
   ret = batch->run (batch, n, (GstBuffer * const *) batch->images->pdata,
       batch->partners->len == n ?
       (GstBuffer * const *) batch->partners->pdata : NULL, batch->user_data);
-  batch->busy_seconds += (g_get_monotonic_time () - t0) / 1e6;
+  if (!batch->busy_marked)
+    batch->busy_seconds += (g_get_monotonic_time () - t0) / 1e6;
   batch->batches++;
   gst_wsi_batch_clear (batch);
   return ret;
@@ -278,6 +281,13 @@ gst_wsi_batch_reset_stats (GstWsiBatch * batch)
   batch->busy_seconds = 0;
   batch->first_time = 0;
   batch->last_stats_msg_us = 0;
+}
+
+void
+gst_wsi_batch_busy (GstWsiBatch * batch, gint64 since_us)
+{
+  batch->busy_seconds += (g_get_monotonic_time () - since_us) / 1e6;
+  batch->busy_marked = TRUE;
 }
 
 void

@@ -76,10 +76,15 @@ void gst_wsi_batch_copy_metadata (GstBuffer * out, GstBuffer * in);
 /* Stats: "<prefix>-stats" element messages (patches, batches,
  * mean-batch-latency-ms, patches-per-second, inference-share): every 64
  * output patches when *@post_messages (read atomically) and due, and at EOS.
- * Busy time is the time spent in the run callback. */
+ * Busy time is the time spent in the run callback, or what it reports with
+ * gst_wsi_batch_busy() (e.g. the forward pass alone). */
 void gst_wsi_batch_set_stats (GstWsiBatch * batch, const gchar * prefix,
     gint * post_messages);
 void gst_wsi_batch_reset_stats (GstWsiBatch * batch);
+/* From a run callback: the network worked from @since_us
+ * (g_get_monotonic_time) until now; the batch's busy time is then the sum
+ * of these. */
+void gst_wsi_batch_busy (GstWsiBatch * batch, gint64 since_us);
 /* Counts @n patches run by a callback that pushes no output (training). */
 void gst_wsi_batch_count (GstWsiBatch * batch, guint n);
 
