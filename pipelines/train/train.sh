@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Trains a shipped model with segment-fcn mode=train, resuming from its
-# checkpoint across sessions, with a validation run over the held-back images
-# after every epoch (segment-fcn-validation messages in the log).
-# Usage: pipelines/train/train.sh nuclei|nuclei30|glands [max-steps]
-# (nuclei30: all 30 MoNuSeg instance maps, split by organ; prepare_data.py)
+# Trains a shipped model with segment-fcn (or segment-maskrcnn) mode=train,
+# resuming from its checkpoint across sessions, with a validation run over the
+# held-back images after every epoch (segment-fcn-validation /
+# segment-maskrcnn-validation messages in the log).
+# Usage: pipelines/train/train.sh nuclei|nuclei30|glands|nuclei-maskrcnn [max-steps]
+# (nuclei30: all 30 MoNuSeg instance maps, split by organ; prepare_data.py;
+# nuclei-maskrcnn: Mask R-CNN on the same nuclei30 split, instance annotations)
 # Needs ../shared/data (prepared into out/train-NAME by prepare_data.py).
 # A model file at models/weights/training-runs/NAME/init-from.safetensors seeds a fresh
 # run's weights (transfer learning: init-from). WSISEG_TRAIN_LR overrides the
@@ -13,13 +15,17 @@ cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 NAME=$1
 MAX_STEPS=${2:-6000}
-DATA=$ROOT/out/train-$NAME
+DATA_NAME=$NAME
+[ "$NAME" = nuclei-maskrcnn ] && DATA_NAME=nuclei30
+DATA=$ROOT/out/train-$DATA_NAME
 WORK=${WSISEG_TRAIN_DIR:-$ROOT/models/weights/training-runs/$NAME}
 PLUGIN=${WSISEG_PLUGIN_DIR:-$ROOT/build/gst}
 export GST_PLUGIN_PATH=$PLUGIN OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$WORK"
 
-[ -d "$DATA/train" ] || /usr/bin/python3 pipelines/train/prepare_data.py "$NAME" "$DATA"
+[ -d "$DATA/train" ] || /usr/bin/python3 pipelines/train/prepare_data.py "$DATA_NAME" "$DATA"
+
+ELEMENT=segment-fcn; BATCH=8; CKPT_EVERY=50
 
 case $NAME in
   nuclei|nuclei30)  # 0.5 um/px, U-Net, background / nucleus / nucleus boundary
@@ -32,7 +38,16 @@ case $NAME in
           --colors 000000,00a0ff,ff8000 --mpp 1.24 --patch-size 128)
     PATCH=128; OVERLAP=32; MASKS="instance-mode=boundary boundary-connectivity=8"
     TRAIN="loss=ce+dice class-weights=1,1,3 optimizer=adam learning-rate=${WSISEG_TRAIN_LR:-0.001}" ;;
-  *) echo "usage: $0 nuclei|nuclei30|glands [max-steps]"; exit 2 ;;
+  nuclei-maskrcnn)  # 0.5 um/px, Mask R-CNN (ResNet-18 FPN), background / nucleus instances;
+    # nuclei are ~8-24 px across: anchors 8..128 on the FPN levels (stride 4..64);
+    # up to 300 detections in a 256 x 256 patch of dense nuclei
+    ARCH=(--arch maskrcnn --backbone resnet18 --classes background,nucleus --colors 000000,00c800
+          --mpp 0.5 --patch-size 256 --anchor-sizes 8,16,32,64,128 --max-detections 300
+          --score-threshold 0.5 --init calibrated)
+    ELEMENT=segment-maskrcnn; BATCH=2; CKPT_EVERY=25
+    PATCH=256; OVERLAP=64; MASKS="instance-mode=instances"
+    TRAIN="max-instances=1000 optimizer=adam learning-rate=${WSISEG_TRAIN_LR:-0.0002} warmup-steps=200" ;;
+  *) echo "usage: $0 nuclei|nuclei30|glands|nuclei-maskrcnn [max-steps]"; exit 2 ;;
 esac
 
 CKPT=$WORK/checkpoint.safetensors
@@ -61,13 +76,13 @@ while :; do
     tee name=t \
     t. ! queue ! colornorm mode=rescale01 augment=true seed=$((step + 3)) ! seg.sink \
     t. ! queue ! labelpatch masks="$DATA/train/labels/{name}.png" $MASKS ! seg.annotation \
-    segment-fcn name=seg mode=train $MODEL checkpoint="$CKPT" checkpoint-interval=50 \
-      batch-size=8 $TRAIN ! fakesink \
+    $ELEMENT name=seg mode=train $MODEL checkpoint="$CKPT" checkpoint-interval=$CKPT_EVERY \
+      batch-size=$BATCH $TRAIN ! fakesink \
     slidesrc location="$DATA/val/images/*.png" loop=0 tile-width=512 tile-height=512 ! \
     patchify patch-size=$PATCH overlap=$OVERLAP ! tee name=v \
     v. ! queue ! colornorm mode=rescale01 ! seg.validation \
     v. ! queue ! labelpatch masks="$DATA/val/labels/{name}.png" $MASKS ! seg.validation_annotation \
-    | grep --line-buffered -E "segment-fcn-(epoch|checkpoint|validation|init-from)|ERROR|WARNING|error" \
+    | grep --line-buffered -E "$ELEMENT-(epoch|checkpoint|validation|init-from)|ERROR|WARNING|error" \
     | while IFS= read -r line; do echo "$(date -u +%T) $line"; done >> "$WORK/train.log"
   MODEL="model=$CKPT resume=true"
 done
