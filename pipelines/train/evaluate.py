@@ -70,7 +70,10 @@ def predict_instances(model, image, out, build, patch, overlap):
 
 
 def wsiseg_eval(build, pred, gt, *args):
-    r = subprocess.run([os.path.join(build, "gst", "wsiseg-eval"), *args, pred, gt],
+    tool = os.path.join(build, "elements", "core", "wsiseg-eval")
+    if not os.path.exists(tool):  # build trees from before the elements/core layout
+        tool = os.path.join(build, "gst", "wsiseg-eval")
+    r = subprocess.run([tool, *args, pred, gt],
                        check=True, capture_output=True, text=True)
     return json.loads(r.stdout)
 
