@@ -43,7 +43,10 @@ case $NAME in
     # up to 300 detections in a 256 x 256 patch of dense nuclei
     ARCH=(--arch maskrcnn --backbone resnet18 --classes background,nucleus --colors 000000,00c800
           --mpp 0.5 --patch-size 256 --anchor-sizes 8,16,32,64,128 --max-detections 300
-          --score-threshold 0.5 --init calibrated)
+          --score-threshold 0.5 --init calibrated
+          --meta fpn_channels=128 --meta representation=256 --meta mask_width=64)
+    # slim heads: with hundreds of nuclei per patch torchvision's 256-wide mask
+    # head (~1 GFLOP per detection) would cost ~20x the backbone
     ELEMENT=segment-maskrcnn; BATCH=2; CKPT_EVERY=25
     PATCH=256; OVERLAP=64; MASKS="instance-mode=instances"
     TRAIN="max-instances=1000 optimizer=adam learning-rate=${WSISEG_TRAIN_LR:-0.0002} warmup-steps=200" ;;
