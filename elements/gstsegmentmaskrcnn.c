@@ -97,14 +97,10 @@ struct _GstSegmentMaskrcnn
   GstAggregator parent;
 
   /* properties (object lock) */
-  gchar *model_path;
+  GstWsiSegmentSettings seg;    /* model, batch-size, ... (gstwsipatch) */
   gdouble score_threshold;      /* < 0: the model's */
   gdouble nms_iou;              /* 0: the model's */
   guint max_detections;         /* 0: the model's */
-  guint batch_size;
-  guint64 batch_timeout;
-  guint threads;
-  guint64 max_memory;
   MrcnnMode mode;
   guint64 seed;
   guint max_instances;
@@ -112,8 +108,7 @@ struct _GstSegmentMaskrcnn
   gint post_messages;
 
   gint running;                 /* between start and stop (gstwsiprops) */
-  gchar *classes;               /* the loaded model's class list, object lock */
-  GstEvent *classes_event;      /* the same in-band, until stored on src */
+  GstWsiModelClasses classes;   /* the model's classes, text and event */
   GstEvent *instances_event;    /* wsi-instances, until stored on src */
 
   /* model */
@@ -162,26 +157,19 @@ struct _GstSegmentMaskrcnn
 enum
 {
   PROP_0,
-  PROP_MODEL,
   PROP_SCORE_THRESHOLD,
   PROP_NMS_IOU,
   PROP_MAX_DETECTIONS,
-  PROP_BATCH_SIZE,
-  PROP_BATCH_TIMEOUT,
-  PROP_THREADS,
-  PROP_MAX_MEMORY,
   PROP_CLASSES,
   PROP_MODE,
   PROP_SEED,
   PROP_MAX_INSTANCES,
   PROP_MIN_AREA,
   PROP_POST_MESSAGES,
-  PROP_TRAIN_FIRST,             /* gst/gstwsitrain's properties follow */
+  PROP_SEGMENT_FIRST,           /* gst/gstwsipatch's properties follow */
+  PROP_TRAIN_FIRST = PROP_SEGMENT_FIRST + GST_WSI_SEGMENT_N_PROPS,
 };
 
-#define DEFAULT_BATCH_SIZE 1
-#define DEFAULT_BATCH_TIMEOUT (100 * GST_MSECOND)
-#define DEFAULT_MAX_MEMORY (G_GUINT64_CONSTANT (4) << 30)
 #define DEFAULT_MAX_INSTANCES 500
 #define DEFAULT_MIN_AREA 4
 /* the label patch holds ids 1..65534 (65535 is labelpatch's ignore) */
@@ -247,9 +235,7 @@ send_classes (GstSegmentMaskrcnn * self)
 {
   GstPad *src = GST_AGGREGATOR_SRC_PAD (self);
 
-  if (self->classes_event && gst_pad_store_sticky_event (src,
-          self->classes_event) == GST_FLOW_OK)
-    gst_clear_event (&self->classes_event);
+  gst_wsi_model_classes_send (&self->classes, src);
   if (self->instances_event && gst_pad_store_sticky_event (src,
           self->instances_event) == GST_FLOW_OK)
     gst_clear_event (&self->instances_event);
@@ -261,24 +247,8 @@ send_classes (GstSegmentMaskrcnn * self)
 static void
 update_classes (GstSegmentMaskrcnn * self)
 {
-  const WsiModelInfo *info = model_info (self);
-  GString *s = g_string_new (NULL);
-  gchar *old;
-
-  for (gint c = 0; c < info->n_classes; c++)
-    g_string_append_printf (s, "%s%s:#%02x%02x%02x", c ? "," : "",
-        info->class_names[c], info->class_colors[c][0],
-        info->class_colors[c][1], info->class_colors[c][2]);
-  GST_OBJECT_LOCK (self);
-  old = self->classes;
-  self->classes = g_string_free (s, FALSE);
-  GST_OBJECT_UNLOCK (self);
-  g_free (old);
-  gst_clear_event (&self->classes_event);
-  if (info->n_classes > 0)
-    self->classes_event = gst_wsi_classes_event_new_rgb ((guint)
-        info->n_classes, (const gchar * const *) info->class_names,
-        (const guint8 (*)[3]) info->class_colors);
+  gst_wsi_model_classes_update (&self->classes, GST_ELEMENT (self),
+      GST_AGGREGATOR_SRC_PAD (self), model_info (self));
   gst_clear_event (&self->instances_event);
   self->instances_event = gst_wsi_instances_event_new ();
   send_classes (self);
@@ -303,7 +273,7 @@ train_configure (gpointer user, WsiTrainConfig * cfg, gchar * err,
 {
   GstSegmentMaskrcnn *self = user;
 
-  cfg->threads = (int) self->threads;
+  cfg->threads = (int) self->seg.threads;
   return TRUE;
 }
 
@@ -317,14 +287,14 @@ train_create (gpointer user, const WsiTrainConfig * cfg, gboolean resume)
   gchar err[512] = "";
 
   if (gst_wsi_report_unreadable (GST_ELEMENT (self), "Model",
-          self->model_path))
+          self->seg.model))
     return NULL;
   free_model (self);
-  if (wsimrcnn_model_info_load (self->model_path, &self->mi, err,
+  if (wsimrcnn_model_info_load (self->seg.model, &self->mi, err,
           sizeof err) != 0)
     goto failed;
   self->have_info = TRUE;
-  trainer = wsimrcnn_trainer_new_from_file (self->model_path, cfg, resume,
+  trainer = wsimrcnn_trainer_new_from_file (self->seg.model, cfg, resume,
       self->seed, err, sizeof err);
   if (trainer)
     return trainer;
@@ -332,7 +302,7 @@ train_create (gpointer user, const WsiTrainConfig * cfg, gboolean resume)
 failed:
   GST_ELEMENT_ERROR (self, STREAM, DECODE,
       ("Could not load Mask R-CNN model \"%s\" for training: %s",
-          self->model_path, err), (NULL));
+          self->seg.model, err), (NULL));
   return NULL;
 }
 
@@ -343,7 +313,7 @@ ensure_model (GstSegmentMaskrcnn * self)
 
   if (detector (self))
     return TRUE;
-  if (!self->model_path || !*self->model_path) {
+  if (!self->seg.model || !*self->seg.model) {
     GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
         ("No model file given."), ("Set the 'model' property to a Mask "
             "R-CNN .safetensors model file (see docs/model-format.md)."));
@@ -354,12 +324,12 @@ ensure_model (GstSegmentMaskrcnn * self)
       return FALSE;
   } else {
     if (gst_wsi_report_unreadable (GST_ELEMENT (self), "Model",
-            self->model_path))
+            self->seg.model))
       return FALSE;
-    self->net = wsimrcnn_load (self->model_path, &self->mi, err, sizeof err);
+    self->net = wsimrcnn_load (self->seg.model, &self->mi, err, sizeof err);
     if (!self->net) {
       GST_ELEMENT_ERROR (self, STREAM, DECODE,
-          ("Could not load Mask R-CNN model \"%s\": %s", self->model_path,
+          ("Could not load Mask R-CNN model \"%s\": %s", self->seg.model,
               err), (NULL));
       return FALSE;
     }
@@ -367,7 +337,7 @@ ensure_model (GstSegmentMaskrcnn * self)
   }
   self->applied_net = NULL;
   GST_INFO_OBJECT (self, "loaded %s (%s, %d classes) for %s",
-      self->model_path, model_info (self)->encoder,
+      self->seg.model, model_info (self)->encoder,
       model_info (self)->n_classes, self->mode == MRCNN_MODE_TRAIN ?
       "training" : "inference");
   update_classes (self);
@@ -519,18 +489,11 @@ set_input_caps (GstSegmentMaskrcnn * self, GstCaps * caps)
   if (!gst_wsi_patch_caps_parse (GST_ELEMENT (self), caps, &width, &height,
           &is_tensor, &vinfo))
     return FALSE;
-  if (info->size_multiple > 1 && (width % info->size_multiple
-          || height % info->size_multiple)) {
-    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
-        ("Patch size %dx%d does not suit Mask R-CNN model %s: sides must be "
-            "multiples of %d.", width, height, self->model_path,
-            info->size_multiple),
-        ("Set patchify patch-size to a multiple of %d.", info->size_multiple));
+  if (!gst_wsi_patch_check_size (GST_ELEMENT (self), info, width, height))
     return FALSE;
-  }
   GST_OBJECT_LOCK (self);
-  batch_size = self->batch_size;
-  max_memory = self->max_memory;
+  batch_size = self->seg.batch_size;
+  max_memory = self->seg.max_memory;
   GST_OBJECT_UNLOCK (self);
   if (!gst_wsi_batch_check_memory (self->batch, batch_size, width, height,
           estimate_batch_bytes (self, width, height, batch_size), max_memory))
@@ -693,8 +656,8 @@ run_inference (GstWsiBatch * batch, guint n, GstBuffer * const *images,
   if (!(in = gst_wsi_patch_input_fill (&self->in, GST_ELEMENT (self),
               model_info (self), n, images)))
     return GST_FLOW_ERROR;
-  if (self->threads > 0)
-    wsinn_set_num_threads ((int) self->threads);
+  if (self->seg.threads > 0)
+    wsinn_set_num_threads ((int) self->seg.threads);
   if (wsimrcnn_detect_batch (self->net, in, (int) n, self->in.height,
           self->in.width, self->boxes, self->scores, self->labels,
           self->masks, NULL, self->counts, err, sizeof err) != 0) {
@@ -742,7 +705,7 @@ take_class_patches (GstSegmentMaskrcnn * self)
   GST_OBJECT_UNLOCK (self);
   if (!pad)
     return;
-  while (self->class_queue.length < MIN (self->batch_size + 2,
+  while (self->class_queue.length < MIN (self->seg.batch_size + 2,
           MAX_CLASS_QUEUE)
       && (buf = gst_aggregator_pad_pop_buffer (pad)))
     g_queue_push_tail (&self->class_queue, buf);
@@ -1338,16 +1301,11 @@ static gboolean
 gst_segment_maskrcnn_stop (GstAggregator * agg)
 {
   GstSegmentMaskrcnn *self = GST_SEGMENT_MASKRCNN (agg);
-  gchar *classes;
 
   gst_wsi_batch_clear (self->batch);
   gst_wsi_train_stop (self->train);
   free_batch_arrays (self);
-  GST_OBJECT_LOCK (self);
-  classes = g_steal_pointer (&self->classes);
-  GST_OBJECT_UNLOCK (self);
-  g_free (classes);
-  gst_clear_event (&self->classes_event);
+  gst_wsi_model_classes_clear (&self->classes, GST_ELEMENT (self));
   gst_clear_event (&self->instances_event);
   free_model (self);
   gst_caps_replace (&self->src_caps, NULL);
@@ -1364,8 +1322,9 @@ gst_segment_maskrcnn_start (GstAggregator * agg)
 
   gst_wsi_set_running (GST_ELEMENT (self), &self->running, TRUE);
   gst_wsi_batch_reset_stats (self->batch);
-  gst_wsi_batch_set_size (self->batch, self->batch_size);
-  gst_wsi_batch_set_timeout (self->batch, infer ? self->batch_timeout : 0);
+  gst_wsi_batch_set_size (self->batch, self->seg.batch_size);
+  gst_wsi_batch_set_timeout (self->batch, infer ? self->seg.batch_timeout :
+      0);
   self->input_ok = FALSE;
   gst_wsi_patch_input_clear (&self->in);
   if (infer && (gst_wsi_train_has_pads (self->train) || self->class_pad)) {
@@ -1374,7 +1333,7 @@ gst_segment_maskrcnn_start (GstAggregator * agg)
             "only."), ("Set mode=train or unlink them."));
     goto failed;
   }
-  if (!infer && !gst_wsi_train_start (self->train, TRUE, self->batch_size))
+  if (!infer && !gst_wsi_train_start (self->train, TRUE, self->seg.batch_size))
     goto failed;
   if (!ensure_model (self))
     goto failed;
@@ -1413,10 +1372,6 @@ gst_segment_maskrcnn_set_property (GObject * object, guint prop_id,
     return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_MODEL:
-      g_free (self->model_path);
-      self->model_path = g_value_dup_string (value);
-      break;
     case PROP_SCORE_THRESHOLD:
       self->score_threshold = g_value_get_double (value);
       break;
@@ -1425,18 +1380,6 @@ gst_segment_maskrcnn_set_property (GObject * object, guint prop_id,
       break;
     case PROP_MAX_DETECTIONS:
       self->max_detections = g_value_get_uint (value);
-      break;
-    case PROP_BATCH_SIZE:
-      self->batch_size = g_value_get_uint (value);
-      break;
-    case PROP_BATCH_TIMEOUT:
-      self->batch_timeout = g_value_get_uint64 (value);
-      break;
-    case PROP_THREADS:
-      self->threads = g_value_get_uint (value);
-      break;
-    case PROP_MAX_MEMORY:
-      self->max_memory = g_value_get_uint64 (value);
       break;
     case PROP_MODE:
       self->mode = g_value_get_enum (value);
@@ -1454,8 +1397,10 @@ gst_segment_maskrcnn_set_property (GObject * object, guint prop_id,
       g_atomic_int_set (&self->post_messages, g_value_get_boolean (value));
       break;
     default:
-      if (!gst_wsi_train_settings_set (gst_wsi_train_settings (self->train),
-              prop_id - PROP_TRAIN_FIRST, value))
+      if (!gst_wsi_segment_settings_set (&self->seg, prop_id -
+              PROP_SEGMENT_FIRST, value)
+          && !gst_wsi_train_settings_set (gst_wsi_train_settings
+              (self->train), prop_id - PROP_TRAIN_FIRST, value))
         G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
   }
@@ -1470,9 +1415,6 @@ gst_segment_maskrcnn_get_property (GObject * object, guint prop_id,
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_MODEL:
-      g_value_set_string (value, self->model_path);
-      break;
     case PROP_SCORE_THRESHOLD:
       g_value_set_double (value, self->score_threshold);
       break;
@@ -1482,20 +1424,9 @@ gst_segment_maskrcnn_get_property (GObject * object, guint prop_id,
     case PROP_MAX_DETECTIONS:
       g_value_set_uint (value, self->max_detections);
       break;
-    case PROP_BATCH_SIZE:
-      g_value_set_uint (value, self->batch_size);
-      break;
-    case PROP_BATCH_TIMEOUT:
-      g_value_set_uint64 (value, self->batch_timeout);
-      break;
-    case PROP_THREADS:
-      g_value_set_uint (value, self->threads);
-      break;
-    case PROP_MAX_MEMORY:
-      g_value_set_uint64 (value, self->max_memory);
-      break;
     case PROP_CLASSES:
-      g_value_set_string (value, self->classes ? self->classes : "");
+      g_value_set_string (value, self->classes.text ? self->classes.text :
+          "");
       break;
     case PROP_MODE:
       g_value_set_enum (value, self->mode);
@@ -1513,8 +1444,10 @@ gst_segment_maskrcnn_get_property (GObject * object, guint prop_id,
       g_value_set_boolean (value, g_atomic_int_get (&self->post_messages));
       break;
     default:
-      if (!gst_wsi_train_settings_get (gst_wsi_train_settings (self->train),
-              prop_id - PROP_TRAIN_FIRST, value))
+      if (!gst_wsi_segment_settings_get (&self->seg, prop_id -
+              PROP_SEGMENT_FIRST, value)
+          && !gst_wsi_train_settings_get (gst_wsi_train_settings
+              (self->train), prop_id - PROP_TRAIN_FIRST, value))
         G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
   }
@@ -1526,9 +1459,8 @@ gst_segment_maskrcnn_finalize (GObject * object)
 {
   GstSegmentMaskrcnn *self = GST_SEGMENT_MASKRCNN (object);
 
-  g_free (self->model_path);
-  g_free (self->classes);
-  gst_clear_event (&self->classes_event);
+  gst_wsi_segment_settings_clear (&self->seg);
+  gst_wsi_model_classes_clear (&self->classes, GST_ELEMENT (self));
   gst_clear_event (&self->instances_event);
   free_batch_arrays (self);
   free_model (self);
@@ -1538,6 +1470,16 @@ gst_segment_maskrcnn_finalize (GObject * object)
   gst_caps_replace (&self->src_caps, NULL);
   G_OBJECT_CLASS (gst_segment_maskrcnn_parent_class)->finalize (object);
 }
+
+static const GstWsiSegmentBlurbs segment_blurbs = {
+  "Mask R-CNN model file (.safetensors, arch maskrcnn): backbone, "
+      "anchors, thresholds, classes and preprocessing (mode=train: the "
+      "initial model, or the checkpoint with resume=true)",
+  "Patches per forward pass (mode=train: per optimiser step)",
+  "Largest estimated memory (bytes) of one batch: the engine's "
+      "activations and the batch arrays; a patch size, batch-size or "
+      "max-detections needing more is refused",
+};
 
 #define READY_FLAGS (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | \
     GST_PARAM_MUTABLE_READY)
@@ -1558,12 +1500,8 @@ gst_segment_maskrcnn_class_init (GstSegmentMaskrcnnClass * klass)
   gobject_class->get_property = gst_segment_maskrcnn_get_property;
   gobject_class->finalize = gst_segment_maskrcnn_finalize;
 
-  g_object_class_install_property (gobject_class, PROP_MODEL,
-      g_param_spec_string ("model", "Model",
-          "Mask R-CNN model file (.safetensors, arch maskrcnn): backbone, "
-          "anchors, thresholds, classes and preprocessing (mode=train: the "
-          "initial model, or the checkpoint with resume=true)", NULL,
-          READY_FLAGS));
+  gst_wsi_segment_install_properties_full (gobject_class, PROP_SEGMENT_FIRST,
+      &segment_blurbs);
   g_object_class_install_property (gobject_class, PROP_SCORE_THRESHOLD,
       g_param_spec_double ("score-threshold", "Score threshold",
           "Smallest class score a detection keeps (-1: the model file's "
@@ -1577,25 +1515,6 @@ gst_segment_maskrcnn_class_init (GstSegmentMaskrcnnClass * klass)
       g_param_spec_uint ("max-detections", "Maximum detections",
           "Most detections per patch (0: the model file's max_detections, at "
           "most 65534)", 0, MAX_DETECTIONS_LIMIT, 0, READY_FLAGS));
-  g_object_class_install_property (gobject_class, PROP_BATCH_SIZE,
-      g_param_spec_uint ("batch-size", "Batch size",
-          "Patches per forward pass (mode=train: per optimiser step)", 1,
-          256, DEFAULT_BATCH_SIZE, READY_FLAGS));
-  g_object_class_install_property (gobject_class, PROP_BATCH_TIMEOUT,
-      g_param_spec_uint64 ("batch-timeout", "Batch timeout",
-          "Live streams: longest time (ns) a partial batch waits for more "
-          "patches (becomes the aggregator latency when upstream is live)", 0,
-          G_MAXUINT64, DEFAULT_BATCH_TIMEOUT, READY_FLAGS));
-  g_object_class_install_property (gobject_class, PROP_THREADS,
-      g_param_spec_uint ("threads", "Threads",
-          "Compute threads for the engine (0 = all cores)", 0, 1024, 0,
-          READY_FLAGS));
-  g_object_class_install_property (gobject_class, PROP_MAX_MEMORY,
-      g_param_spec_uint64 ("max-memory", "Maximum memory",
-          "Largest estimated memory (bytes) of one batch: the engine's "
-          "activations and the batch arrays; a patch size, batch-size or "
-          "max-detections needing more is refused", 1 << 20, G_MAXUINT64,
-          DEFAULT_MAX_MEMORY, READY_FLAGS));
   g_object_class_install_property (gobject_class, PROP_CLASSES,
       g_param_spec_string ("classes", "Classes",
           "Class names and colours of the loaded model (name:#rrggbb,...)",
@@ -1677,9 +1596,7 @@ gst_segment_maskrcnn_init (GstSegmentMaskrcnn * self)
   self->score_threshold = -1.0;
   self->nms_iou = 0.0;
   self->max_detections = 0;
-  self->batch_size = DEFAULT_BATCH_SIZE;
-  self->batch_timeout = DEFAULT_BATCH_TIMEOUT;
-  self->max_memory = DEFAULT_MAX_MEMORY;
+  gst_wsi_segment_settings_init (&self->seg);
   self->seed = 1;
   self->max_instances = DEFAULT_MAX_INSTANCES;
   self->min_area = DEFAULT_MIN_AREA;

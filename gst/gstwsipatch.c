@@ -181,16 +181,26 @@ enum
 void
 gst_wsi_segment_install_properties (GObjectClass * klass, guint first)
 {
+  gst_wsi_segment_install_properties_full (klass, first, NULL);
+}
+
+void
+gst_wsi_segment_install_properties_full (GObjectClass * klass, guint first,
+    const GstWsiSegmentBlurbs * blurbs)
+{
   const GParamFlags flags = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
       GST_PARAM_MUTABLE_READY;
+  const GstWsiSegmentBlurbs none = { NULL, NULL, NULL };
 
+  if (!blurbs)
+    blurbs = &none;
   g_object_class_install_property (klass, first + P_MODEL,
-      g_param_spec_string ("model", "Model",
+      g_param_spec_string ("model", "Model", blurbs->model ? blurbs->model :
           "Model file (.safetensors) holding the architecture, weights, "
           "classes and preprocessing", NULL, flags));
   g_object_class_install_property (klass, first + P_BATCH_SIZE,
-      g_param_spec_uint ("batch-size", "Batch size",
-          "Patches per forward pass", 1, 256, 1, flags));
+      g_param_spec_uint ("batch-size", "Batch size", blurbs->batch_size ?
+          blurbs->batch_size : "Patches per forward pass", 1, 256, 1, flags));
   g_object_class_install_property (klass, first + P_BATCH_TIMEOUT,
       g_param_spec_uint64 ("batch-timeout", "Batch timeout",
           "Live streams: longest time (ns) a partial batch waits for more "
@@ -202,6 +212,7 @@ gst_wsi_segment_install_properties (GObjectClass * klass, guint first)
           flags));
   g_object_class_install_property (klass, first + P_MAX_MEMORY,
       g_param_spec_uint64 ("max-memory", "Maximum memory",
+          blurbs->max_memory ? blurbs->max_memory :
           "Largest estimated memory (bytes) of one batch: the engine's "
           "activations (with gradients when training) and the batch arrays; "
           "a patch size or batch-size needing more is refused", 1 << 20,

@@ -60,6 +60,14 @@ typedef struct
 #define GST_WSI_SEGMENT_N_PROPS 5
 void gst_wsi_segment_install_properties (GObjectClass * klass,
     guint first_id);
+/* The element's own blurbs of those properties (static strings; NULL:
+ * the common one). */
+typedef struct
+{
+  const gchar *model, *batch_size, *max_memory;
+} GstWsiSegmentBlurbs;
+void gst_wsi_segment_install_properties_full (GObjectClass * klass,
+    guint first_id, const GstWsiSegmentBlurbs * blurbs);
 void gst_wsi_segment_settings_init (GstWsiSegmentSettings * s);
 void gst_wsi_segment_settings_clear (GstWsiSegmentSettings * s);
 /* set/get_property of those ids (@id - first_id); FALSE for others. */
