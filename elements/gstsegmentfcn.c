@@ -292,9 +292,8 @@ static gboolean
 set_input_caps (GstSegmentFcn * self, GstCaps * caps)
 {
   const WsiModelInfo *info;
-  GstCaps *src_caps;
   GstVideoInfo vinfo;
-  gboolean is_tensor, resized;
+  gboolean is_tensor;
   gint width = 0, height = 0;
   gdouble batch_bytes;
 
@@ -326,22 +325,13 @@ set_input_caps (GstSegmentFcn * self, GstCaps * caps)
   if (!gst_wsi_batch_check_memory (self->batch, self->seg.batch_size, width,
           height, batch_bytes, self->seg.max_memory))
     return FALSE;
-  /* patches of the old size go out before the size changes */
-  resized = gst_wsi_patch_input_differs (&self->in, width, height,
-      is_tensor);
-  if (resized && (self->mode == SEGMENT_MODE_INFER ?
-          gst_wsi_batch_drain (self->batch) != GST_FLOW_OK :
-          !gst_wsi_train_caps_changing (self->train)))
+  /* patches of the old size go out (or train) before the size changes */
+  if (!gst_wsi_train_switch_input (self->train, self->batch, &self->in,
+          self->mode == SEGMENT_MODE_INFER, width, height, is_tensor, &vinfo))
     return FALSE;
-  gst_wsi_patch_input_set (&self->in, width, height, is_tensor, &vinfo);
   self->input_ok = TRUE;
-  gst_wsi_train_set_input (self->train, self->image_pad, TRUE, width, height,
-      is_tensor);
-  src_caps = make_src_caps (self, caps);
-  GST_DEBUG_OBJECT (self, "output caps %" GST_PTR_FORMAT, src_caps);
-  gst_caps_replace (&self->src_caps, src_caps);
-  gst_aggregator_set_src_caps (GST_AGGREGATOR (self), src_caps);
-  gst_caps_unref (src_caps);
+  gst_wsi_patch_set_src_caps (GST_AGGREGATOR (self), &self->src_caps,
+      make_src_caps (self, caps));
   send_classes (self);
   return TRUE;
 }
@@ -354,14 +344,7 @@ gst_segment_fcn_update_src_caps (GstAggregator * agg, GstCaps * caps,
 {
   GstSegmentFcn *self = GST_SEGMENT_FCN (agg);
 
-  if (!self->src_caps)
-    return GST_AGGREGATOR_FLOW_NEED_DATA;
-  *ret = gst_caps_intersect (caps, self->src_caps);
-  if (gst_caps_is_empty (*ret)) {
-    gst_caps_replace (ret, NULL);
-    return GST_FLOW_NOT_NEGOTIATED;
-  }
-  return GST_FLOW_OK;
+  return gst_wsi_patch_update_src_caps (self->src_caps, caps, ret);
 }
 
 static gboolean

@@ -475,8 +475,7 @@ set_input_caps (GstSegmentMaskrcnn * self, GstCaps * caps)
 {
   const WsiModelInfo *info;
   GstVideoInfo vinfo;
-  GstCaps *src_caps;
-  gboolean is_tensor, resized;
+  gboolean is_tensor;
   gint width = 0, height = 0;
   guint batch_size;
   guint64 max_memory;
@@ -499,21 +498,12 @@ set_input_caps (GstSegmentMaskrcnn * self, GstCaps * caps)
           estimate_batch_bytes (self, width, height, batch_size), max_memory))
     return FALSE;
   /* patches of the old size go out (or train) before the size changes */
-  resized = gst_wsi_patch_input_differs (&self->in, width, height,
-      is_tensor);
-  if (resized && (self->mode == MRCNN_MODE_INFER ?
-          gst_wsi_batch_drain (self->batch) != GST_FLOW_OK :
-          !gst_wsi_train_caps_changing (self->train)))
+  if (!gst_wsi_train_switch_input (self->train, self->batch, &self->in,
+          self->mode == MRCNN_MODE_INFER, width, height, is_tensor, &vinfo))
     return FALSE;
-  gst_wsi_patch_input_set (&self->in, width, height, is_tensor, &vinfo);
   self->input_ok = TRUE;
-  gst_wsi_train_set_input (self->train, self->image_pad, TRUE, width, height,
-      is_tensor);
-  src_caps = make_src_caps (self, caps);
-  GST_DEBUG_OBJECT (self, "output caps %" GST_PTR_FORMAT, src_caps);
-  gst_caps_replace (&self->src_caps, src_caps);
-  gst_aggregator_set_src_caps (GST_AGGREGATOR (self), src_caps);
-  gst_caps_unref (src_caps);
+  gst_wsi_patch_set_src_caps (GST_AGGREGATOR (self), &self->src_caps,
+      make_src_caps (self, caps));
   send_classes (self);
   return TRUE;
 }
@@ -525,14 +515,7 @@ gst_segment_maskrcnn_update_src_caps (GstAggregator * agg, GstCaps * caps,
 {
   GstSegmentMaskrcnn *self = GST_SEGMENT_MASKRCNN (agg);
 
-  if (!self->src_caps)
-    return GST_AGGREGATOR_FLOW_NEED_DATA;
-  *ret = gst_caps_intersect (caps, self->src_caps);
-  if (gst_caps_is_empty (*ret)) {
-    gst_caps_replace (ret, NULL);
-    return GST_FLOW_NOT_NEGOTIATED;
-  }
-  return GST_FLOW_OK;
+  return gst_wsi_patch_update_src_caps (self->src_caps, caps, ret);
 }
 
 static gboolean

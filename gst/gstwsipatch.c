@@ -283,6 +283,32 @@ gst_wsi_segment_settings_get (const GstWsiSegmentSettings * s, guint id,
   return FALSE;
 }
 
+/* ---------------------------------------------------------- output caps */
+
+void
+gst_wsi_patch_set_src_caps (GstAggregator * agg, GstCaps ** current,
+    GstCaps * caps)
+{
+  GST_DEBUG_OBJECT (agg, "output caps %" GST_PTR_FORMAT, caps);
+  gst_caps_replace (current, caps);
+  gst_aggregator_set_src_caps (agg, caps);
+  gst_caps_unref (caps);
+}
+
+GstFlowReturn
+gst_wsi_patch_update_src_caps (GstCaps * current, GstCaps * caps,
+    GstCaps ** ret)
+{
+  if (!current)
+    return GST_AGGREGATOR_FLOW_NEED_DATA;
+  *ret = gst_caps_intersect (caps, current);
+  if (gst_caps_is_empty (*ret)) {
+    gst_caps_replace (ret, NULL);
+    return GST_FLOW_NOT_NEGOTIATED;
+  }
+  return GST_FLOW_OK;
+}
+
 /* --------------------------------------------------------------- model */
 
 WsiModel *

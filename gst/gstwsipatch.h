@@ -8,6 +8,7 @@
 
 #include <gst/gst.h>
 #include <gst/video/video.h>
+#include <gst/base/gstaggregator.h>
 
 #include "wsimodel.h"
 
@@ -43,6 +44,17 @@ void gst_wsi_patch_input_check_resolution (GstWsiPatchInput * in,
     GstElement * element, GstBuffer * buf, gdouble model_mpp);
 /* Frees the batch and the slide seen (stop, finalize). */
 void gst_wsi_patch_input_clear (GstWsiPatchInput * in);
+
+/* ---- output caps that follow from the input ---- */
+
+/* Stores @caps (transfer full) in *@current and sets them on @agg's src
+ * pad. */
+void gst_wsi_patch_set_src_caps (GstAggregator * agg, GstCaps ** current,
+    GstCaps * caps);
+/* GstAggregator::update_src_caps: the @current output caps (never a
+ * fixated template); NEED_DATA before the first input caps. */
+GstFlowReturn gst_wsi_patch_update_src_caps (GstCaps * current,
+    GstCaps * caps, GstCaps ** ret);
 
 /* ---- the settings every segmentation element has ---- */
 

@@ -665,6 +665,20 @@ gst_wsi_train_set_input (GstWsiTrain * t, GstAggregatorPad * image_pad,
 }
 
 gboolean
+gst_wsi_train_switch_input (GstWsiTrain * t, GstWsiBatch * batch,
+    GstWsiPatchInput * in, gboolean infer, gint width, gint height,
+    gboolean is_tensor, const GstVideoInfo * vinfo)
+{
+  if (gst_wsi_patch_input_differs (in, width, height, is_tensor)
+      && (infer ? gst_wsi_batch_drain (batch) != GST_FLOW_OK :
+          !gst_wsi_train_caps_changing (t)))
+    return FALSE;
+  gst_wsi_patch_input_set (in, width, height, is_tensor, vinfo);
+  gst_wsi_train_set_input (t, t->image_pad, TRUE, width, height, is_tensor);
+  return TRUE;
+}
+
+gboolean
 gst_wsi_train_sink_event (GstWsiTrain * t, GstAggregatorPad * pad,
     GstEvent * event)
 {

@@ -13,6 +13,8 @@
 #include <gst/gst.h>
 #include <gst/base/gstaggregator.h>
 
+#include "gstwsibatch.h"
+#include "gstwsipatch.h"
 #include "wsimetrics.h"
 #include "wsitrain.h"
 
@@ -127,6 +129,13 @@ void gst_wsi_train_flush (GstWsiTrain * t);
  * size changes. */
 void gst_wsi_train_set_input (GstWsiTrain * t, GstAggregatorPad * image_pad,
     gboolean ok, gint width, gint height, gboolean is_tensor);
+/* New patches on the image pad, once the element checked them: what was
+ * collected at the old size goes first when the size or kind changes
+ * (@batch drained when @infer, else the training batch run), then @in and
+ * the driver take the new patches. FALSE with the error posted. */
+gboolean gst_wsi_train_switch_input (GstWsiTrain * t, GstWsiBatch * batch,
+    GstWsiPatchInput * in, gboolean infer, gint width, gint height,
+    gboolean is_tensor, const GstVideoInfo * vinfo);
 /* GstAggregator::sink_event of the request pads: records their caps
  * (annotation GRAY8; validation patches, compared with the training
  * patches when a run reads them). FALSE for other pads. The element then

@@ -135,6 +135,87 @@ conf_bus_error (GstBus * bus, GQuark * domain, gint * code)
   return text;
 }
 
+/* A harness around the gst-launch description @desc fed RGB patches of
+ * @size; with @bus, the element posts on a private bus made before the
+ * caps (errors of the first caps event are caught too). */
+static inline GstHarness *
+conf_harness_new (const gchar * desc, gint size, GstBus ** bus)
+{
+  gchar *caps = conf_rgb_caps (size, size);
+  GstHarness *h = gst_harness_new_parse (desc);
+
+  if (bus) {
+    *bus = gst_bus_new ();
+    gst_element_set_bus (h->element, *bus);
+  }
+  gst_harness_set_src_caps_str (h, caps);
+  g_free (caps);
+  return h;
+}
+
+static inline void
+conf_detach_bus (GstHarness * h, GstBus * bus)
+{
+  gst_element_set_bus (h->element, NULL);
+  gst_object_unref (bus);
+}
+
+/* The errors posted on @bus within @wait (joined, or NULL); the domain
+ * and code of the first one containing @needle (any if NULL) go to
+ * @domain / @code. */
+static inline gchar *
+conf_bus_error_matching (GstBus * bus, GstClockTime wait,
+    const gchar * needle, GQuark * domain, gint * code)
+{
+  GString *all = g_string_new (NULL);
+  GstMessage *m;
+  gboolean found = FALSE;
+
+  while ((m = gst_bus_timed_pop_filtered (bus, wait, GST_MESSAGE_ERROR))) {
+    GError *e = NULL;
+    gst_message_parse_error (m, &e, NULL);
+    g_string_append_printf (all, "%s%s", all->len ? " / " : "", e->message);
+    if (!found && (!needle || strstr (e->message, needle))) {
+      found = TRUE;
+      if (domain)
+        *domain = e->domain;
+      if (code)
+        *code = e->code;
+    }
+    g_error_free (e);
+    gst_message_unref (m);
+    wait = 200 * GST_MSECOND;
+  }
+  return g_string_free (all, all->len == 0);
+}
+
+/* Pulls events until EOS (or the harness' timeout); notes GAP (@gap may
+ * be NULL) and EOS. */
+static inline void
+conf_wait_eos (GstHarness * h, gboolean * gap, gboolean * eos)
+{
+  GstEvent *e;
+
+  *eos = FALSE;
+  while (!*eos && (e = gst_harness_pull_event (h))) {
+    if (gap)
+      *gap |= GST_EVENT_TYPE (e) == GST_EVENT_GAP;
+    *eos = GST_EVENT_TYPE (e) == GST_EVENT_EOS;
+    gst_event_unref (e);
+  }
+}
+
+/* TRUE when the next buffer pulled from @h has @bytes bytes. */
+static inline gboolean
+conf_pull_sized (GstHarness * h, gsize bytes)
+{
+  GstBuffer *b = gst_harness_pull (h);
+  gboolean ok = b && gst_buffer_get_size (b) == bytes;
+
+  gst_clear_buffer (&b);
+  return ok;
+}
+
 /* Removes @dir and the files in it (a test's scratch folder). */
 static inline void
 conf_remove_dir (const gchar * dir)

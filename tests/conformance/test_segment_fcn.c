@@ -50,22 +50,14 @@ write_model (const gchar * path)
   wsinn_net_free (net);
 }
 
-/* A harness around segment-fcn; with @bus, errors of the first caps
- * event are caught too (set_src_caps pushes it at once). */
+/* A harness around segment-fcn (@bus: conf_harness_new). */
 static GstHarness *
 new_harness_bus (const gchar * props, gint size, GstBus ** bus)
 {
   gchar *desc = g_strdup_printf ("segment-fcn name=seg model=%s threads=1 %s",
       model_path, props);
-  gchar *caps = conf_rgb_caps (size, size);
-  GstHarness *h = gst_harness_new_parse (desc);
+  GstHarness *h = conf_harness_new (desc, size, bus);
 
-  if (bus) {
-    *bus = gst_bus_new ();
-    gst_element_set_bus (h->element, *bus);
-  }
-  gst_harness_set_src_caps_str (h, caps);
-  g_free (caps);
   g_free (desc);
   return h;
 }
@@ -91,46 +83,10 @@ attach_bus (GstHarness * h)
   return bus;
 }
 
-static void
-detach_bus (GstHarness * h, GstBus * bus)
-{
-  gst_element_set_bus (h->element, NULL);
-  gst_object_unref (bus);
-}
-
-/* The errors posted on @bus within @wait (joined, or NULL); the domain
- * and code of the first one containing @needle (any if NULL) go to
- * @domain / @code. */
-static gchar *
-bus_error_matching (GstBus * bus, GstClockTime wait, const gchar * needle,
-    GQuark * domain, gint * code)
-{
-  GString *all = g_string_new (NULL);
-  GstMessage *m;
-  gboolean found = FALSE;
-
-  while ((m = gst_bus_timed_pop_filtered (bus, wait, GST_MESSAGE_ERROR))) {
-    GError *e = NULL;
-    gst_message_parse_error (m, &e, NULL);
-    g_string_append_printf (all, "%s%s", all->len ? " / " : "", e->message);
-    if (!found && (!needle || strstr (e->message, needle))) {
-      found = TRUE;
-      if (domain)
-        *domain = e->domain;
-      if (code)
-        *code = e->code;
-    }
-    g_error_free (e);
-    gst_message_unref (m);
-    wait = 200 * GST_MSECOND;
-  }
-  return g_string_free (all, all->len == 0);
-}
-
 static gchar *
 bus_error (GstBus * bus, GstClockTime wait, GQuark * domain, gint * code)
 {
-  return bus_error_matching (bus, wait, NULL, domain, code);
+  return conf_bus_error_matching (bus, wait, NULL, domain, code);
 }
 
 /* Element messages named @name on @bus (drained), and the last one's
@@ -151,31 +107,6 @@ count_messages (GstBus * bus, const gchar * name, guint * last_batch)
     gst_message_unref (m);
   }
   return n;
-}
-
-/* Pulls events until EOS (or a timeout); notes GAP and EOS. */
-static void
-wait_eos (GstHarness * h, gboolean * gap, gboolean * eos)
-{
-  GstEvent *e;
-
-  *eos = FALSE;
-  while (!*eos && (e = gst_harness_pull_event (h))) {
-    if (gap)
-      *gap |= GST_EVENT_TYPE (e) == GST_EVENT_GAP;
-    *eos = GST_EVENT_TYPE (e) == GST_EVENT_EOS;
-    gst_event_unref (e);
-  }
-}
-
-static gboolean
-pull_sized (GstHarness * h, gsize size)
-{
-  GstBuffer *b = gst_harness_pull (h);
-  gboolean ok = b && gst_buffer_get_size (b) == size;
-
-  gst_clear_buffer (&b);
-  return ok;
 }
 
 /* ------------------------------------------------------------ situations */
@@ -286,9 +217,9 @@ check_flush (void)
   for (guint i = 0; i < 5; i++)
     gst_harness_push (t, conf_rgb_patch (32, 32, 10 + i, TRUE, i * 32, 0));
   gst_harness_push_event (t, gst_event_new_eos ());
-  wait_eos (t, &gap, &eos);
+  conf_wait_eos (t, &gap, &eos);
   steps = count_messages (bus, "segment-fcn-train", &batch);
-  detach_bus (t, bus);
+  conf_detach_bus (t, bus);
   gst_harness_teardown (t);
   /* 5 post-flush patches: a step of 4, then 1 at EOS */
   conf_result ("flush", infer_ok && steps == 2 && batch == 1 && gap && eos,
@@ -307,12 +238,12 @@ check_eos_no_data (void)
   gchar *err;
 
   gst_harness_push_event (h, gst_event_new_eos ());
-  wait_eos (h, NULL, &a);
+  conf_wait_eos (h, NULL, &a);
   a &= gst_harness_buffers_in_queue (h) == 0;
   gst_harness_push_event (t, gst_event_new_eos ());
-  wait_eos (t, NULL, &b);
+  conf_wait_eos (t, NULL, &b);
   err = bus_error (bus, 0, NULL, NULL);
-  detach_bus (t, bus);
+  conf_detach_bus (t, bus);
   conf_result ("eos-no-data", a && b && !err, "inference EOS %s; pretrain "
       "EOS %s%s%s", a ? "forwarded" : "MISSING", b ? "forwarded" : "MISSING",
       err ? ", error: " : "", err ? err : "");
@@ -383,7 +314,7 @@ check_props_playing (void)
   gst_clear_message (&warn);
   g_free (model);
   g_free (classes);
-  detach_bus (h, bus);
+  conf_detach_bus (h, bus);
   gst_object_unref (seg);
   gst_harness_teardown (h);
 }
@@ -408,8 +339,8 @@ check_renegotiation (void)
       "height=32,framerate=0/1");
   gst_harness_push (h, conf_rgb_patch (32, 32, 2, TRUE, 0, 0));
   gst_harness_push_event (h, gst_event_new_eos ());
-  ok &= pull_sized (h, 32 * 32) && pull_sized (h, 64 * 64)
-      && pull_sized (h, 32 * 32);
+  ok &= conf_pull_sized (h, 32 * 32) && conf_pull_sized (h, 64 * 64)
+      && conf_pull_sized (h, 32 * 32);
   /* training 32 -> 64: the old-size patch is trained on first */
   gst_harness_push (t, conf_rgb_patch (32, 32, 0, TRUE, 0, 0));
   gst_harness_set_src_caps_str (t, "video/x-raw,format=RGB,width=64,"
@@ -417,10 +348,10 @@ check_renegotiation (void)
   gst_harness_push (t, conf_rgb_patch (64, 64, 1, TRUE, 0, 0));
   gst_harness_push (t, conf_rgb_patch (64, 64, 2, TRUE, 0, 0));
   gst_harness_push_event (t, gst_event_new_eos ());
-  wait_eos (t, NULL, &eos);
+  conf_wait_eos (t, NULL, &eos);
   steps = count_messages (bus, "segment-fcn-train", NULL);
   err = bus_error (bus, 0, NULL, NULL);
-  detach_bus (t, bus);
+  conf_detach_bus (t, bus);
   conf_result ("renegotiation", ok && eos && steps == 2 && !err, "inference "
       "32->64->32: %s; pretrain 32->64: %d steps (want 2)%s%s",
       ok ? "sizes follow the caps" : "WRONG sizes", steps,
@@ -445,7 +376,7 @@ try_size (gint size, const gchar * needle, gchar ** error, GQuark * domain,
   if (needle) {
     /* refused at the caps: the buffer's content does not matter */
     gst_harness_push (h, conf_rgb_patch (4, 4, 1, TRUE, 0, 0));
-    *error = bus_error_matching (bus, 2 * GST_SECOND, needle, domain, code);
+    *error = conf_bus_error_matching (bus, 2 * GST_SECOND, needle, domain, code);
     ok = FALSE;
   } else {
     gst_harness_push (h, conf_rgb_patch (size, size, 1, TRUE, 0, 0));
@@ -455,7 +386,7 @@ try_size (gint size, const gchar * needle, gchar ** error, GQuark * domain,
     if (!ok)
       *error = bus_error (bus, GST_SECOND, domain, code);
   }
-  detach_bus (h, bus);
+  conf_detach_bus (h, bus);
   gst_harness_teardown (h);
   return ok;
 }
@@ -527,10 +458,10 @@ check_no_tile_meta (void)
   for (guint i = 0; i < 2; i++)
     gst_harness_push (t, conf_rgb_patch (32, 32, i, FALSE, 0, 0));
   gst_harness_push_event (t, gst_event_new_eos ());
-  wait_eos (t, NULL, &eos);
+  conf_wait_eos (t, NULL, &eos);
   steps = count_messages (bus, "segment-fcn-train", NULL);
   err = bus_error (bus, 0, NULL, NULL);
-  detach_bus (t, bus);
+  conf_detach_bus (t, bus);
   conf_result ("no-tile-meta", infer_ok && eos && steps == 2 && !err,
       "inference: %s; pretrain: %d steps (want 2)%s%s",
       infer_ok ? "labels without meta" : "BROKEN", steps,
@@ -552,7 +483,7 @@ check_zero_area (void)
   /* an empty buffer under 32x32 caps: an error, no crash */
   gst_harness_push (h, gst_buffer_new ());
   err = bus_error (bus, GST_SECOND, &dom, NULL);
-  detach_bus (h, bus);
+  conf_detach_bus (h, bus);
   gst_harness_teardown (h);
   /* a 0x0 tensor: refused at negotiation */
   desc = g_strdup_printf ("segment-fcn model=%s", model_path);
@@ -563,7 +494,7 @@ check_zero_area (void)
       "num_tensors=1,types=float32,dimensions=3:0:0:1,framerate=0/1");
   gst_harness_push (z, gst_buffer_new ());
   zerr = bus_error (zbus, GST_SECOND, &zdom, NULL);
-  detach_bus (z, zbus);
+  conf_detach_bus (z, zbus);
   gst_harness_teardown (z);
   conf_result ("zero-area", err && dom == GST_STREAM_ERROR && zerr
       && zdom == GST_STREAM_ERROR, "empty buffer under 32x32 caps: %s; "

@@ -10,22 +10,14 @@
 
 static gchar *tmp_dir, *model_path;
 
-/* A harness around segment-maskrcnn; with @bus, errors of the first caps
- * event are caught too (set_src_caps pushes it at once). */
+/* A harness around segment-maskrcnn (@bus: conf_harness_new). */
 static GstHarness *
 new_harness_bus (const gchar * props, gint size, GstBus ** bus)
 {
   gchar *desc = g_strdup_printf ("segment-maskrcnn name=seg model=%s "
       "threads=1 score-threshold=0.0 %s", model_path, props);
-  gchar *caps = conf_rgb_caps (size, size);
-  GstHarness *h = gst_harness_new_parse (desc);
+  GstHarness *h = conf_harness_new (desc, size, bus);
 
-  if (bus) {
-    *bus = gst_bus_new ();
-    gst_element_set_bus (h->element, *bus);
-  }
-  gst_harness_set_src_caps_str (h, caps);
-  g_free (caps);
   g_free (desc);
   return h;
 }
@@ -36,62 +28,11 @@ new_harness (const gchar * props, gint size)
   return new_harness_bus (props, size, NULL);
 }
 
-static void
-detach_bus (GstHarness * h, GstBus * bus)
-{
-  gst_element_set_bus (h->element, NULL);
-  gst_object_unref (bus);
-}
-
-/* The errors on @bus within @wait (joined, or NULL); domain and code of
- * the first containing @needle (any if NULL). */
-static gchar *
-bus_error_matching (GstBus * bus, GstClockTime wait, const gchar * needle,
-    GQuark * domain, gint * code)
-{
-  GString *all = g_string_new (NULL);
-  GstMessage *m;
-  gboolean found = FALSE;
-
-  while ((m = gst_bus_timed_pop_filtered (bus, wait, GST_MESSAGE_ERROR))) {
-    GError *e = NULL;
-    gst_message_parse_error (m, &e, NULL);
-    g_string_append_printf (all, "%s%s", all->len ? " / " : "", e->message);
-    if (!found && (!needle || strstr (e->message, needle))) {
-      found = TRUE;
-      if (domain)
-        *domain = e->domain;
-      if (code)
-        *code = e->code;
-    }
-    g_error_free (e);
-    gst_message_unref (m);
-    wait = 200 * GST_MSECOND;
-  }
-  return g_string_free (all, all->len == 0);
-}
-
 /* A GRAY16 label patch of @size pulled from @h. */
 static gboolean
-pull_sized (GstHarness * h, gint size)
+pull_label (GstHarness * h, gint size)
 {
-  GstBuffer *b = gst_harness_pull (h);
-  gboolean ok = b && gst_buffer_get_size (b) == (gsize) size * size * 2;
-
-  gst_clear_buffer (&b);
-  return ok;
-}
-
-static void
-wait_eos (GstHarness * h, gboolean * eos)
-{
-  GstEvent *e;
-
-  *eos = FALSE;
-  while (!*eos && (e = gst_harness_pull_event (h))) {
-    *eos = GST_EVENT_TYPE (e) == GST_EVENT_EOS;
-    gst_event_unref (e);
-  }
+  return conf_pull_sized (h, (gsize) size * size * 2);
 }
 
 /* ------------------------------------------------------------ situations */
@@ -178,7 +119,7 @@ check_eos_no_data (void)
   gboolean eos;
 
   gst_harness_push_event (h, gst_event_new_eos ());
-  wait_eos (h, &eos);
+  conf_wait_eos (h, NULL, &eos);
   eos &= gst_harness_buffers_in_queue (h) == 0;
   conf_result ("eos-no-data", eos, "inference EOS %s", eos ? "forwarded" :
       "MISSING");
@@ -240,7 +181,7 @@ check_renegotiation (void)
       "height=64,framerate=0/1");
   gst_harness_push (h, conf_rgb_patch (P, P, 2, TRUE, 0, 0));
   gst_harness_push_event (h, gst_event_new_eos ());
-  ok = pull_sized (h, P) && pull_sized (h, 128) && pull_sized (h, P);
+  ok = pull_label (h, P) && pull_label (h, 128) && pull_label (h, P);
   conf_result ("renegotiation", ok, "inference 64->128->64: %s",
       ok ? "sizes follow the caps" : "WRONG sizes");
   gst_harness_teardown (h);
@@ -260,15 +201,15 @@ try_size (gint size, const gchar * needle, gchar ** error, GQuark * domain,
   if (needle) {
     /* refused at the caps: the buffer's content does not matter */
     gst_harness_push (h, conf_rgb_patch (4, 4, 1, TRUE, 0, 0));
-    *error = bus_error_matching (bus, 2 * GST_SECOND, needle, domain, code);
+    *error = conf_bus_error_matching (bus, 2 * GST_SECOND, needle, domain, code);
     ok = FALSE;
   } else {
     gst_harness_push (h, conf_rgb_patch (size, size, 1, TRUE, 0, 0));
-    ok = pull_sized (h, size);
+    ok = pull_label (h, size);
     if (!ok)
-      *error = bus_error_matching (bus, GST_SECOND, NULL, domain, code);
+      *error = conf_bus_error_matching (bus, GST_SECOND, NULL, domain, code);
   }
-  detach_bus (h, bus);
+  conf_detach_bus (h, bus);
   gst_harness_teardown (h);
   return ok;
 }
@@ -347,8 +288,8 @@ check_zero_area (void)
 
   /* an empty buffer under 64x64 caps: an error, no crash */
   gst_harness_push (h, gst_buffer_new ());
-  err = bus_error_matching (bus, GST_SECOND, NULL, &dom, NULL);
-  detach_bus (h, bus);
+  err = conf_bus_error_matching (bus, GST_SECOND, NULL, &dom, NULL);
+  conf_detach_bus (h, bus);
   gst_harness_teardown (h);
   /* a 0x0 tensor: refused at negotiation */
   desc = g_strdup_printf ("segment-maskrcnn model=%s", model_path);
@@ -359,8 +300,8 @@ check_zero_area (void)
   gst_harness_set_src_caps_str (z, "other/tensors,format=static,"
       "num_tensors=1,types=float32,dimensions=3:0:0:1,framerate=0/1");
   gst_harness_push (z, gst_buffer_new ());
-  zerr = bus_error_matching (zbus, GST_SECOND, NULL, &zdom, NULL);
-  detach_bus (z, zbus);
+  zerr = conf_bus_error_matching (zbus, GST_SECOND, NULL, &zdom, NULL);
+  conf_detach_bus (z, zbus);
   gst_harness_teardown (z);
   conf_result ("zero-area", err && dom == GST_STREAM_ERROR && zerr
       && zdom == GST_STREAM_ERROR, "empty buffer under 64x64 caps: %s; "
