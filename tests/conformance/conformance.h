@@ -216,6 +216,67 @@ conf_pull_sized (GstHarness * h, gsize bytes)
   return ok;
 }
 
+/* One patch of @size through the element: TRUE with an output of that
+ * size, else the errors (@domain/@code: of the one containing @needle). */
+typedef gboolean (*ConfTrySize) (gint size, const gchar * needle,
+    gchar ** error, GQuark * domain, gint * code);
+
+/* odd-sizes of a segmentation element whose patch sides must be multiples
+ * of @multiple: the odd sizes refused with a FORMAT error naming the
+ * multiple, the @accepted sizes segmented, the largest multiple under 8191
+ * refused by max-memory (gst/gstwsibatch's memory guard). */
+static inline void
+conf_check_odd_sizes (ConfTrySize try_size, gint multiple,
+    const gint * accepted, guint n_accepted)
+{
+  const gint refused[] = { 1, 3, 127, 250, 8191 };
+  const gint large = 8191 / multiple * multiple;
+  gchar *needle = g_strdup_printf ("multiples of %d", multiple);
+  GString *detail = g_string_new (NULL);
+  gboolean ok = TRUE;
+
+  for (guint i = 0; i < G_N_ELEMENTS (refused); i++) {
+    gchar *err = NULL;
+    GQuark dom = 0;
+    gint code = 0;
+    gboolean out = try_size (refused[i], needle, &err, &dom, &code);
+    gboolean clear = !out && err && strstr (err, needle)
+        && dom == GST_STREAM_ERROR && code == GST_STREAM_ERROR_FORMAT;
+    ok &= clear;
+    if (clear)
+      g_string_append_printf (detail, "%d refused (%s); ", refused[i],
+          needle);
+    else
+      g_string_append_printf (detail, "%d %s; ", refused[i],
+          err ? err : "ACCEPTED");
+    g_free (err);
+  }
+  for (guint i = 0; i < n_accepted; i++) {
+    gchar *err = NULL;
+    gboolean out = try_size (accepted[i], NULL, &err, NULL, NULL);
+    ok &= out;
+    g_string_append_printf (detail, "%d %s; ", accepted[i], out ?
+        "accepted" : (err ? err : "no output"));
+    g_free (err);
+  }
+  {
+    gchar *err = NULL;
+    GQuark dom = 0;
+    gint code = 0;
+    gboolean out = try_size (large, "Not enough memory", &err, &dom, &code);
+    gboolean clear = !out && err && strstr (err, "Not enough memory")
+        && dom == GST_RESOURCE_ERROR
+        && code == GST_RESOURCE_ERROR_NO_SPACE_LEFT;
+    ok &= clear;
+    g_string_append_printf (detail, "%d %s", large, clear ?
+        "refused (over max-memory)" : (err ? err : "ACCEPTED"));
+    g_free (err);
+  }
+  conf_result ("odd-sizes", ok, "%s", detail->str);
+  g_string_free (detail, TRUE);
+  g_free (needle);
+}
+
 /* Removes @dir and the files in it (a test's scratch folder). */
 static inline void
 conf_remove_dir (const gchar * dir)

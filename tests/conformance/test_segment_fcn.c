@@ -394,49 +394,9 @@ try_size (gint size, const gchar * needle, gchar ** error, GQuark * domain,
 static void
 check_odd_sizes (void)
 {
-  const gint refused[] = { 1, 3, 127, 250, 8191 };
   const gint accepted[] = { 4, 128, 252 };
-  GString *detail = g_string_new (NULL);
-  gboolean ok = TRUE;
 
-  for (guint i = 0; i < G_N_ELEMENTS (refused); i++) {
-    gchar *err = NULL;
-    GQuark dom = 0;
-    gint code = 0;
-    gboolean out = try_size (refused[i], "multiples of 4", &err, &dom,
-        &code);
-    gboolean clear = !out && err && strstr (err, "multiples of 4")
-        && dom == GST_STREAM_ERROR && code == GST_STREAM_ERROR_FORMAT;
-    ok &= clear;
-    g_string_append_printf (detail, "%d %s; ", refused[i], clear ?
-        "refused (multiples of 4)" : (err ? err : "ACCEPTED"));
-    g_free (err);
-  }
-  for (guint i = 0; i < G_N_ELEMENTS (accepted); i++) {
-    gchar *err = NULL;
-    gboolean out = try_size (accepted[i], NULL, &err, NULL, NULL);
-    ok &= out;
-    g_string_append_printf (detail, "%d %s; ", accepted[i], out ?
-        "accepted" : (err ? err : "no output"));
-    g_free (err);
-  }
-  {
-    /* the largest multiple of 4 under 8191: over max-memory, refused */
-    gchar *err = NULL;
-    GQuark dom = 0;
-    gint code = 0;
-    gboolean out = try_size (8188, "Not enough memory", &err, &dom,
-        &code);
-    gboolean clear = !out && err && strstr (err, "Not enough memory")
-        && dom == GST_RESOURCE_ERROR
-        && code == GST_RESOURCE_ERROR_NO_SPACE_LEFT;
-    ok &= clear;
-    g_string_append_printf (detail, "8188 %s", clear ?
-        "refused (over max-memory)" : (err ? err : "ACCEPTED"));
-    g_free (err);
-  }
-  conf_result ("odd-sizes", ok, "%s", detail->str);
-  g_string_free (detail, TRUE);
+  conf_check_odd_sizes (try_size, 4, accepted, G_N_ELEMENTS (accepted));
 }
 
 static void
