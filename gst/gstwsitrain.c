@@ -62,6 +62,21 @@ struct _GstWsiTrain
 
 /* ------------------------------------------------------------ properties */
 
+/* The enum type @name of the static @values, registered once (@api: a
+ * type of the plugin's API, documented). */
+static GType
+enum_type (gsize * type, const gchar * name, const GEnumValue * values,
+    gboolean api)
+{
+  if (g_once_init_enter (type)) {
+    GType t = g_enum_register_static (name, values);
+    if (api)
+      gst_type_mark_as_plugin_api (t, 0);
+    g_once_init_leave (type, t);
+  }
+  return *type;
+}
+
 /* Registered enums whose nicks are the strings the trainer parses
  * (wsi_*_kind_from_string); the type names are segment-fcn's first ones,
  * kept so that its pipelines and gst-inspect output stay as they were. */
@@ -69,7 +84,7 @@ struct _GstWsiTrain
 static GType
 gst_wsi_train_optimizer_get_type (void)
 {
-  static GType type = 0;
+  static gsize type = 0;
   static const GEnumValue values[] = {
     {WSI_OPTIM_SGD, "SGD with momentum and L2 weight decay", "sgd"},
     {WSI_OPTIM_ADAM, "Adam (L2 weight decay)", "adam"},
@@ -77,18 +92,14 @@ gst_wsi_train_optimizer_get_type (void)
     {0, NULL, NULL}
   };
 
-  if (g_once_init_enter (&type)) {
-    GType t = g_enum_register_static ("GstSegmentFcnOptimizer", values);
-    g_once_init_leave (&type, t);
-  }
-  return type;
+  return enum_type (&type, "GstSegmentFcnOptimizer", values, FALSE);
 }
 
 #define GST_TYPE_WSI_TRAIN_SCHEDULE (gst_wsi_train_schedule_get_type ())
 static GType
 gst_wsi_train_schedule_get_type (void)
 {
-  static GType type = 0;
+  static gsize type = 0;
   static const GEnumValue values[] = {
     {WSI_SCHED_CONSTANT, "Constant learning rate", "constant"},
     {WSI_SCHED_STEP, "Step decay", "step"},
@@ -96,17 +107,13 @@ gst_wsi_train_schedule_get_type (void)
     {0, NULL, NULL}
   };
 
-  if (g_once_init_enter (&type)) {
-    GType t = g_enum_register_static ("GstSegmentFcnSchedule", values);
-    g_once_init_leave (&type, t);
-  }
-  return type;
+  return enum_type (&type, "GstSegmentFcnSchedule", values, FALSE);
 }
 
 GType
 gst_wsi_train_mode_get_type (void)
 {
-  static GType type = 0;
+  static gsize type = 0;
   static const GEnumValue values[] = {
     {GST_WSI_TRAIN_MODE_INFER, "Segment patches with the model", "infer"},
     {GST_WSI_TRAIN_MODE_TRAIN, "Train on image + annotation pairs "
@@ -116,18 +123,13 @@ gst_wsi_train_mode_get_type (void)
     {0, NULL, NULL}
   };
 
-  if (g_once_init_enter (&type)) {
-    GType t = g_enum_register_static ("GstSegmentFcnMode", values);
-    gst_type_mark_as_plugin_api (t, 0);
-    g_once_init_leave (&type, t);
-  }
-  return type;
+  return enum_type (&type, "GstSegmentFcnMode", values, TRUE);
 }
 
 GType
 gst_wsi_train_loss_get_type (void)
 {
-  static GType type = 0;
+  static gsize type = 0;
   static const GEnumValue values[] = {
     {WSI_LOSS_CE, "Softmax cross-entropy (class-weights)", "ce"},
     {WSI_LOSS_DICE, "Soft Dice over all classes", "dice"},
@@ -136,12 +138,7 @@ gst_wsi_train_loss_get_type (void)
     {0, NULL, NULL}
   };
 
-  if (g_once_init_enter (&type)) {
-    GType t = g_enum_register_static ("GstSegmentFcnLoss", values);
-    gst_type_mark_as_plugin_api (t, 0);
-    g_once_init_leave (&type, t);
-  }
-  return type;
+  return enum_type (&type, "GstSegmentFcnLoss", values, TRUE);
 }
 
 enum

@@ -277,6 +277,41 @@ conf_check_odd_sizes (ConfTrySize try_size, gint multiple,
   g_free (needle);
 }
 
+/* The checks of one element, one per situation (NULL: not run). */
+typedef struct
+{
+  void (*flushing_seek) (void);
+  void (*flush) (void);
+  void (*eos_no_data) (void);
+  void (*props_playing) (void);
+  void (*renegotiation) (void);
+  void (*odd_sizes) (void);
+  void (*no_tile_meta) (void);
+  void (*zero_area) (void);
+} ConfChecks;
+
+/* Runs the checks in the order of the table; CONF_ONLY=situation runs
+ * one (debugging). */
+static inline void
+conf_run_checks (const ConfChecks * c)
+{
+  const gchar *only = g_getenv ("CONF_ONLY");
+  const struct
+  {
+    const gchar *name;
+    void (*fn) (void);
+  } all[] = {
+    {"flushing-seek", c->flushing_seek}, {"flush", c->flush},
+    {"eos-no-data", c->eos_no_data}, {"props-playing", c->props_playing},
+    {"renegotiation", c->renegotiation}, {"odd-sizes", c->odd_sizes},
+    {"no-tile-meta", c->no_tile_meta}, {"zero-area", c->zero_area},
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (all); i++)
+    if (all[i].fn && (!only || g_strcmp0 (only, all[i].name) == 0))
+      all[i].fn ();
+}
+
 /* Removes @dir and the files in it (a test's scratch folder). */
 static inline void
 conf_remove_dir (const gchar * dir)

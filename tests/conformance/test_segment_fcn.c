@@ -472,23 +472,12 @@ main (int argc, char **argv)
   write_model (model_path);
 
   {
-    /* CONF_ONLY=situation runs one (debugging) */
-    const gchar *only = g_getenv ("CONF_ONLY");
-    const struct
-    {
-      const gchar *name;
-      void (*fn) (void);
-    } all[] = {
-      {"flushing-seek", check_flushing_seek}, {"flush", check_flush},
-      {"eos-no-data", check_eos_no_data},
-      {"props-playing", check_props_playing},
-      {"renegotiation", check_renegotiation},
-      {"odd-sizes", check_odd_sizes}, {"no-tile-meta", check_no_tile_meta},
-      {"zero-area", check_zero_area},
+    const ConfChecks checks = {
+      check_flushing_seek, check_flush, check_eos_no_data,
+      check_props_playing, check_renegotiation, check_odd_sizes,
+      check_no_tile_meta, check_zero_area
     };
-    for (guint i = 0; i < G_N_ELEMENTS (all); i++)
-      if (!only || g_strcmp0 (only, all[i].name) == 0)
-        all[i].fn ();
+    conf_run_checks (&checks);
   }
   return conf_finish ();
 }
