@@ -421,6 +421,20 @@ conf_run_pipeline (const gchar * desc, gdouble seek_after_s,
   return result;
 }
 
+/* Writes a @size x @size PNG of videotestsrc @pattern in @format (RGB,
+ * GRAY8, GRAY16_BE) to @path: a slide image or an annotation mask. */
+static inline void
+conf_write_png (const gchar * path, const gchar * pattern,
+    const gchar * format, gint size)
+{
+  gchar *desc = g_strdup_printf ("videotestsrc num-buffers=1 pattern=%s ! "
+      "video/x-raw,format=%s,width=%d,height=%d ! pngenc ! filesink "
+      "location=%s", pattern, format, size, size, path);
+
+  g_free (conf_run_pipeline (desc, -1, 30));
+  g_free (desc);
+}
+
 /* Property contract while PLAYING. Every writable, not construct-only
  * property carries GST_PARAM_MUTABLE_PLAYING (applied at a safe point) or
  * GST_PARAM_MUTABLE_READY / _PAUSED (refused while PLAYING: the value does

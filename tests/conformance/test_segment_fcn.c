@@ -132,16 +132,8 @@ check_flushing_seek (void)
   err2 = conf_run_pipeline (desc, 0.3, 120);
   g_free (desc);
   /* mode=train with image + annotation branches */
-  desc = g_strdup_printf ("videotestsrc num-buffers=1 ! "
-      "video/x-raw,format=RGB,width=64,height=64 ! pngenc ! filesink "
-      "location=%s", img);
-  g_free (conf_run_pipeline (desc, -1, 30));
-  g_free (desc);
-  desc = g_strdup_printf ("videotestsrc num-buffers=1 pattern=circular ! "
-      "video/x-raw,format=GRAY8,width=64,height=64 ! pngenc ! filesink "
-      "location=%s", mask);
-  g_free (conf_run_pipeline (desc, -1, 30));
-  g_free (desc);
+  conf_write_png (img, "smpte", "RGB", 64);
+  conf_write_png (mask, "circular", "GRAY8", 64);
   ckpt = g_build_filename (tmp_dir, "seek.safetensors", NULL);
   desc = g_strdup_printf ("slidesrc location=%s loop=20 ! patchify "
       "patch-size=32 ! tee name=t t. ! queue ! colornorm mode=rescale01 ! "

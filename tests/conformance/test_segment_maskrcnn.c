@@ -51,16 +51,8 @@ check_flushing_seek (void)
   g_free (desc);
   /* mode=train with image + instance annotation branches (the bars of
    * smpte are the instances, white = 65535 = ignore) */
-  desc = g_strdup_printf ("videotestsrc num-buffers=1 ! "
-      "video/x-raw,format=RGB,width=128,height=128 ! pngenc ! filesink "
-      "location=%s", img);
-  g_free (conf_run_pipeline (desc, -1, 30));
-  g_free (desc);
-  desc = g_strdup_printf ("videotestsrc num-buffers=1 pattern=smpte ! "
-      "video/x-raw,format=GRAY16_BE,width=128,height=128 ! pngenc ! "
-      "filesink location=%s", mask);
-  g_free (conf_run_pipeline (desc, -1, 30));
-  g_free (desc);
+  conf_write_png (img, "smpte", "RGB", 128);
+  conf_write_png (mask, "smpte", "GRAY16_BE", 128);
   ckpt = g_build_filename (tmp_dir, "seek.safetensors", NULL);
   desc = g_strdup_printf ("slidesrc location=%s loop=6 ! patchify "
       "patch-size=64 ! tee name=t t. ! queue ! colornorm mode=rescale01 ! "
