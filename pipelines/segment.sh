@@ -7,13 +7,15 @@
 # RGB patches go straight to segment-fcn (or segment-maskrcnn for an
 # arch=maskrcnn file: instance label PNG, one GeoJSON detection per object),
 # which applies the preprocessing the model file declares.
-# Env: MIN_AREA (smallest exported object, model pixels; default 8), BATCH (8).
+# Env: MIN_AREA (smallest exported object, model pixels; default 8), BATCH (8),
+# WSISEG_BUILD_ROOT (build tree; default build/).
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n '2,10p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,12p' "$0"; exit 2; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SLIDE=$1 MODEL=$2 OUT=${3:-out/$(basename "${MODEL%.safetensors}")}
-INFO=$ROOT/build/models/wsimodel-info
-export GST_PLUGIN_PATH=$ROOT/build/gst
+BUILD=${WSISEG_BUILD_ROOT:-$ROOT/build}
+INFO=$BUILD/models/wsimodel-info
+export GST_PLUGIN_PATH=$BUILD/gst
 [ -x "$INFO" ] || { echo "build first: meson setup build && meson compile -C build"; exit 1; }
 
 MPP=$($INFO "$MODEL" --get mpp)
@@ -35,7 +37,7 @@ if [ "$($INFO "$MODEL" --get arch)" = maskrcnn ]; then
     patchify patch-size="$PATCH" overlap=64 min-tissue=0.02 ! \
     segment-maskrcnn model="$MODEL" batch-size="${BATCH:-8}" ! \
     stitchsink location="$OUT/$NAME-instances.png" overlay-location="$OUT/$NAME-overlay.png" \
-      geojson-location="$OUT/$NAME.geojson" geojson-min-area="${MIN_AREA:-8}"
+      geojson-location="$OUT/$NAME.geojson" geojson-object-type=detection geojson-min-area="${MIN_AREA:-8}"
 else
   gst-launch-1.0 -q slidesrc location="$SLIDE" "${READ[@]}" tile-width=1024 tile-height=1024 ! \
     patchify patch-size="$PATCH" overlap=32 min-tissue=0.02 ! \
